@@ -1,0 +1,282 @@
+//! Range iteration at a snapshot, forwards and backwards.
+//!
+//! An iterator reads one page at a time into a cursor: the page's delta records resolved to one
+//! visible version per key (an overlay), merged on the fly with a window of the base page. The
+//! next page is found again from the index by key, not by pointer, so pages may split, merge or
+//! consolidate under a running iterator: it sees exactly its snapshot either way.
+
+use alloc::borrow::Cow;
+use alloc::vec::Vec;
+use core::ops::{Bound, Range};
+
+use crossbeam_epoch::Guard;
+
+use crate::mvcc::Snapshot;
+use crate::page::base::{Base, Version};
+use crate::page::record::Record;
+use crate::page::Gathered;
+use crate::tree::{Target, Tree};
+
+/// Entries of a range as a snapshot sees them; from [`Tree::range`].
+pub struct Iter<'t, 'g> {
+    tree: &'t Tree,
+    guard: &'g Guard,
+    sn: u64,
+    /// Keys still to yield lie within `lo..hi`; both narrow as entries are yielded.
+    lo: Bound<Cow<'g, [u8]>>,
+    hi: Bound<Cow<'g, [u8]>>,
+    front: Option<PageCursor<'g>>,
+    back: Option<PageCursor<'g>>,
+    done: bool,
+}
+
+impl<'t: 'g, 'g> Iter<'t, 'g> {
+    pub(crate) fn new(
+        tree: &'t Tree,
+        snapshot: &'g Snapshot,
+        lo: Bound<Cow<'g, [u8]>>,
+        hi: Bound<Cow<'g, [u8]>>,
+        guard: &'g Guard,
+    ) -> Self {
+        let empty = match (&lo, &hi) {
+            (Bound::Included(a), Bound::Included(b)) => a > b,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+            | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+            _ => false,
+        };
+        Self { tree, guard, sn: snapshot.sn(), lo, hi, front: None, back: None, done: empty }
+    }
+
+    fn below_hi(&self, key: &[u8]) -> bool {
+        match &self.hi {
+            Bound::Included(k) => key <= &**k,
+            Bound::Excluded(k) => key < &**k,
+            Bound::Unbounded => true,
+        }
+    }
+
+    fn above_lo(&self, key: &[u8]) -> bool {
+        match &self.lo {
+            Bound::Included(k) => key >= &**k,
+            Bound::Excluded(k) => key > &**k,
+            Bound::Unbounded => true,
+        }
+    }
+
+    /// Whether any key below `low` can still be in range.
+    fn room_below(&self, low: &[u8]) -> bool {
+        !low.is_empty()
+            && match &self.lo {
+                Bound::Included(k) | Bound::Excluded(k) => &**k < low,
+                Bound::Unbounded => true,
+            }
+    }
+
+    fn open(&self, target: Target<'_>) -> PageCursor<'g> {
+        let (cell, head) = self.tree.locate(target, self.guard);
+        // The tighter of our upper bound and the page's.
+        let hi = match head.hdr.high() {
+            Some(high) if self.below_hi(high) => Bound::Excluded(high),
+            _ => self.hi.as_ref().map(|k| &**k),
+        };
+        let cursor = PageCursor::new(head, self.lo.as_ref().map(|k| &**k), hi, self.sn, &cell.low);
+        self.tree.after_read(cell, head, self.guard);
+        cursor
+    }
+}
+
+impl<'t: 'g, 'g> Iterator for Iter<'t, 'g> {
+    type Item = (&'g [u8], &'g [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            if self.front.is_none() {
+                let target = match &self.lo {
+                    Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
+                    Bound::Unbounded => Target::Key(&[]),
+                };
+                self.front = Some(self.open(target));
+            }
+            let cursor = self.front.as_mut().expect("opened above");
+            if let Some((key, value)) = cursor.next_front() {
+                if !self.below_hi(key) {
+                    break;
+                }
+                self.lo = Bound::Excluded(Cow::Borrowed(key));
+                return Some((key, value));
+            }
+            match cursor.high.filter(|&high| self.below_hi(high)) {
+                Some(high) => {
+                    self.lo = Bound::Included(Cow::Borrowed(high));
+                    self.front = None;
+                }
+                _ => break,
+            }
+        }
+        self.done = true;
+        None
+    }
+}
+
+impl<'t: 'g, 'g> DoubleEndedIterator for Iter<'t, 'g> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            if self.back.is_none() {
+                let target = match &self.hi {
+                    Bound::Included(k) => Target::Key(k),
+                    Bound::Excluded(k) if k.is_empty() => break,
+                    Bound::Excluded(k) => Target::Below(k),
+                    Bound::Unbounded => Target::Last,
+                };
+                self.back = Some(self.open(target));
+            }
+            let cursor = self.back.as_mut().expect("opened above");
+            if let Some((key, value)) = cursor.next_back() {
+                if !self.above_lo(key) {
+                    break;
+                }
+                self.hi = Bound::Excluded(Cow::Borrowed(key));
+                return Some((key, value));
+            }
+            let low = cursor.low;
+            if !self.room_below(low) {
+                break;
+            }
+            self.hi = Bound::Excluded(Cow::Borrowed(low));
+            self.back = None;
+        }
+        self.done = true;
+        None
+    }
+}
+
+/// One page's visible entries within a range, consumed from either end.
+struct PageCursor<'g> {
+    /// Keys with a delta visible at the snapshot, sorted: the value, or `None` for a tombstone.
+    overlay: Vec<(&'g [u8], Option<&'g [u8]>)>,
+    overlay_left: Range<usize>,
+    base: Option<&'g Base>,
+    base_left: Range<usize>,
+    sn: u64,
+    low: &'g [u8],
+    high: Option<&'g [u8]>,
+}
+
+impl<'g> PageCursor<'g> {
+    fn new(head: &'g Record, lo: Bound<&[u8]>, hi: Bound<&[u8]>, sn: u64, low: &'g [u8]) -> Self {
+        let mut gathered = Gathered::default();
+        gathered.gather(head, lo, hi);
+        let mut base = None;
+        let mut base_left = 0..0;
+        if gathered.bases.len() == 1 {
+            let (b, first, end) = gathered.bases[0];
+            base = Some(b);
+            base_left = first..end;
+        } else {
+            // Several bases (a merge not yet consolidated): fold them into the overlay. They are
+            // older than every delta, so appending keeps chain order.
+            let Gathered { deltas, bases } = &mut gathered;
+            deltas.extend(bases.iter().flat_map(|&(b, first, end)| (first..end).map(|i| b.get(i))));
+        }
+        gathered.deltas.sort_by(|a, b| a.key.cmp(b.key));
+        let overlay = resolve(&gathered.deltas, sn);
+        let overlay_left = 0..overlay.len();
+        Self { overlay, overlay_left, base, base_left, sn, low, high: head.hdr.high() }
+    }
+
+    fn next_front(&mut self) -> Option<(&'g [u8], &'g [u8])> {
+        loop {
+            let from_overlay = self.overlay_left.start < self.overlay_left.end;
+            let from_base = self.base_left.start < self.base_left.end;
+            let (key, value) = match (from_overlay, from_base) {
+                (false, false) => return None,
+                (true, _) => {
+                    let (key, value) = self.overlay[self.overlay_left.start];
+                    let base_key = from_base.then(|| self.base().key(self.base_left.start));
+                    if base_key.is_some_and(|b| b < key) {
+                        self.take_base_front()
+                    } else {
+                        self.overlay_left.start += 1;
+                        if base_key == Some(key) {
+                            self.take_base_front();
+                        }
+                        (key, value)
+                    }
+                }
+                (false, true) => self.take_base_front(),
+            };
+            if let Some(value) = value {
+                return Some((key, value));
+            }
+        }
+    }
+
+    fn next_back(&mut self) -> Option<(&'g [u8], &'g [u8])> {
+        loop {
+            let from_overlay = self.overlay_left.start < self.overlay_left.end;
+            let from_base = self.base_left.start < self.base_left.end;
+            let (key, value) = match (from_overlay, from_base) {
+                (false, false) => return None,
+                (true, _) => {
+                    let (key, value) = self.overlay[self.overlay_left.end - 1];
+                    let base_key = from_base.then(|| self.base().key(self.base_left.end - 1));
+                    if base_key.is_some_and(|b| b > key) {
+                        self.take_base_back()
+                    } else {
+                        self.overlay_left.end -= 1;
+                        if base_key == Some(key) {
+                            self.take_base_back();
+                        }
+                        (key, value)
+                    }
+                }
+                (false, true) => self.take_base_back(),
+            };
+            if let Some(value) = value {
+                return Some((key, value));
+            }
+        }
+    }
+
+    fn base(&self) -> &'g Base {
+        self.base.expect("a base window implies a base")
+    }
+
+    /// Consumes the versions of the first key in the base window; returns the visible one.
+    fn take_base_front(&mut self) -> (&'g [u8], Option<&'g [u8]>) {
+        let base = self.base();
+        let start = self.base_left.start;
+        let key = base.key(start);
+        let end = (start + 1..self.base_left.end).find(|&i| base.key(i) != key).unwrap_or(self.base_left.end);
+        self.base_left.start = end;
+        (key, self.visible_in(base, start..end))
+    }
+
+    /// Consumes the versions of the last key in the base window; returns the visible one.
+    fn take_base_back(&mut self) -> (&'g [u8], Option<&'g [u8]>) {
+        let base = self.base();
+        let end = self.base_left.end;
+        let key = base.key(end - 1);
+        let start = (self.base_left.start..end - 1).rev().find(|&i| base.key(i) != key).map_or(self.base_left.start, |i| i + 1);
+        self.base_left.end = start;
+        (key, self.visible_in(base, start..end))
+    }
+
+    fn visible_in(&self, base: &'g Base, versions: Range<usize>) -> Option<&'g [u8]> {
+        versions.map(|i| base.get(i)).find(|v| v.sn <= self.sn).and_then(|v| v.value)
+    }
+}
+
+/// One entry per key that has a version visible at `sn`: the first such in chain order.
+/// `sorted` is sorted by key, each key's versions newest first.
+fn resolve<'g>(sorted: &[Version<'g>], sn: u64) -> Vec<(&'g [u8], Option<&'g [u8]>)> {
+    let mut out: Vec<(&'g [u8], Option<&'g [u8]>)> = Vec::with_capacity(sorted.len());
+    let mut last: Option<&[u8]> = None;
+    for v in sorted {
+        if v.sn <= sn && last != Some(v.key) {
+            out.push((v.key, v.value));
+            last = Some(v.key);
+        }
+    }
+    out
+}

@@ -1,0 +1,229 @@
+//! The base page: a page's consolidated entries, sorted, in one compact immutable block.
+//!
+//! Layout: `prefixes[i]` holds the first 8 bytes of entry `i`'s key (big-endian, zero padded) so a
+//! binary search touches one small array; `offsets[i]` points into `data`, where entry `i` is
+//! encoded as `varint key_len, varint (value_len << 1 | tombstone), varint sn, key, value`.
+//! Entries are sorted by key; versions of one key are adjacent, newest first.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cmp::Ordering;
+
+/// One version of a key as stored on a page: `value` is `None` for a tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Version<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+    pub sn: u64,
+}
+
+impl Version<'_> {
+    /// Bytes this version takes in a base page's data block plus its slot.
+    pub(crate) fn encoded_len(&self) -> usize {
+        let value_len = self.value.map_or(0, <[u8]>::len);
+        varint_len(self.key.len() as u64)
+            + varint_len((value_len as u64) << 1)
+            + varint_len(self.sn)
+            + self.key.len()
+            + value_len
+            + SLOT_BYTES
+    }
+}
+
+/// Bytes of the per-entry slot: a key prefix and an offset.
+const SLOT_BYTES: usize = 12;
+
+/// A consolidated, immutable, sorted run of versions.
+pub(crate) struct Base {
+    prefixes: Box<[u64]>,
+    offsets: Box<[u32]>,
+    data: Box<[u8]>,
+}
+
+impl Base {
+    /// Encodes `versions`, which must be sorted by key with each key's versions newest first.
+    pub(crate) fn build<'a>(versions: impl ExactSizeIterator<Item = Version<'a>> + Clone) -> Self {
+        let data_len: usize = versions.clone().map(|v| v.encoded_len() - SLOT_BYTES).sum();
+        let mut prefixes = Vec::with_capacity(versions.len());
+        let mut offsets = Vec::with_capacity(versions.len());
+        let mut data = Vec::with_capacity(data_len);
+        let mut previous: Option<&[u8]> = None;
+        for v in versions {
+            debug_assert!(previous.is_none_or(|p| p <= v.key), "base entries out of order");
+            previous = Some(v.key);
+            prefixes.push(prefix(v.key));
+            offsets.push(u32::try_from(data.len()).expect("base page over 4 GiB"));
+            let value = v.value.unwrap_or(&[]);
+            put_varint(&mut data, v.key.len() as u64);
+            put_varint(&mut data, ((value.len() as u64) << 1) | u64::from(v.value.is_none()));
+            put_varint(&mut data, v.sn);
+            data.extend_from_slice(v.key);
+            data.extend_from_slice(value);
+        }
+        debug_assert_eq!(data.len(), data_len);
+        Self {
+            prefixes: prefixes.into_boxed_slice(),
+            offsets: offsets.into_boxed_slice(),
+            data: data.into_boxed_slice(),
+        }
+    }
+
+    /// Number of versions stored.
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Encoded bytes, as [`Version::encoded_len`] counts them.
+    #[cfg(test)]
+    pub(crate) fn encoded_bytes(&self) -> usize {
+        self.data.len() + self.len() * SLOT_BYTES
+    }
+
+    /// Decodes entry `i`.
+    pub(crate) fn get(&self, i: usize) -> Version<'_> {
+        let mut at = self.offsets[i] as usize;
+        let key_len = get_varint(&self.data, &mut at) as usize;
+        let value_word = get_varint(&self.data, &mut at);
+        let sn = get_varint(&self.data, &mut at);
+        let key = &self.data[at..at + key_len];
+        at += key_len;
+        let value_len = (value_word >> 1) as usize;
+        let value = (value_word & 1 == 0).then(|| &self.data[at..at + value_len]);
+        Version { key, value, sn }
+    }
+
+    /// The key of entry `i`.
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        self.get(i).key
+    }
+
+    /// Index of the first entry whose key is `>= key` (or `> key` when `inclusive` is false).
+    pub(crate) fn seek(&self, key: &[u8], inclusive: bool) -> usize {
+        let p = prefix(key);
+        // Narrow by prefix first: cheap comparisons on a dense array.
+        let lo = self.prefixes.partition_point(|&q| q < p);
+        let hi = lo + self.prefixes[lo..].partition_point(|&q| q == p);
+        lo + (lo..hi).collect_partition(|i| match self.key(i).cmp(key) {
+            Ordering::Less => true,
+            Ordering::Equal => !inclusive,
+            Ordering::Greater => false,
+        })
+    }
+
+    /// The version of `key` visible at snapshot `sn`: `Some(None)` for a tombstone, `None` when
+    /// this base holds no visible version of the key.
+    pub(crate) fn find(&self, key: &[u8], sn: u64) -> Option<Option<&[u8]>> {
+        let mut i = self.seek(key, true);
+        while i < self.len() {
+            let v = self.get(i);
+            if v.key != key {
+                return None;
+            }
+            if v.sn <= sn {
+                return Some(v.value);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// Binary search over a range of indices with a predicate true for a prefix of them.
+trait CollectPartition {
+    fn collect_partition(self, pred: impl FnMut(usize) -> bool) -> usize;
+}
+
+impl CollectPartition for core::ops::Range<usize> {
+    fn collect_partition(self, mut pred: impl FnMut(usize) -> bool) -> usize {
+        let (mut lo, mut hi) = (self.start, self.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo - self.start
+    }
+}
+
+/// The first 8 bytes of a key, big-endian, zero padded: orders like the key when they differ.
+fn prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(data: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = data[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v<'a>(key: &'a [u8], value: Option<&'a [u8]>, sn: u64) -> Version<'a> {
+        Version { key, value, sn }
+    }
+
+    #[test]
+    fn build_then_decode_round_trips() {
+        let long = [7u8; 300];
+        let versions = [
+            v(b"", Some(b"empty"), 0),
+            v(b"a", Some(b"1"), 9),
+            v(b"a", None, 5),
+            v(b"a", Some(b"0"), 2),
+            v(b"abcdefgh", Some(&long), 1 << 40),
+            v(b"abcdefgh\0", Some(b""), 3),
+            v(b"abcdefghz", None, 0),
+        ];
+        let base = Base::build(versions.iter().copied());
+        assert_eq!(base.len(), versions.len());
+        for (i, want) in versions.iter().enumerate() {
+            assert_eq!(base.get(i), *want);
+        }
+        let expected: usize = versions.iter().map(Version::encoded_len).sum();
+        assert_eq!(base.encoded_bytes(), expected);
+        assert_eq!(base.seek(b"a", true), 1);
+        assert_eq!(base.seek(b"a", false), 4);
+        assert_eq!(base.seek(b"abcdefgh\0", true), 5);
+        assert_eq!(base.seek(b"abcdefgh\0", false), 6);
+        assert_eq!(base.seek(b"zz", true), 7);
+        assert_eq!(base.find(b"a", u64::MAX), Some(Some(&b"1"[..])));
+        assert_eq!(base.find(b"a", 8), Some(None));
+        assert_eq!(base.find(b"a", 4), Some(Some(&b"0"[..])));
+        assert_eq!(base.find(b"a", 1), None);
+        assert_eq!(base.find(b"abcdefghz", 0), Some(None));
+        assert_eq!(base.find(b"b", u64::MAX), None);
+    }
+}

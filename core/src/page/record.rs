@@ -1,0 +1,240 @@
+//! Records: the immutable nodes of a page's delta chain, and the page cell that points at the chain.
+//!
+//! A page is a [`PageCell`] whose `head` points at the newest record; each record points at the
+//! next older one, down to a base. Records are never changed after they are published (except
+//! the merge state of a remove record, which only moves forward), so a reader that loaded a head
+//! sees a consistent page for as long as its epoch guard is held.
+
+use alloc::boxed::Box;
+use core::ptr::{self, NonNull};
+
+use super::base::{Base, Version};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+
+/// What every record carries so that readers and writers decide without walking the chain.
+#[derive(Clone, Copy)]
+pub(crate) struct Header {
+    /// Records above the base (0 for a base).
+    pub chain_len: u32,
+    /// Entries on the page, counting each insert as one more and each delete as one fewer:
+    /// exact after consolidation, an estimate in between.
+    pub items: u32,
+    /// Encoded bytes of the page: exact after consolidation, an estimate in between.
+    pub bytes: u32,
+    /// Exclusive upper bound of the page's keys; `None` for the last page. Points at bytes owned by
+    /// this record or by a record below it, which live exactly as long as this record.
+    high: Option<NonNull<[u8]>>,
+    /// The page holding keys from `high` on; null when `high` is `None`.
+    right: *const PageCell,
+}
+
+impl Header {
+    /// The header of a base or split-off page: no chain yet.
+    pub(crate) fn fresh(items: usize, bytes: usize, high: Option<&[u8]>, right: *const PageCell) -> Self {
+        Self {
+            chain_len: 0,
+            items: saturate(items),
+            bytes: saturate(bytes),
+            high: high.map(NonNull::from),
+            right,
+        }
+    }
+
+    /// The header of a delta placed on top of `next`: one record longer, `items` and `bytes` moved.
+    pub(crate) fn above(next: &Header, items_delta: i64, bytes: usize) -> Self {
+        Self {
+            chain_len: next.chain_len.saturating_add(1),
+            items: saturate((i64::from(next.items) + items_delta).max(0) as usize),
+            bytes: saturate(next.bytes as usize + bytes),
+            ..*next
+        }
+    }
+
+    /// The exclusive upper bound of the page's keys; `None` means unbounded.
+    pub(crate) fn high(&self) -> Option<&[u8]> {
+        // SAFETY: `high` points into this record or a record below it in the same chain; those
+        // are freed together with this record, never before it.
+        self.high.map(|p| unsafe { p.as_ref() })
+    }
+
+    /// The right sibling, which holds keys from `high` on.
+    pub(crate) fn right(&self) -> Option<&PageCell> {
+        // SAFETY: a right sibling is unlinked only after a merge delta replaced this page's view of
+        // it, and freed an epoch later; anyone holding this record is pinned across that.
+        unsafe { self.right.as_ref() }
+    }
+
+    pub(crate) fn right_ptr(&self) -> *const PageCell {
+        self.right
+    }
+
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Merge progress of a soft-removed page, kept on its remove record.
+pub(crate) mod merge_state {
+    /// The page is frozen; its left sibling has not absorbed it yet.
+    pub const PENDING: u8 = 0;
+    /// The left sibling carries a merge delta pointing at this page's chain, which it now owns.
+    pub const MERGED: u8 = 1;
+    /// The page's index node is unlinked too.
+    pub const UNLINKED: u8 = 2;
+}
+
+/// One record of a delta chain.
+pub(crate) struct Record {
+    pub hdr: Header,
+    /// The next older record; null only below a base.
+    pub next: *mut Record,
+    pub body: Body,
+}
+
+// SAFETY: records are immutable once published except for atomics; the raw pointers they hold are
+// to other records and cells whose lifetimes the epoch scheme manages.
+unsafe impl Send for Record {}
+// SAFETY: as above.
+unsafe impl Sync for Record {}
+
+/// The kinds of record.
+pub(crate) enum Body {
+    /// A new version of a key: `kv` holds the key then the value.
+    Insert { sn: u64, key_len: u32, kv: Box<[u8]> },
+    /// A tombstone for a key.
+    Delete { sn: u64, key: Box<[u8]> },
+    /// Keys from `sep` on moved to the right sibling named in the header.
+    Split { sep: Box<[u8]> },
+    /// The right sibling (whose low key is `sep`) was absorbed: keys from `sep` on are found in
+    /// `right`'s chain (its remove record, then the chain below it), which this record now owns.
+    Merge { sep: Box<[u8]>, right: *mut Record, right_cell: *const PageCell },
+    /// The page is being merged into its left sibling: it takes no more writes.
+    Remove { state: AtomicU8 },
+    /// Consolidated entries, with the page's upper bound (owned here, read through the header).
+    Base {
+        base: Base,
+        #[expect(dead_code, reason = "storage the header's `high` points into")]
+        high: Option<Box<[u8]>>,
+    },
+}
+
+impl Record {
+    /// Allocates a record and returns the owning raw pointer.
+    pub(crate) fn alloc(hdr: Header, next: *mut Record, body: Body) -> *mut Record {
+        Box::into_raw(Box::new(Record { hdr, next, body }))
+    }
+
+    /// An insert or delete record not yet placed on any page.
+    pub(crate) fn write(key: &[u8], value: Option<&[u8]>) -> *mut Record {
+        let body = match value {
+            Some(value) => {
+                let mut kv = alloc::vec::Vec::with_capacity(key.len() + value.len());
+                kv.extend_from_slice(key);
+                kv.extend_from_slice(value);
+                Body::Insert { sn: 0, key_len: key.len() as u32, kv: kv.into_boxed_slice() }
+            }
+            None => Body::Delete { sn: 0, key: key.into() },
+        };
+        Self::alloc(Header::fresh(0, 0, None, ptr::null()), ptr::null_mut(), body)
+    }
+
+    /// A base record holding `versions`, bounded above by `high`.
+    pub(crate) fn base<'a>(
+        versions: &[Version<'a>],
+        bytes: usize,
+        high: Option<&[u8]>,
+        right: *const PageCell,
+    ) -> *mut Record {
+        let high: Option<Box<[u8]>> = high.map(Into::into);
+        let hdr = Header::fresh(versions.len(), bytes, high.as_deref(), right);
+        let base = Base::build(versions.iter().copied());
+        Self::alloc(hdr, ptr::null_mut(), Body::Base { base, high })
+    }
+
+    /// The version an insert or delete record carries.
+    pub(crate) fn version(&self) -> Option<Version<'_>> {
+        match &self.body {
+            Body::Insert { sn, key_len, kv } => {
+                let (key, value) = kv.split_at(*key_len as usize);
+                Some(Version { key, value: Some(value), sn: *sn })
+            }
+            Body::Delete { sn, key } => Some(Version { key, value: None, sn: *sn }),
+            _ => None,
+        }
+    }
+
+    /// Sets the snapshot number of an unpublished insert or delete record.
+    pub(crate) fn set_sn(&mut self, new: u64) {
+        match &mut self.body {
+            Body::Insert { sn, .. } | Body::Delete { sn, .. } => *sn = new,
+            _ => unreachable!("only writes carry a snapshot number"),
+        }
+    }
+
+    /// Change to the page's entry count and bytes that this write makes.
+    pub(crate) fn write_effect(&self) -> (i64, usize) {
+        match self.version() {
+            Some(v) if v.value.is_some() => (1, v.encoded_len()),
+            Some(v) => (-1, v.key.len()),
+            None => (0, 0),
+        }
+    }
+
+    /// The merge state if this is a remove record.
+    pub(crate) fn remove_state(&self) -> Option<&AtomicU8> {
+        match &self.body {
+            Body::Remove { state } => Some(state),
+            _ => None,
+        }
+    }
+}
+
+/// Frees a chain and every chain it owns (the absorbed chains of merge records).
+///
+/// # Safety
+/// The chain must be unreachable by every thread, and owned by the caller.
+pub(crate) unsafe fn free_chain(mut rec: *mut Record) {
+    while !rec.is_null() {
+        // SAFETY: the caller owns the chain; each record was made by `Record::alloc`.
+        let owned = unsafe { Box::from_raw(rec) };
+        if let Body::Merge { right, .. } = owned.body {
+            // SAFETY: a merge record owns the absorbed chain.
+            unsafe { free_chain(right) };
+        }
+        rec = owned.next;
+    }
+}
+
+/// A page: its immutable low key and the head of its delta chain. Lives on an index node.
+pub(crate) struct PageCell {
+    /// Inclusive lower bound of the page's keys; empty for the leftmost page.
+    pub low: Box<[u8]>,
+    /// The newest record of the chain.
+    pub head: AtomicPtr<Record>,
+    /// Set once the page is reachable from the index; only indexed pages start merges.
+    pub indexed: AtomicBool,
+}
+
+impl PageCell {
+    pub(crate) fn new(low: Box<[u8]>, head: *mut Record, indexed: bool) -> Self {
+        Self { low, head: AtomicPtr::new(head), indexed: AtomicBool::new(indexed) }
+    }
+
+    /// Loads the head record. The caller must be pinned for as long as it uses the result.
+    pub(crate) fn load(&self) -> &Record {
+        // SAFETY: heads are never null, and records are freed only an epoch after they become
+        // unreachable, so a pinned caller can use what it loaded.
+        unsafe { &*self.head.load(Ordering::Acquire) }
+    }
+
+    /// Replaces the head `current` with `new`; true if no other record got there first.
+    pub(crate) fn install(&self, current: &Record, new: *mut Record) -> bool {
+        let current = current as *const Record as *mut Record;
+        self.head.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    pub(crate) fn is_indexed(&self) -> bool {
+        self.indexed.load(Ordering::Acquire)
+    }
+}

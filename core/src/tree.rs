@@ -1,0 +1,623 @@
+//! The tree: a lock-free skiplist index over pages, and the write, read and structure-modification
+//! protocols on them.
+//!
+//! The index maps each page's low key to its [`PageCell`], which lives on the skiplist node (the
+//! cell is boxed so that a split can name the new page before its node exists). A reader or writer
+//! finds the node with the greatest low key at or below its key, then follows right siblings while
+//! the page's upper bound is at or below the key: splits publish a page before indexing it, as in
+//! a B-link tree. Every change to a page is one compare-and-swap of its head; structure changes
+//! (consolidate, split, merge) are helped along by whoever meets them half done.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ops::{Bound, RangeBounds};
+use core::ptr::{self, NonNull};
+
+use crossbeam_epoch::{Collector, Guard};
+use crossbeam_skiplist::base::SkipList;
+
+use crate::config::{ConfigError, TreeConfig};
+use crate::error::Error;
+use crate::iter::Iter;
+use crate::mvcc::{Mvcc, Snapshot, LATEST};
+use crate::page::base::Version;
+use crate::page::record::{free_chain, merge_state, Body, Header, PageCell, Record};
+use crate::page::{self, garbage_collect, Gathered, GcScratch};
+use crate::stats::{Counters, TreeStats};
+use crate::sync::{AtomicU8, Ordering};
+
+/// Owns a boxed [`PageCell`] on an index node; frees it when the node is reclaimed.
+pub(crate) struct CellBox(NonNull<PageCell>);
+
+// SAFETY: the cell is shared through atomics only.
+unsafe impl Send for CellBox {}
+// SAFETY: as above.
+unsafe impl Sync for CellBox {}
+
+impl CellBox {
+    pub(crate) fn cell(&self) -> &PageCell {
+        // SAFETY: the box is alive as long as the node, and the node as long as the pinned reader.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for CellBox {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::into_raw` in `Tree::new_cell`; the node owning it is gone. The
+        // chain is not freed here: it is owned by the tree, or by the page that absorbed this one.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+type Index = SkipList<Box<[u8]>, CellBox>;
+
+/// Where [`Tree::locate`] should land.
+#[derive(Clone, Copy)]
+pub(crate) enum Target<'k> {
+    /// The page that holds this key.
+    Key(&'k [u8]),
+    /// The page that holds the keys just below this one (which must not be empty).
+    Below(&'k [u8]),
+    /// The last page.
+    Last,
+}
+
+/// A memory-resident, lock-free, multi-version ordered map of byte keys to byte values: a
+/// Bw-tree-style set of delta-chain pages under a skiplist index.
+///
+/// Every method takes an epoch [`Guard`] from the tree's collector ([`Tree::pin`]); results borrow
+/// from the guard. Any number of threads may call any method at once.
+pub struct Tree {
+    index: Index,
+    collector: Collector,
+    mvcc: Arc<Mvcc>,
+    config: TreeConfig,
+    counters: Counters,
+}
+
+impl Tree {
+    /// A tree with its own snapshot sequence, reclaiming memory through crossbeam's default
+    /// collector (so [`Tree::pin`] is as cheap as `crossbeam_epoch::pin`).
+    #[cfg(feature = "std")]
+    pub fn new(config: TreeConfig) -> Result<Self, ConfigError> {
+        Self::with_parts(config, crossbeam_epoch::default_collector().clone(), Arc::new(Mvcc::new()))
+    }
+
+    /// A tree that reclaims memory through `collector` and tags writes from `mvcc`, which several
+    /// trees (shards) may share so that their snapshots agree.
+    pub fn with_parts(config: TreeConfig, collector: Collector, mvcc: Arc<Mvcc>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let tree = Self { index: SkipList::new(collector.clone()), collector, mvcc, config, counters: Counters::default() };
+        let base = Record::base(&[], 0, None, ptr::null());
+        let cell = Self::new_cell(Box::default(), base, true);
+        // SAFETY: nothing else can reach the tree yet.
+        let guard = unsafe { crossbeam_epoch::unprotected() };
+        tree.index.get_or_insert_with(Box::default(), || CellBox(cell), guard).release(guard);
+        Ok(tree)
+    }
+
+    fn new_cell(low: Box<[u8]>, head: *mut Record, indexed: bool) -> NonNull<PageCell> {
+        NonNull::from(Box::leak(Box::new(PageCell::new(low, head, indexed))))
+    }
+
+    /// Pins the current thread: the guard keeps every record it reads alive until dropped.
+    #[cfg(feature = "std")]
+    pub fn pin(&self) -> Guard {
+        if &self.collector == crossbeam_epoch::default_collector() {
+            crossbeam_epoch::pin()
+        } else {
+            self.collector.register().pin()
+        }
+    }
+
+    /// The collector guards must come from.
+    pub fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
+    /// The snapshot sequence the tree tags writes from.
+    pub fn mvcc(&self) -> &Arc<Mvcc> {
+        &self.mvcc
+    }
+
+    /// The configuration the tree was built with.
+    pub fn config(&self) -> &TreeConfig {
+        &self.config
+    }
+
+    fn check_guard(&self, guard: &Guard) {
+        assert!(
+            guard.collector() == Some(&self.collector),
+            "guard pinned on another collector than the tree's"
+        );
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Error> {
+        let max = self.config.key_bytes_max as usize;
+        if key.len() > max {
+            return Err(Error::KeyTooLarge { len: key.len(), max });
+        }
+        Ok(())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8], guard: &Guard) -> Result<(), Error> {
+        self.check_key(key)?;
+        let max = self.config.value_bytes_max as usize;
+        if value.len() > max {
+            return Err(Error::ValueTooLarge { len: value.len(), max });
+        }
+        self.write(key, Some(value), guard);
+        Ok(())
+    }
+
+    /// Removes `key` (a no-op for a key that is absent, but still a recorded write).
+    pub fn delete(&self, key: &[u8], guard: &Guard) -> Result<(), Error> {
+        self.check_key(key)?;
+        self.write(key, None, guard);
+        Ok(())
+    }
+
+    /// The latest value of `key`.
+    pub fn get<'t: 'g, 'g>(&'t self, key: &[u8], guard: &'g Guard) -> Result<Option<&'g [u8]>, Error> {
+        self.get_sn(key, LATEST, guard)
+    }
+
+    /// The value of `key` as `snapshot` sees it.
+    pub fn get_at<'t: 'g, 'g>(
+        &'t self,
+        snapshot: &Snapshot,
+        key: &[u8],
+        guard: &'g Guard,
+    ) -> Result<Option<&'g [u8]>, Error> {
+        self.check_snapshot(snapshot);
+        self.get_sn(key, snapshot.sn(), guard)
+    }
+
+    fn get_sn<'t: 'g, 'g>(&'t self, key: &[u8], sn: u64, guard: &'g Guard) -> Result<Option<&'g [u8]>, Error> {
+        self.check_key(key)?;
+        self.check_guard(guard);
+        let (cell, head) = self.locate(Target::Key(key), guard);
+        let found = page::lookup(head, key, sn);
+        self.after_read(cell, head, guard);
+        Ok(found)
+    }
+
+    /// A point-in-time view; see [`Mvcc::snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        self.mvcc.snapshot()
+    }
+
+    pub(crate) fn check_snapshot(&self, snapshot: &Snapshot) {
+        assert!(Arc::ptr_eq(snapshot.mvcc(), &self.mvcc), "snapshot taken from another sequence");
+    }
+
+    /// The entries of `range` as `snapshot` sees them, in key order; `.rev()` walks backwards.
+    pub fn range<'t: 'g, 'g, K, R>(&'t self, snapshot: &'g Snapshot, range: R, guard: &'g Guard) -> Iter<'t, 'g>
+    where
+        K: AsRef<[u8]> + ?Sized,
+        R: RangeBounds<K>,
+    {
+        self.check_snapshot(snapshot);
+        self.check_guard(guard);
+        let own = |b: Bound<&K>| b.map(|k| alloc::borrow::Cow::Owned(k.as_ref().to_vec()));
+        Iter::new(self, snapshot, own(range.start_bound()), own(range.end_bound()), guard)
+    }
+
+    /// Consolidates every page that has a delta chain (splitting and merging as the thresholds
+    /// say), so that memory holds only base pages.
+    pub fn compact(&self, guard: &Guard) {
+        self.check_guard(guard);
+        let mut target: Option<Box<[u8]>> = None;
+        loop {
+            let (cell, head) = self.locate(Target::Key(target.as_deref().unwrap_or(&[])), guard);
+            if head.hdr.chain_len > 0 && !self.consolidate(cell, head, guard) {
+                continue; // lost a race: look again
+            }
+            let head = cell.load();
+            match head.hdr.high() {
+                Some(high) if head.remove_state().is_none() => target = Some(high.into()),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+
+    /// Counters of structure changes and the page count.
+    pub fn stats(&self) -> TreeStats {
+        self.counters.snapshot(self.index.len())
+    }
+
+    // ---- Locating pages -------------------------------------------------------------------
+
+    /// Finds the page for `target` and loads its head, helping any merge in the way.
+    pub(crate) fn locate<'g>(&self, target: Target<'_>, guard: &'g Guard) -> (&'g PageCell, &'g Record) {
+        'restart: loop {
+            let mut cell = self.index_start(target, guard);
+            loop {
+                let head = cell.load();
+                if head.remove_state().is_some() {
+                    self.complete_merge(cell, head, guard);
+                    continue 'restart;
+                }
+                let go_right = match (target, head.hdr.high()) {
+                    (_, None) => false,
+                    (Target::Key(key), Some(high)) => key >= high,
+                    (Target::Below(key), Some(high)) => high < key,
+                    (Target::Last, Some(_)) => true,
+                };
+                if !go_right {
+                    // SAFETY: the lifetimes of both are bounded by the guard (see `PageCell::load`).
+                    return unsafe { (&*(cell as *const PageCell), &*(head as *const Record)) };
+                }
+                cell = head.hdr.right().expect("a bounded page has a right sibling");
+            }
+        }
+    }
+
+    fn index_start<'g>(&self, target: Target<'_>, guard: &'g Guard) -> &'g PageCell {
+        let entry = match target {
+            Target::Key(key) => self.index.upper_bound(Bound::Included(key), guard),
+            Target::Below(key) => self.index.upper_bound(Bound::Excluded(key), guard),
+            Target::Last => self.index.back(guard),
+        };
+        let entry = entry.expect("the leftmost page, with the empty low key, is always indexed");
+        // SAFETY: the node (and so the cell) outlives the guard's pin.
+        unsafe { &*(entry.value().cell() as *const PageCell) }
+    }
+
+    // ---- Writes ---------------------------------------------------------------------------
+
+    fn write(&self, key: &[u8], value: Option<&[u8]>, guard: &Guard) {
+        self.check_guard(guard);
+        let rec = Record::write(key, value);
+        // SAFETY: `rec` is ours until installed.
+        let (items_delta, bytes) = unsafe { (*rec).write_effect() };
+        let mut ticket = None;
+        loop {
+            let (cell, head) = self.locate(Target::Key(key), guard);
+            let sn = ticket.get_or_insert_with(|| self.mvcc.begin_write(cell as *const PageCell as usize >> 7)).sn;
+            // SAFETY: `rec` is unpublished, so ours to change.
+            unsafe {
+                (*rec).set_sn(sn);
+                (*rec).hdr = Header::above(&head.hdr, items_delta, bytes);
+                (*rec).next = head as *const Record as *mut Record;
+            }
+            if cell.install(head, rec) {
+                self.mvcc.end_write(ticket.take().expect("ticket taken above"));
+                // SAFETY: installed records live as long as the guard.
+                self.after_write(cell, unsafe { &*rec }, guard);
+                return;
+            }
+        }
+    }
+
+    fn after_write(&self, cell: &PageCell, head: &Record, guard: &Guard) {
+        let hdr = &head.hdr;
+        let cfg = &self.config;
+        let misshapen = hdr.items > cfg.split_items
+            || hdr.items < cfg.merge_items
+            || hdr.bytes > cfg.page_bytes_max;
+        if hdr.chain_len >= cfg.consolidate_chain || (misshapen && hdr.chain_len >= (cfg.consolidate_chain / 4).max(1)) {
+            self.consolidate(cell, head, guard);
+        }
+    }
+
+    pub(crate) fn after_read(&self, cell: &PageCell, head: &Record, guard: &Guard) {
+        if head.hdr.chain_len >= self.config.read_consolidate_chain {
+            self.consolidate(cell, head, guard);
+        }
+    }
+
+    // ---- Consolidation and split ----------------------------------------------------------
+
+    /// Replaces the chain under `head` with a new base, or with two pages if it is too big, or
+    /// starts a merge if it is too small. False if another thread changed the page first.
+    fn consolidate(&self, cell: &PageCell, head: &Record, guard: &Guard) -> bool {
+        if head.remove_state().is_some() {
+            return false;
+        }
+        let mut gathered = Gathered::default();
+        gathered.gather(head, Bound::Unbounded, head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded));
+        // Live snapshots are read after the head: see `Mvcc::snapshot` for why this order matters.
+        let mut live = Vec::new();
+        self.mvcc.live_into(&mut live);
+        let mut versions = Vec::with_capacity(gathered.deltas.len() + head.hdr.items as usize);
+        gathered.sorted(&mut versions);
+        garbage_collect(&mut versions, &live, &mut GcScratch::default());
+        // The chains that merges absorbed are freed with this one: their index nodes go first.
+        self.finish_unlinks(head, guard);
+        let bytes: usize = versions.iter().map(Version::encoded_len).sum();
+        let cfg = &self.config;
+        if versions.len() > cfg.split_items as usize || bytes > cfg.page_bytes_max as usize {
+            if let Some(at) = split_point(&versions) {
+                return self.split(cell, head, &versions, at, guard);
+            }
+        }
+        let new = Record::base(&versions, bytes, head.hdr.high(), head.hdr.right_ptr());
+        if !cell.install(head, new) {
+            // SAFETY: never published.
+            unsafe { free_chain(new) };
+            return false;
+        }
+        self.retire(head, guard);
+        self.counters.consolidations.fetch_add(1, Ordering::Relaxed);
+        let small = versions.len() < cfg.merge_items as usize && bytes < cfg.page_bytes_max as usize / 4;
+        if small && !cell.low.is_empty() && cell.is_indexed() {
+            // SAFETY: `new` is installed, alive as long as the guard.
+            self.start_merge(cell, unsafe { &*new }, guard);
+        }
+        true
+    }
+
+    /// Installs a split: a split record over a base of `versions[..at]` on this page, and a new
+    /// right sibling holding `versions[at..]`, which is then indexed.
+    fn split(&self, cell: &PageCell, head: &Record, versions: &[Version<'_>], at: usize, guard: &Guard) -> bool {
+        let (left, right) = versions.split_at(at);
+        let sep: Box<[u8]> = right[0].key.into();
+        let bytes = |vs: &[Version<'_>]| vs.iter().map(Version::encoded_len).sum::<usize>();
+        let right_base = Record::base(right, bytes(right), head.hdr.high(), head.hdr.right_ptr());
+        let right_cell = Self::new_cell(sep.clone(), right_base, false);
+        let left_bytes = bytes(left);
+        let left_base = Record::base(left, left_bytes, Some(&sep), right_cell.as_ptr());
+        let hdr = Header::fresh(left.len(), left_bytes, None, ptr::null());
+        let split = Record::alloc(hdr, left_base, Body::Split { sep });
+        // SAFETY: unpublished; the header names the record's own separator and the new sibling.
+        unsafe {
+            let Body::Split { sep } = &(*split).body else { unreachable!() };
+            (*split).hdr = Header::above(&Header::fresh(left.len(), left_bytes, Some(sep), right_cell.as_ptr()), 0, 0);
+        }
+        if !cell.install(head, split) {
+            // SAFETY: neither was published.
+            unsafe {
+                free_chain(split);
+                free_chain(right_base);
+                drop(Box::from_raw(right_cell.as_ptr()));
+            }
+            return false;
+        }
+        self.retire(head, guard);
+        self.counters.splits.fetch_add(1, Ordering::Relaxed);
+        self.index_new_page(right_cell, guard);
+        true
+    }
+
+    /// Inserts a page published by a split into the index, first helping out any removed page
+    /// whose node still holds the same low key.
+    fn index_new_page(&self, cell: NonNull<PageCell>, guard: &Guard) {
+        // SAFETY: the cell is published (reachable through its left sibling) and we are pinned.
+        let low = unsafe { &cell.as_ref().low };
+        loop {
+            let mut placed = Some(CellBox(cell));
+            let entry = self.index.get_or_insert_with(low.clone(), || placed.take().expect("called once"), guard);
+            let existing = entry.value().cell() as *const PageCell;
+            if existing == cell.as_ptr() {
+                entry.release(guard);
+                // SAFETY: as above.
+                unsafe { cell.as_ref() }.indexed.store(true, Ordering::Release);
+                return;
+            }
+            core::mem::forget(placed); // not inserted: the cell stays owned by its left sibling's split
+            // SAFETY: the entry holds a reference to the node, so its cell is alive.
+            let other = unsafe { &*existing };
+            let other_head = other.load();
+            assert!(
+                other_head.remove_state().is_some() || entry.is_removed(),
+                "two live pages share a low key"
+            );
+            if other_head.remove_state().is_some() {
+                self.complete_merge(other, other_head, guard);
+            }
+            entry.release(guard);
+        }
+    }
+
+    /// Hands a replaced chain to the epoch collector.
+    fn retire(&self, head: &Record, guard: &Guard) {
+        let chain = SendPtr(head as *const Record as *mut Record);
+        // SAFETY: the chain is unreachable from the page now; pinned readers may still hold it,
+        // and the collector runs this only after they unpin.
+        unsafe { guard.defer_unchecked(move || free_chain(chain.into_inner())) };
+    }
+
+    // ---- Merge ------------------------------------------------------------------------------
+
+    /// Freezes the page with a remove record, then merges it into its left sibling.
+    fn start_merge(&self, cell: &PageCell, head: &Record, guard: &Guard) {
+        let remove = Record::alloc(head.hdr, head as *const Record as *mut Record, Body::Remove {
+            state: AtomicU8::new(merge_state::PENDING),
+        });
+        if !cell.install(head, remove) {
+            // SAFETY: never published; frees only the remove record, not the chain below.
+            unsafe { drop(Box::from_raw(remove)) };
+            return;
+        }
+        self.counters.merges.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: installed, alive as long as the guard.
+        self.complete_merge(cell, unsafe { &*remove }, guard);
+    }
+
+    /// Finishes the merge of the frozen page `cell` (whose head `remove` is a remove record):
+    /// installs a merge record on its left sibling unless one is there, then unlinks its node.
+    fn complete_merge(&self, cell: &PageCell, remove: &Record, guard: &Guard) {
+        let state = remove.remove_state().expect("a remove record");
+        let low = &*cell.low;
+        debug_assert!(!low.is_empty(), "the leftmost page never merges");
+        while state.load(Ordering::Acquire) == merge_state::PENDING {
+            let (left, left_head) = self.locate(Target::Below(low), guard);
+            // Checked after loading the sibling's head: if the merge landed before that load, the
+            // state says so here (it is set before any later consolidation of the sibling).
+            if state.load(Ordering::Acquire) != merge_state::PENDING {
+                break;
+            }
+            if left_head.hdr.high() != Some(low) {
+                // The sibling already reaches past our low key: it absorbed this page.
+                state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
+                break;
+            }
+            let mut hdr = Header::above(&remove.hdr, 0, 0);
+            hdr.chain_len = left_head.hdr.chain_len.saturating_add(remove.hdr.chain_len).saturating_add(1);
+            hdr.items = left_head.hdr.items.saturating_add(remove.hdr.items);
+            hdr.bytes = left_head.hdr.bytes.saturating_add(remove.hdr.bytes);
+            let merge = Record::alloc(hdr, left_head as *const Record as *mut Record, Body::Merge {
+                sep: low.into(),
+                right: remove as *const Record as *mut Record,
+                right_cell: cell,
+            });
+            if left.install(left_head, merge) {
+                state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
+                // SAFETY: installed; alive as long as the guard.
+                self.after_write(left, unsafe { &*merge }, guard);
+                break;
+            }
+            // SAFETY: never published; frees the merge record only.
+            unsafe { drop(Box::from_raw(merge)) };
+        }
+        self.unlink(low, cell, state, guard);
+    }
+
+    /// Removes the index node of an absorbed page, if it is still there.
+    fn unlink(&self, low: &[u8], cell: *const PageCell, state: &AtomicU8, guard: &Guard) {
+        if state.load(Ordering::Acquire) == merge_state::UNLINKED {
+            return;
+        }
+        if let Some(entry) = self.index.get(low, guard) {
+            // Compare addresses only: an unlinked cell may already be freed.
+            if ptr::eq(entry.value().0.as_ptr(), cell) {
+                entry.remove();
+            }
+        }
+        state.store(merge_state::UNLINKED, Ordering::Release);
+    }
+
+    /// Makes sure every page absorbed by a merge record on this chain is unlinked from the index,
+    /// so that freeing the chain cannot free a page the index still leads to.
+    fn finish_unlinks(&self, head: &Record, guard: &Guard) {
+        let mut rec = head;
+        loop {
+            match &rec.body {
+                Body::Merge { sep, right, right_cell } => {
+                    // SAFETY: owned by the merge record.
+                    let right = unsafe { &**right };
+                    let state = right.remove_state().expect("a merge points at a remove record");
+                    self.unlink(sep, *right_cell, state, guard);
+                    // SAFETY: as above.
+                    self.finish_unlinks(unsafe { &*right.next }, guard);
+                }
+                Body::Base { .. } => return,
+                _ => {}
+            }
+            // SAFETY: every record but a base has a next one.
+            rec = unsafe { &*rec.next };
+        }
+    }
+
+    // ---- Checks -----------------------------------------------------------------------------
+
+    /// Walks every page from left to right and checks the invariants that tie them together:
+    /// pages tile the key space, every page's entries lie within its bounds, sorted, and the
+    /// index leads to every page. Returns the number of pages. Meant for tests; call it when no
+    /// other thread is writing.
+    pub fn check_invariants(&self, guard: &Guard) -> Result<usize, &'static str> {
+        let (mut cell, _) = self.locate(Target::Key(&[]), guard);
+        let mut pages = 0;
+        let mut sorted = Vec::new();
+        loop {
+            pages += 1;
+            let head = cell.load();
+            if head.remove_state().is_some() {
+                return Err("a frozen page is still reachable from its left sibling");
+            }
+            let mut gathered = Gathered::default();
+            gathered.gather(head, Bound::Unbounded, head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded));
+            gathered.sorted(&mut sorted);
+            if sorted.iter().any(|v| v.key < &*cell.low) {
+                return Err("a page holds a key below its low key");
+            }
+            match self.index.get(&*cell.low, guard) {
+                Some(entry) if ptr::eq(entry.value().cell(), cell) => {}
+                _ => return Err("a page is missing from the index"),
+            }
+            let Some(high) = head.hdr.high() else { break };
+            if sorted.last().is_some_and(|v| v.key >= high) {
+                return Err("a page holds a key at or above its high key");
+            }
+            cell = head.hdr.right().expect("a bounded page has a right sibling");
+            if &*cell.low != high {
+                return Err("a right sibling's low key differs from the page's high key");
+            }
+        }
+        if pages != self.index.len() {
+            return Err("the index holds pages the sibling chain does not");
+        }
+        Ok(pages)
+    }
+}
+
+/// Where to split `versions` near its middle without parting the versions of one key; `None` if
+/// they all belong to one key.
+fn split_point(versions: &[Version<'_>]) -> Option<usize> {
+    let mid = versions.len() / 2;
+    let same = |i: usize| versions[i].key == versions[i - 1].key;
+    let forward = (mid.max(1)..versions.len()).find(|&i| !same(i));
+    let backward = (1..mid.max(1)).rev().find(|&i| !same(i));
+    forward.or(backward)
+}
+
+/// A raw pointer moved into a deferred destructor.
+struct SendPtr(*mut Record);
+
+// SAFETY: the pointee is a retired chain that only the deferred destructor touches.
+unsafe impl Send for SendPtr {}
+
+impl SendPtr {
+    fn into_inner(self) -> *mut Record {
+        self.0
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no other thread can reach the tree.
+        let guard = unsafe { crossbeam_epoch::unprotected() };
+        let mut entry = self.index.front(guard);
+        while let Some(e) = entry {
+            let head = e.value().cell().head.load(Ordering::Relaxed);
+            // SAFETY: heads are valid records; exclusive access.
+            let owned = match unsafe { (*head).remove_state() } {
+                // A page absorbed by its sibling is freed with the sibling's chain.
+                Some(state) => state.load(Ordering::Relaxed) == merge_state::PENDING,
+                None => true,
+            };
+            if owned {
+                // SAFETY: exclusive access; each chain has one owner.
+                unsafe { free_chain(head) };
+            }
+            entry = e.next();
+        }
+    }
+}
+
+impl core::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tree").field("config", &self.config).field("stats", &self.stats()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(key: &'static [u8]) -> Version<'static> {
+        Version { key, value: None, sn: 0 }
+    }
+
+    #[test]
+    fn split_point_keeps_key_versions_together() {
+        assert_eq!(split_point(&[v(b"a"), v(b"a")]), None);
+        assert_eq!(split_point(&[v(b"a"), v(b"b")]), Some(1));
+        assert_eq!(split_point(&[v(b"a"), v(b"a"), v(b"a"), v(b"b")]), Some(3));
+        assert_eq!(split_point(&[v(b"a"), v(b"b"), v(b"b"), v(b"b")]), Some(1));
+    }
+}

@@ -1,0 +1,203 @@
+//! Many threads on one tree, checked against models: disjoint writers with per-thread models,
+//! contended writers on shared keys, and readers that hold snapshots while pages split, merge and
+//! consolidate under them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use helio_core::{Tree, TreeConfig};
+
+/// Thresholds small enough that every kind of structure change races with every other.
+fn busy_config() -> TreeConfig {
+    TreeConfig::default().consolidate_chain(4).read_consolidate_chain(3).split_items(16).merge_items(4)
+}
+
+/// A tiny deterministic generator (xorshift), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn key(owner: usize, k: u64) -> Vec<u8> {
+    // Interleave owners through the key space so their keys share pages.
+    format!("{k:05}-{owner}").into_bytes()
+}
+
+#[test]
+fn disjoint_writers_and_snapshot_readers_match_models() {
+    const WRITERS: usize = 4;
+    const READERS: usize = 2;
+    const OPS: usize = 30_000;
+    let tree = Tree::new(busy_config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let models: Vec<BTreeMap<Vec<u8>, Vec<u8>>> = std::thread::scope(|s| {
+        for r in 0..READERS {
+            let (tree, stop) = (&tree, &stop);
+            s.spawn(move || snapshot_reader(tree, stop, r));
+        }
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|owner| {
+                let tree = &tree;
+                s.spawn(move || {
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ owner as u64);
+                    let mut model = BTreeMap::new();
+                    for i in 0..OPS {
+                        let guard = tree.pin();
+                        let k = key(owner, rng.next() % 600);
+                        match rng.next() % 10 {
+                            0..=5 => {
+                                let v = format!("{owner}:{i}").into_bytes();
+                                tree.put(&k, &v, &guard).unwrap();
+                                model.insert(k, v);
+                            }
+                            6..=8 => {
+                                tree.delete(&k, &guard).unwrap();
+                                model.remove(&k);
+                            }
+                            _ => assert_eq!(tree.get(&k, &guard).unwrap(), model.get(&k).map(|v| &v[..])),
+                        }
+                    }
+                    model
+                })
+            })
+            .collect();
+        let models = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        models
+    });
+    let expected: BTreeMap<_, _> = models.into_iter().flatten().collect();
+    let guard = tree.pin();
+    tree.check_invariants(&guard).unwrap();
+    let snap = tree.snapshot();
+    let actual: BTreeMap<_, _> = tree.range::<[u8], _>(&snap, .., &guard).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(actual, expected);
+    let stats = tree.stats();
+    assert!(stats.splits > 0 && stats.merges > 0 && stats.consolidations > 0, "{stats:?}");
+}
+
+/// Takes snapshots and checks that what they show never changes while writers go on: two scans
+/// (one of them backwards) and point reads of a snapshot agree.
+fn snapshot_reader(tree: &Tree, stop: &AtomicBool, seed: usize) {
+    let mut rng = Rng(0xDEAD_BEEF ^ seed as u64);
+    let mut rounds = 0;
+    while !stop.load(Ordering::Relaxed) || rounds < 3 {
+        rounds += 1;
+        let snap = tree.snapshot();
+        let guard = tree.pin();
+        let first: Vec<(&[u8], &[u8])> = tree.range::<[u8], _>(&snap, .., &guard).collect();
+        assert!(first.windows(2).all(|w| w[0].0 < w[1].0), "scan out of order");
+        std::thread::yield_now();
+        let mut second: Vec<(&[u8], &[u8])> = tree.range::<[u8], _>(&snap, .., &guard).rev().collect();
+        second.reverse();
+        assert_eq!(first, second, "a snapshot changed under concurrent writes");
+        for _ in 0..20 {
+            if first.is_empty() {
+                break;
+            }
+            let (k, v) = first[(rng.next() % first.len() as u64) as usize];
+            assert_eq!(tree.get_at(&snap, k, &guard).unwrap(), Some(v));
+        }
+        // A bounded range from both ends at once meets in the middle without overlap.
+        if first.len() > 4 {
+            let (lo, hi) = (first[1].0, first[first.len() - 2].0);
+            let mut iter = tree.range(&snap, lo..hi, &guard);
+            let mut seen = Vec::new();
+            loop {
+                let item = if rng.next() % 2 == 0 { iter.next() } else { iter.next_back() };
+                match item {
+                    Some(item) => seen.push(item),
+                    None => break,
+                }
+            }
+            seen.sort();
+            assert_eq!(seen, first[1..first.len() - 2]);
+        }
+    }
+}
+
+#[test]
+fn contended_writers_leave_one_of_the_last_writes() {
+    const WRITERS: usize = 4;
+    const KEYS: u64 = 64;
+    let tree = Tree::new(busy_config()).unwrap();
+    // Each writer writes increasing counters; at the end every key must hold the last value that
+    // some writer wrote to it.
+    let last: Vec<BTreeMap<u64, Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let tree = &tree;
+                s.spawn(move || {
+                    let mut rng = Rng(7 + w as u64);
+                    let mut last = BTreeMap::new();
+                    for i in 0..20_000 {
+                        let guard = tree.pin();
+                        let k = rng.next() % KEYS;
+                        let v = format!("{w}:{i}").into_bytes();
+                        tree.put(&k.to_be_bytes(), &v, &guard).unwrap();
+                        // Our own write, or a later one by someone else: never an older one of ours.
+                        let seen = tree.get(&k.to_be_bytes(), &guard).unwrap().unwrap();
+                        let seen = std::str::from_utf8(seen).unwrap();
+                        let (who, n) = seen.split_once(':').unwrap();
+                        if who == w.to_string() {
+                            assert_eq!(n.parse::<usize>().unwrap(), i, "read an older write of our own");
+                        }
+                        last.insert(k, v);
+                    }
+                    last
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let guard = tree.pin();
+    tree.check_invariants(&guard).unwrap();
+    for k in 0..KEYS {
+        let value = tree.get(&k.to_be_bytes(), &guard).unwrap().map(<[u8]>::to_vec);
+        assert!(last.iter().any(|l| l.get(&k) == value.as_ref()), "key {k} holds {value:?}, nobody's last write");
+    }
+}
+
+#[test]
+fn shared_sequence_across_trees_gives_consistent_snapshots() {
+    // Two trees (shards) on one sequence: a snapshot sees a write pair in both or in neither.
+    let mvcc = std::sync::Arc::new(helio_core::Mvcc::new());
+    let collector = helio_core::Collector::new();
+    let shards: Vec<Tree> = (0..2)
+        .map(|_| Tree::with_parts(busy_config(), collector.clone(), mvcc.clone()).unwrap())
+        .collect();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (shards, stop, collector) = (&shards, &stop, &collector);
+        s.spawn(move || {
+            let handle = collector.register();
+            for i in 0u64..20_000 {
+                let guard = handle.pin();
+                let v = i.to_be_bytes();
+                // The second shard is written first, so any snapshot that sees the first shard's
+                // value i sees the second's at i or later.
+                shards[1].put(&(i % 50).to_be_bytes(), &v, &guard).unwrap();
+                shards[0].put(&(i % 50).to_be_bytes(), &v, &guard).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        s.spawn(move || {
+            let handle = collector.register();
+            while !stop.load(Ordering::Relaxed) {
+                let snap = mvcc.snapshot();
+                let guard = handle.pin();
+                for k in 0u64..50 {
+                    let a = shards[0].get_at(&snap, &k.to_be_bytes(), &guard).unwrap();
+                    let b = shards[1].get_at(&snap, &k.to_be_bytes(), &guard).unwrap();
+                    let n = |v: Option<&[u8]>| v.map(|v| u64::from_be_bytes(v.try_into().unwrap()));
+                    assert!(n(b) >= n(a), "shard 0 ahead of shard 1 in one snapshot: {a:?} {b:?}");
+                }
+            }
+        });
+    });
+}
