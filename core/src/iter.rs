@@ -257,7 +257,10 @@ impl<'g> PageCursor<'g> {
         let base = self.base();
         let end = self.base_left.end;
         let key = base.key(end - 1);
-        let start = (self.base_left.start..end - 1).rev().find(|&i| base.key(i) != key).map_or(self.base_left.start, |i| i + 1);
+        let start = (self.base_left.start..end - 1)
+            .rev()
+            .find(|&i| base.key(i) != key)
+            .map_or(self.base_left.start, |i| i + 1);
         self.base_left.end = start;
         (key, self.visible_in(base, start..end))
     }

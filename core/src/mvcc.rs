@@ -14,10 +14,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{spin_wait, AtomicU64, Ordering, SpinLock};
+use crate::sync::{fence, spin_wait, AtomicU64, Ordering, SpinLock};
 
-/// Number of striped in-flight counters. Writers pick one by page address.
-const STRIPES: usize = 16;
+/// Number of striped in-flight counters. Writers pick one by page address. (Two under loom, which
+/// explores every interleaving of every atomic access: fewer stripes, same protocol.)
+const STRIPES: usize = if cfg!(loom) { 2 } else { 16 };
 
 /// The snapshot number that reads at "the latest state" use: every version is at or below it.
 pub const LATEST: u64 = u64::MAX;
@@ -45,9 +46,7 @@ impl Mvcc {
     pub fn new() -> Self {
         Self {
             open: AtomicU64::new(1),
-            inflight: core::array::from_fn(|_| {
-                CachePadded::new([AtomicU64::new(0), AtomicU64::new(0)])
-            }),
+            inflight: core::array::from_fn(|_| CachePadded::new([AtomicU64::new(0), AtomicU64::new(0)])),
             live: SpinLock::new(Vec::new()),
             sealing: SpinLock::new(()),
         }
@@ -59,10 +58,11 @@ impl Mvcc {
         loop {
             let sn = self.open.load(Ordering::SeqCst);
             let counter = &self.inflight[stripe][(sn & 1) as usize];
-            counter.fetch_add(1, Ordering::SeqCst);
-            // A seal that advanced `open` before our increment may not have seen it: retry with the
-            // new number. A seal after it will wait for us.
-            if self.open.load(Ordering::SeqCst) == sn {
+            counter.fetch_add(1, Ordering::Relaxed);
+            // Pairs with the fence in `snapshot` (Dekker): either the sealer sees our increment,
+            // or we see its new `open` and retry with the new number.
+            fence(Ordering::SeqCst);
+            if self.open.load(Ordering::Relaxed) == sn {
                 return WriteTicket { sn, stripe };
             }
             counter.fetch_sub(1, Ordering::Release);
@@ -82,9 +82,10 @@ impl Mvcc {
         // Publish before sealing: a consolidation that does not see `sn` read its chain before any
         // write tagged above `sn` could exist, so it keeps what `sn` needs as "latest".
         self.register(sn);
-        self.open.fetch_add(1, Ordering::SeqCst);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst); // pairs with the fence in `begin_write`
         for stripe in &self.inflight {
-            while stripe[(sn & 1) as usize].load(Ordering::SeqCst) != 0 {
+            while stripe[(sn & 1) as usize].load(Ordering::Acquire) != 0 {
                 spin_wait();
             }
         }

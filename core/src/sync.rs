@@ -5,10 +5,10 @@
 //! interleavings. Nothing else in the crate names an atomic type directly.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -43,11 +43,7 @@ impl<T> SpinLock<T> {
 
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
         loop {
-            if self
-                .locked
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 return SpinGuard { lock: self };
             }
             while self.locked.load(Ordering::Relaxed) {

@@ -86,9 +86,19 @@ impl Tree {
 
     /// A tree that reclaims memory through `collector` and tags writes from `mvcc`, which several
     /// trees (shards) may share so that their snapshots agree.
-    pub fn with_parts(config: TreeConfig, collector: Collector, mvcc: Arc<Mvcc>) -> Result<Self, ConfigError> {
+    pub fn with_parts(
+        config: TreeConfig,
+        collector: Collector,
+        mvcc: Arc<Mvcc>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let tree = Self { index: SkipList::new(collector.clone()), collector, mvcc, config, counters: Counters::default() };
+        let tree = Self {
+            index: SkipList::new(collector.clone()),
+            collector,
+            mvcc,
+            config,
+            counters: Counters::default(),
+        };
         let base = Record::base(&[], 0, None, ptr::null());
         let cell = Self::new_cell(Box::default(), base, true);
         // SAFETY: nothing else can reach the tree yet.
@@ -175,7 +185,12 @@ impl Tree {
         self.get_sn(key, snapshot.sn(), guard)
     }
 
-    fn get_sn<'t: 'g, 'g>(&'t self, key: &[u8], sn: u64, guard: &'g Guard) -> Result<Option<&'g [u8]>, Error> {
+    fn get_sn<'t: 'g, 'g>(
+        &'t self,
+        key: &[u8],
+        sn: u64,
+        guard: &'g Guard,
+    ) -> Result<Option<&'g [u8]>, Error> {
         self.check_key(key)?;
         self.check_guard(guard);
         let (cell, head) = self.locate(Target::Key(key), guard);
@@ -194,7 +209,12 @@ impl Tree {
     }
 
     /// The entries of `range` as `snapshot` sees them, in key order; `.rev()` walks backwards.
-    pub fn range<'t: 'g, 'g, K, R>(&'t self, snapshot: &'g Snapshot, range: R, guard: &'g Guard) -> Iter<'t, 'g>
+    pub fn range<'t: 'g, 'g, K, R>(
+        &'t self,
+        snapshot: &'g Snapshot,
+        range: R,
+        guard: &'g Guard,
+    ) -> Iter<'t, 'g>
     where
         K: AsRef<[u8]> + ?Sized,
         R: RangeBounds<K>,
@@ -277,7 +297,7 @@ impl Tree {
         let mut ticket = None;
         loop {
             let (cell, head) = self.locate(Target::Key(key), guard);
-            let sn = ticket.get_or_insert_with(|| self.mvcc.begin_write(cell as *const PageCell as usize >> 7)).sn;
+            let sn = ticket.get_or_insert_with(|| self.mvcc.begin_write(stripe_of(key))).sn;
             // SAFETY: `rec` is unpublished, so ours to change.
             unsafe {
                 (*rec).set_sn(sn);
@@ -296,10 +316,11 @@ impl Tree {
     fn after_write(&self, cell: &PageCell, head: &Record, guard: &Guard) {
         let hdr = &head.hdr;
         let cfg = &self.config;
-        let misshapen = hdr.items > cfg.split_items
-            || hdr.items < cfg.merge_items
-            || hdr.bytes > cfg.page_bytes_max;
-        if hdr.chain_len >= cfg.consolidate_chain || (misshapen && hdr.chain_len >= (cfg.consolidate_chain / 4).max(1)) {
+        let misshapen =
+            hdr.items > cfg.split_items || hdr.items < cfg.merge_items || hdr.bytes > cfg.page_bytes_max;
+        if hdr.chain_len >= cfg.consolidate_chain
+            || (misshapen && hdr.chain_len >= (cfg.consolidate_chain / 4).max(1))
+        {
             self.consolidate(cell, head, guard);
         }
     }
@@ -353,7 +374,14 @@ impl Tree {
 
     /// Installs a split: a split record over a base of `versions[..at]` on this page, and a new
     /// right sibling holding `versions[at..]`, which is then indexed.
-    fn split(&self, cell: &PageCell, head: &Record, versions: &[Version<'_>], at: usize, guard: &Guard) -> bool {
+    fn split(
+        &self,
+        cell: &PageCell,
+        head: &Record,
+        versions: &[Version<'_>],
+        at: usize,
+        guard: &Guard,
+    ) -> bool {
         let (left, right) = versions.split_at(at);
         let sep: Box<[u8]> = right[0].key.into();
         let bytes = |vs: &[Version<'_>]| vs.iter().map(Version::encoded_len).sum::<usize>();
@@ -366,7 +394,8 @@ impl Tree {
         // SAFETY: unpublished; the header names the record's own separator and the new sibling.
         unsafe {
             let Body::Split { sep } = &(*split).body else { unreachable!() };
-            (*split).hdr = Header::above(&Header::fresh(left.len(), left_bytes, Some(sep), right_cell.as_ptr()), 0, 0);
+            (*split).hdr =
+                Header::above(&Header::fresh(left.len(), left_bytes, Some(sep), right_cell.as_ptr()), 0, 0);
         }
         if !cell.install(head, split) {
             // SAFETY: neither was published.
@@ -390,7 +419,8 @@ impl Tree {
         let low = unsafe { &cell.as_ref().low };
         loop {
             let mut placed = Some(CellBox(cell));
-            let entry = self.index.get_or_insert_with(low.clone(), || placed.take().expect("called once"), guard);
+            let entry =
+                self.index.get_or_insert_with(low.clone(), || placed.take().expect("called once"), guard);
             let existing = entry.value().cell() as *const PageCell;
             if existing == cell.as_ptr() {
                 entry.release(guard);
@@ -399,7 +429,7 @@ impl Tree {
                 return;
             }
             core::mem::forget(placed); // not inserted: the cell stays owned by its left sibling's split
-            // SAFETY: the entry holds a reference to the node, so its cell is alive.
+                                       // SAFETY: the entry holds a reference to the node, so its cell is alive.
             let other = unsafe { &*existing };
             let other_head = other.load();
             assert!(
@@ -425,9 +455,11 @@ impl Tree {
 
     /// Freezes the page with a remove record, then merges it into its left sibling.
     fn start_merge(&self, cell: &PageCell, head: &Record, guard: &Guard) {
-        let remove = Record::alloc(head.hdr, head as *const Record as *mut Record, Body::Remove {
-            state: AtomicU8::new(merge_state::PENDING),
-        });
+        let remove = Record::alloc(
+            head.hdr,
+            head as *const Record as *mut Record,
+            Body::Remove { state: AtomicU8::new(merge_state::PENDING) },
+        );
         if !cell.install(head, remove) {
             // SAFETY: never published; frees only the remove record, not the chain below.
             unsafe { drop(Box::from_raw(remove)) };
@@ -460,11 +492,15 @@ impl Tree {
             hdr.chain_len = left_head.hdr.chain_len.saturating_add(remove.hdr.chain_len).saturating_add(1);
             hdr.items = left_head.hdr.items.saturating_add(remove.hdr.items);
             hdr.bytes = left_head.hdr.bytes.saturating_add(remove.hdr.bytes);
-            let merge = Record::alloc(hdr, left_head as *const Record as *mut Record, Body::Merge {
-                sep: low.into(),
-                right: remove as *const Record as *mut Record,
-                right_cell: cell,
-            });
+            let merge = Record::alloc(
+                hdr,
+                left_head as *const Record as *mut Record,
+                Body::Merge {
+                    sep: low.into(),
+                    right: remove as *const Record as *mut Record,
+                    right_cell: cell,
+                },
+            );
             if left.install(left_head, merge) {
                 state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
                 // SAFETY: installed; alive as long as the guard.
@@ -530,7 +566,11 @@ impl Tree {
                 return Err("a frozen page is still reachable from its left sibling");
             }
             let mut gathered = Gathered::default();
-            gathered.gather(head, Bound::Unbounded, head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded));
+            gathered.gather(
+                head,
+                Bound::Unbounded,
+                head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded),
+            );
             gathered.sorted(&mut sorted);
             if sorted.iter().any(|v| v.key < &*cell.low) {
                 return Err("a page holds a key below its low key");
@@ -553,6 +593,19 @@ impl Tree {
         }
         Ok(pages)
     }
+}
+
+/// Which in-flight counter a write announces itself on: a hash of the key's ends, so that writers
+/// of different keys rarely share a cache line (and so that it is deterministic, as loom needs).
+fn stripe_of(key: &[u8]) -> usize {
+    let word = |bytes: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(word)
+    };
+    let head = word(&key[..key.len().min(8)]);
+    let tail = word(&key[key.len().saturating_sub(8)..]);
+    ((head ^ tail.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
 }
 
 /// Where to split `versions` near its middle without parting the versions of one key; `None` if

@@ -75,7 +75,8 @@ fn disjoint_writers_and_snapshot_readers_match_models() {
     let guard = tree.pin();
     tree.check_invariants(&guard).unwrap();
     let snap = tree.snapshot();
-    let actual: BTreeMap<_, _> = tree.range::<[u8], _>(&snap, .., &guard).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    let actual: BTreeMap<_, _> =
+        tree.range::<[u8], _>(&snap, .., &guard).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
     assert_eq!(actual, expected);
     let stats = tree.stats();
     assert!(stats.splits > 0 && stats.merges > 0 && stats.consolidations > 0, "{stats:?}");
@@ -159,7 +160,10 @@ fn contended_writers_leave_one_of_the_last_writes() {
     tree.check_invariants(&guard).unwrap();
     for k in 0..KEYS {
         let value = tree.get(&k.to_be_bytes(), &guard).unwrap().map(<[u8]>::to_vec);
-        assert!(last.iter().any(|l| l.get(&k) == value.as_ref()), "key {k} holds {value:?}, nobody's last write");
+        assert!(
+            last.iter().any(|l| l.get(&k) == value.as_ref()),
+            "key {k} holds {value:?}, nobody's last write"
+        );
     }
 }
 
@@ -168,9 +172,8 @@ fn shared_sequence_across_trees_gives_consistent_snapshots() {
     // Two trees (shards) on one sequence: a snapshot sees a write pair in both or in neither.
     let mvcc = std::sync::Arc::new(helio_core::Mvcc::new());
     let collector = helio_core::Collector::new();
-    let shards: Vec<Tree> = (0..2)
-        .map(|_| Tree::with_parts(busy_config(), collector.clone(), mvcc.clone()).unwrap())
-        .collect();
+    let shards: Vec<Tree> =
+        (0..2).map(|_| Tree::with_parts(busy_config(), collector.clone(), mvcc.clone()).unwrap()).collect();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let (shards, stop, collector) = (&shards, &stop, &collector);

@@ -33,11 +33,7 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
-    prop_oneof![
-        key().prop_map(Bound::Included),
-        key().prop_map(Bound::Excluded),
-        Just(Bound::Unbounded),
-    ]
+    prop_oneof![key().prop_map(Bound::Included), key().prop_map(Bound::Excluded), Just(Bound::Unbounded),]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -64,30 +60,56 @@ fn config() -> impl Strategy<Value = TreeConfig> {
     })
 }
 
-fn expected_range(model: &Model, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>, rev: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn expected_range(
+    model: &Model,
+    lo: &Bound<Vec<u8>>,
+    hi: &Bound<Vec<u8>>,
+    rev: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let valid = match (lo, hi) {
         (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b)) | (Bound::Excluded(a), Bound::Included(b)) => a < b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a < b,
         _ => true,
     };
     if !valid {
         return Vec::new();
     }
     let items = model.range::<Vec<u8>, _>((lo.clone(), hi.clone())).map(|(k, v)| (k.clone(), v.clone()));
-    if rev { items.rev().collect() } else { items.collect() }
+    if rev {
+        items.rev().collect()
+    } else {
+        items.collect()
+    }
 }
 
-fn actual_range(tree: &Tree, snap: &Snapshot, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>, rev: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn actual_range(
+    tree: &Tree,
+    snap: &Snapshot,
+    lo: &Bound<Vec<u8>>,
+    hi: &Bound<Vec<u8>>,
+    rev: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let guard = tree.pin();
     let iter = tree.range::<Vec<u8>, _>(snap, (lo.clone(), hi.clone()), &guard);
     let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
-    if rev { iter.rev().map(own).collect() } else { iter.map(own).collect() }
+    if rev {
+        iter.rev().map(own).collect()
+    } else {
+        iter.map(own).collect()
+    }
 }
 
 fn check_everything(tree: &Tree, snap: &Snapshot, model: &Model) {
     let guard = tree.pin();
-    assert_eq!(actual_range(tree, snap, &Bound::Unbounded, &Bound::Unbounded, false), expected_range(model, &Bound::Unbounded, &Bound::Unbounded, false));
-    assert_eq!(actual_range(tree, snap, &Bound::Unbounded, &Bound::Unbounded, true), expected_range(model, &Bound::Unbounded, &Bound::Unbounded, true));
+    assert_eq!(
+        actual_range(tree, snap, &Bound::Unbounded, &Bound::Unbounded, false),
+        expected_range(model, &Bound::Unbounded, &Bound::Unbounded, false)
+    );
+    assert_eq!(
+        actual_range(tree, snap, &Bound::Unbounded, &Bound::Unbounded, true),
+        expected_range(model, &Bound::Unbounded, &Bound::Unbounded, true)
+    );
     for (k, v) in model {
         assert_eq!(tree.get_at(snap, k, &guard).unwrap(), Some(&v[..]));
     }

@@ -108,7 +108,8 @@ impl<'g> Gathered<'g> {
         // Stable: keeps chain order (newest first) among one key's versions.
         self.deltas.sort_by(|a, b| a.key.cmp(b.key));
         self.bases.sort_by(|a, b| a.0.key(a.1).cmp(b.0.key(b.1)));
-        let base_versions = self.bases.iter().flat_map(|&(base, first, end)| (first..end).map(|i| base.get(i)));
+        let base_versions =
+            self.bases.iter().flat_map(|&(base, first, end)| (first..end).map(|i| base.get(i)));
         let mut deltas = self.deltas.iter().copied().peekable();
         for b in base_versions {
             // Deltas are newer than any base version of the same key, so they go first on ties.
@@ -191,6 +192,7 @@ fn tighter_lo<'a>(lo: Bound<&'a [u8]>, sep: &'a [u8]) -> Bound<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn v(key: &'static [u8], value: Option<&'static [u8]>, sn: u64) -> Version<'static> {
         Version { key, value, sn }

@@ -67,7 +67,6 @@ impl Header {
     pub(crate) fn right_ptr(&self) -> *const PageCell {
         self.right
     }
-
 }
 
 fn saturate(n: usize) -> u32 {
