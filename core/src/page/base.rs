@@ -1,7 +1,8 @@
 //! The base page: a page's consolidated entries, sorted, in one compact immutable block.
 //!
-//! Layout: `prefixes[i]` holds the first 8 bytes of entry `i`'s key (big-endian, zero padded) so a
-//! binary search touches one small array; `offsets[i]` points into `data`, where entry `i` is
+//! Layout: slot `i` holds the first 8 bytes of entry `i`'s key (big-endian, zero padded) and the
+//! entry's offset into `data`, so a binary search touches one dense array and the slot it ends on
+//! already says where the entry is. In `data`, entry `i` is
 //! encoded as `varint key_len, varint (value_len << 1 | tombstone), varint sn, key, value`.
 //! Entries are sorted by key; versions of one key are adjacent, newest first.
 
@@ -35,24 +36,32 @@ const SLOT_BYTES: usize = 12;
 
 /// A consolidated, immutable, sorted run of versions.
 pub(crate) struct Base {
-    prefixes: Box<[u64]>,
-    offsets: Box<[u32]>,
+    slots: Box<[Slot]>,
     data: Box<[u8]>,
 }
+
+/// A base entry's key prefix and where it is encoded; packed to 12 bytes.
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct Slot {
+    prefix: u64,
+    offset: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Slot>() == SLOT_BYTES);
 
 impl Base {
     /// Encodes `versions`, which must be sorted by key with each key's versions newest first.
     pub(crate) fn build<'a>(versions: impl ExactSizeIterator<Item = Version<'a>> + Clone) -> Self {
         let data_len: usize = versions.clone().map(|v| v.encoded_len() - SLOT_BYTES).sum();
-        let mut prefixes = Vec::with_capacity(versions.len());
-        let mut offsets = Vec::with_capacity(versions.len());
+        let mut slots = Vec::with_capacity(versions.len());
         let mut data = Vec::with_capacity(data_len);
         let mut previous: Option<&[u8]> = None;
         for v in versions {
             debug_assert!(previous.is_none_or(|p| p <= v.key), "base entries out of order");
             previous = Some(v.key);
-            prefixes.push(prefix(v.key));
-            offsets.push(u32::try_from(data.len()).expect("base page over 4 GiB"));
+            let offset = u32::try_from(data.len()).expect("base page over 4 GiB");
+            slots.push(Slot { prefix: prefix(v.key), offset });
             let value = v.value.unwrap_or(&[]);
             put_varint(&mut data, v.key.len() as u64);
             put_varint(&mut data, ((value.len() as u64) << 1) | u64::from(v.value.is_none()));
@@ -61,16 +70,12 @@ impl Base {
             data.extend_from_slice(value);
         }
         debug_assert_eq!(data.len(), data_len);
-        Self {
-            prefixes: prefixes.into_boxed_slice(),
-            offsets: offsets.into_boxed_slice(),
-            data: data.into_boxed_slice(),
-        }
+        Self { slots: slots.into_boxed_slice(), data: data.into_boxed_slice() }
     }
 
     /// Number of versions stored.
     pub(crate) fn len(&self) -> usize {
-        self.offsets.len()
+        self.slots.len()
     }
 
     /// Encoded bytes, as [`Version::encoded_len`] counts them.
@@ -81,7 +86,7 @@ impl Base {
 
     /// Decodes entry `i`.
     pub(crate) fn get(&self, i: usize) -> Version<'_> {
-        let mut at = self.offsets[i] as usize;
+        let mut at = self.slots[i].offset as usize;
         let key_len = get_varint(&self.data, &mut at) as usize;
         let value_word = get_varint(&self.data, &mut at);
         let sn = get_varint(&self.data, &mut at);
@@ -101,8 +106,8 @@ impl Base {
     pub(crate) fn seek(&self, key: &[u8], inclusive: bool) -> usize {
         let p = prefix(key);
         // Narrow by prefix first: cheap comparisons on a dense array.
-        let lo = self.prefixes.partition_point(|&q| q < p);
-        let hi = lo + self.prefixes[lo..].partition_point(|&q| q == p);
+        let lo = self.slots.partition_point(|s| { s.prefix } < p);
+        let hi = lo + self.slots[lo..].partition_point(|s| { s.prefix } == p);
         lo + (lo..hi).collect_partition(|i| match self.key(i).cmp(key) {
             Ordering::Less => true,
             Ordering::Equal => !inclusive,
@@ -149,7 +154,7 @@ impl CollectPartition for core::ops::Range<usize> {
 }
 
 /// The first 8 bytes of a key, big-endian, zero padded: orders like the key when they differ.
-fn prefix(key: &[u8]) -> u64 {
+pub(crate) fn prefix(key: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     let n = key.len().min(8);
     bytes[..n].copy_from_slice(&key[..n]);

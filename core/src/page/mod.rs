@@ -20,9 +20,11 @@ use crate::mvcc;
 /// The version of `key` visible at snapshot `sn` on the page whose head is `head`, which must cover
 /// `key`. `None` if absent or deleted.
 pub(crate) fn lookup<'g>(head: &'g Record, key: &[u8], sn: u64) -> Option<&'g [u8]> {
+    let key_prefix = base::prefix(key);
     let mut rec = head;
     loop {
         match &rec.body {
+            Body::Insert { prefix, .. } | Body::Delete { prefix, .. } if *prefix != key_prefix => {}
             Body::Insert { .. } | Body::Delete { .. } => {
                 let v = rec.version().expect("write record");
                 if v.key == key && v.sn <= sn {

@@ -8,7 +8,7 @@
 use alloc::boxed::Box;
 use core::ptr::{self, NonNull};
 
-use super::base::{Base, Version};
+use super::base::{prefix, Base, Version};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 /// What every record carries so that readers and writers decide without walking the chain.
@@ -99,10 +99,12 @@ unsafe impl Sync for Record {}
 
 /// The kinds of record.
 pub(crate) enum Body {
-    /// A new version of a key: `kv` holds the key then the value.
-    Insert { sn: u64, key_len: u32, kv: Box<[u8]> },
-    /// A tombstone for a key.
-    Delete { sn: u64, key: Box<[u8]> },
+    /// A new version of a key: `kv` holds the key then the value. `prefix` is the key's first
+    /// bytes (see [`base::prefix`](super::base::prefix)), so a chain walk skips records of other
+    /// keys without touching their bytes: one cache miss fewer per record.
+    Insert { sn: u64, prefix: u64, key_len: u32, kv: Box<[u8]> },
+    /// A tombstone for a key, with its prefix as above.
+    Delete { sn: u64, prefix: u64, key: Box<[u8]> },
     /// Keys from `sep` on moved to the right sibling named in the header.
     Split { sep: Box<[u8]> },
     /// The right sibling (whose low key is `sep`) was absorbed: keys from `sep` on are found in
@@ -131,9 +133,14 @@ impl Record {
                 let mut kv = alloc::vec::Vec::with_capacity(key.len() + value.len());
                 kv.extend_from_slice(key);
                 kv.extend_from_slice(value);
-                Body::Insert { sn: 0, key_len: key.len() as u32, kv: kv.into_boxed_slice() }
+                Body::Insert {
+                    sn: 0,
+                    prefix: prefix(key),
+                    key_len: key.len() as u32,
+                    kv: kv.into_boxed_slice(),
+                }
             }
-            None => Body::Delete { sn: 0, key: key.into() },
+            None => Body::Delete { sn: 0, prefix: prefix(key), key: key.into() },
         };
         Self::alloc(Header::fresh(0, 0, None, ptr::null()), ptr::null_mut(), body)
     }
@@ -154,11 +161,11 @@ impl Record {
     /// The version an insert or delete record carries.
     pub(crate) fn version(&self) -> Option<Version<'_>> {
         match &self.body {
-            Body::Insert { sn, key_len, kv } => {
+            Body::Insert { sn, key_len, kv, .. } => {
                 let (key, value) = kv.split_at(*key_len as usize);
                 Some(Version { key, value: Some(value), sn: *sn })
             }
-            Body::Delete { sn, key } => Some(Version { key, value: None, sn: *sn }),
+            Body::Delete { sn, key, .. } => Some(Version { key, value: None, sn: *sn }),
             _ => None,
         }
     }
