@@ -245,28 +245,19 @@ impl<'g> PageCursor<'g> {
     /// Consumes the versions of the first key in the base window; returns the visible one.
     fn take_base_front(&mut self) -> (&'g [u8], Option<&'g [u8]>) {
         let base = self.base();
-        let start = self.base_left.start;
-        let key = base.key(start);
-        let end = (start + 1..self.base_left.end).find(|&i| base.key(i) != key).unwrap_or(self.base_left.end);
+        let (start, limit) = (self.base_left.start, self.base_left.end);
+        let end = base.key_run_end(start, limit);
         self.base_left.start = end;
-        (key, self.visible_in(base, start..end))
+        base.visible(start..end, self.sn)
     }
 
     /// Consumes the versions of the last key in the base window; returns the visible one.
     fn take_base_back(&mut self) -> (&'g [u8], Option<&'g [u8]>) {
         let base = self.base();
-        let end = self.base_left.end;
-        let key = base.key(end - 1);
-        let start = (self.base_left.start..end - 1)
-            .rev()
-            .find(|&i| base.key(i) != key)
-            .map_or(self.base_left.start, |i| i + 1);
+        let (limit, end) = (self.base_left.start, self.base_left.end);
+        let start = base.key_run_start(end - 1, limit);
         self.base_left.end = start;
-        (key, self.visible_in(base, start..end))
-    }
-
-    fn visible_in(&self, base: &'g Base, versions: Range<usize>) -> Option<&'g [u8]> {
-        versions.map(|i| base.get(i)).find(|v| v.sn <= self.sn).and_then(|v| v.value)
+        base.visible(start..end, self.sn)
     }
 }
 

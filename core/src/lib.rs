@@ -40,6 +40,7 @@ extern crate std;
 
 mod config;
 mod error;
+mod index;
 mod iter;
 mod mvcc;
 mod page;

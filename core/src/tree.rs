@@ -19,6 +19,7 @@ use crossbeam_skiplist::base::SkipList;
 
 use crate::config::{ConfigError, TreeConfig};
 use crate::error::Error;
+use crate::index::{CellBox, Index, IndexKey};
 use crate::iter::Iter;
 use crate::mvcc::{Mvcc, Snapshot, LATEST};
 use crate::page::base::Version;
@@ -26,31 +27,6 @@ use crate::page::record::{free_chain, merge_state, Body, Header, PageCell, Recor
 use crate::page::{self, garbage_collect, Gathered, GcScratch};
 use crate::stats::{Counters, TreeStats};
 use crate::sync::{AtomicU8, Ordering};
-
-/// Owns a boxed [`PageCell`] on an index node; frees it when the node is reclaimed.
-pub(crate) struct CellBox(NonNull<PageCell>);
-
-// SAFETY: the cell is shared through atomics only.
-unsafe impl Send for CellBox {}
-// SAFETY: as above.
-unsafe impl Sync for CellBox {}
-
-impl CellBox {
-    pub(crate) fn cell(&self) -> &PageCell {
-        // SAFETY: the box is alive as long as the node, and the node as long as the pinned reader.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-impl Drop for CellBox {
-    fn drop(&mut self) {
-        // SAFETY: made by `Box::into_raw` in `Tree::new_cell`; the node owning it is gone. The
-        // chain is not freed here: it is owned by the tree, or by the page that absorbed this one.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
-type Index = SkipList<Box<[u8]>, CellBox>;
 
 /// Where [`Tree::locate`] should land.
 #[derive(Clone, Copy)]
@@ -103,7 +79,7 @@ impl Tree {
         let cell = Self::new_cell(Box::default(), base, true);
         // SAFETY: nothing else can reach the tree yet.
         let guard = unsafe { crossbeam_epoch::unprotected() };
-        tree.index.get_or_insert_with(Box::default(), || CellBox(cell), guard).release(guard);
+        tree.index.get_or_insert_with(IndexKey::new(&[]), || CellBox(cell), guard).release(guard);
         Ok(tree)
     }
 
@@ -278,8 +254,8 @@ impl Tree {
 
     fn index_start<'g>(&self, target: Target<'_>, guard: &'g Guard) -> &'g PageCell {
         let entry = match target {
-            Target::Key(key) => self.index.upper_bound(Bound::Included(key), guard),
-            Target::Below(key) => self.index.upper_bound(Bound::Excluded(key), guard),
+            Target::Key(key) => self.index.upper_bound(Bound::Included(&IndexKey::new(key)), guard),
+            Target::Below(key) => self.index.upper_bound(Bound::Excluded(&IndexKey::new(key)), guard),
             Target::Last => self.index.back(guard),
         };
         let entry = entry.expect("the leftmost page, with the empty low key, is always indexed");
@@ -419,8 +395,11 @@ impl Tree {
         let low = unsafe { &cell.as_ref().low };
         loop {
             let mut placed = Some(CellBox(cell));
-            let entry =
-                self.index.get_or_insert_with(low.clone(), || placed.take().expect("called once"), guard);
+            let entry = self.index.get_or_insert_with(
+                IndexKey::new(low),
+                || placed.take().expect("called once"),
+                guard,
+            );
             let existing = entry.value().cell() as *const PageCell;
             if existing == cell.as_ptr() {
                 entry.release(guard);
@@ -518,7 +497,7 @@ impl Tree {
         if state.load(Ordering::Acquire) == merge_state::UNLINKED {
             return;
         }
-        if let Some(entry) = self.index.get(low, guard) {
+        if let Some(entry) = self.index.get(&IndexKey::new(low), guard) {
             // Compare addresses only: an unlinked cell may already be freed.
             if ptr::eq(entry.value().0.as_ptr(), cell) {
                 entry.remove();
@@ -575,7 +554,7 @@ impl Tree {
             if sorted.iter().any(|v| v.key < &*cell.low) {
                 return Err("a page holds a key below its low key");
             }
-            match self.index.get(&*cell.low, guard) {
+            match self.index.get(&IndexKey::new(&cell.low), guard) {
                 Some(entry) if ptr::eq(entry.value().cell(), cell) => {}
                 _ => return Err("a page is missing from the index"),
             }
