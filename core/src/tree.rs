@@ -292,10 +292,15 @@ impl Tree {
     fn after_write(&self, cell: &PageCell, head: &Record, guard: &Guard) {
         let hdr = &head.hdr;
         let cfg = &self.config;
+        // Counts are estimates (an overwrite counts as a new entry), so a page that merely looks
+        // misshapen waits for a quarter of a chain: that bounds consolidations per write. A page
+        // over twice its byte limit consolidates at once, which also keeps any base under 4 GiB
+        // (limits: 2 x 1 GiB of page plus one 1 GiB value).
         let misshapen =
             hdr.items > cfg.split_items || hdr.items < cfg.merge_items || hdr.bytes > cfg.page_bytes_max;
         if hdr.chain_len >= cfg.consolidate_chain
             || (misshapen && hdr.chain_len >= (cfg.consolidate_chain / 4).max(1))
+            || hdr.bytes / 2 > cfg.page_bytes_max
         {
             self.consolidate(cell, head, guard);
         }

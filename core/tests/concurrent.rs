@@ -33,7 +33,7 @@ fn key(owner: usize, k: u64) -> Vec<u8> {
 fn disjoint_writers_and_snapshot_readers_match_models() {
     const WRITERS: usize = 4;
     const READERS: usize = 2;
-    const OPS: usize = 30_000;
+    const OPS: usize = 100_000;
     let tree = Tree::new(busy_config()).unwrap();
     let stop = AtomicBool::new(false);
     let models: Vec<BTreeMap<Vec<u8>, Vec<u8>>> = std::thread::scope(|s| {
@@ -136,7 +136,7 @@ fn contended_writers_leave_one_of_the_last_writes() {
                 s.spawn(move || {
                     let mut rng = Rng(7 + w as u64);
                     let mut last = BTreeMap::new();
-                    for i in 0..20_000 {
+                    for i in 0..50_000 {
                         let guard = tree.pin();
                         let k = rng.next() % KEYS;
                         let v = format!("{w}:{i}").into_bytes();

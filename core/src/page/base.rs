@@ -67,7 +67,8 @@ impl Base {
         for v in versions {
             debug_assert!(previous.is_none_or(|p| p <= v.key), "base entries out of order");
             previous = Some(v.key);
-            let offset = u32::try_from(data.len()).expect("base page over 4 GiB");
+            let offset =
+                u32::try_from(data.len()).expect("pages are consolidated before 4 GiB (see `after_write`)");
             slots.push(Slot { prefix: prefix(v.key), offset });
             let value = v.value.unwrap_or(&[]);
             put_varint(&mut data, v.key.len() as u64);
