@@ -42,6 +42,7 @@ mod config;
 mod error;
 mod index;
 mod iter;
+pub mod log;
 mod mvcc;
 mod page;
 mod stats;

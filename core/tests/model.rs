@@ -204,3 +204,11 @@ fn oversized_input_is_refused_and_changes_nothing() {
     assert_eq!(all, [(&b"k"[..], &b"v"[..])]);
     assert!(Error::KeyTooLarge { len: 9, max: 8 }.to_string().contains("9 bytes"));
 }
+
+#[test]
+fn shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tree>();
+    assert_send_sync::<Snapshot>();
+    assert_send_sync::<helio_core::Mvcc>();
+}
