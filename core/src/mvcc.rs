@@ -7,8 +7,9 @@
 //! the snapshot's view never changes. A version is visible to snapshot `s` when it is the first
 //! version of its key, in chain order (newest first), whose number is at most `s`.
 //!
-//! Writers announce themselves on one of a few striped counters (by parity of their number), so a
-//! write costs two uncontended atomic increments and sealing waits only for writers of its own number.
+//! Writers announce themselves on one of a few striped counters (chosen by a hash of the key, and
+//! by the parity of their number), so a write costs two mostly uncontended atomic operations and a
+//! fence, and sealing waits only for writers of its own number.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -16,7 +17,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::sync::{fence, spin_wait, AtomicU64, Ordering, SpinLock};
 
-/// Number of striped in-flight counters. Writers pick one by page address. (Two under loom, which
+/// Number of striped in-flight counters. Writers pick one by a hash of the key. (Two under loom, which
 /// explores every interleaving of every atomic access: fewer stripes, same protocol.)
 const STRIPES: usize = if cfg!(loom) { 2 } else { 16 };
 
@@ -52,8 +53,9 @@ impl Mvcc {
         }
     }
 
-    /// Announces a write; returns the number to tag it with. Pair with [`Mvcc::end_write`].
-    pub(crate) fn begin_write(&self, stripe: usize) -> WriteTicket {
+    /// Announces a write; the ticket carries the number to tag it with and ends the announcement
+    /// when dropped (also if the writer panics, so a seal never waits forever).
+    pub(crate) fn begin_write(&self, stripe: usize) -> WriteTicket<'_> {
         let stripe = stripe % STRIPES;
         loop {
             let sn = self.open.load(Ordering::SeqCst);
@@ -63,15 +65,10 @@ impl Mvcc {
             // or we see its new `open` and retry with the new number.
             fence(Ordering::SeqCst);
             if self.open.load(Ordering::Relaxed) == sn {
-                return WriteTicket { sn, stripe };
+                return WriteTicket { mvcc: self, sn, stripe };
             }
             counter.fetch_sub(1, Ordering::Release);
         }
-    }
-
-    /// Announces that the write of `ticket` is installed (or abandoned).
-    pub(crate) fn end_write(&self, ticket: WriteTicket) {
-        self.inflight[ticket.stripe][(ticket.sn & 1) as usize].fetch_sub(1, Ordering::Release);
     }
 
     /// Takes a point-in-time snapshot: it sees every write that returned before this call and none
@@ -125,11 +122,19 @@ impl Mvcc {
     }
 }
 
-/// A write in flight: the number it carries and where it announced itself.
+/// A write in flight: the number it carries and where it announced itself. Dropping it announces
+/// that the write is installed (or abandoned).
 #[must_use]
-pub(crate) struct WriteTicket {
+pub(crate) struct WriteTicket<'a> {
+    mvcc: &'a Mvcc,
     pub(crate) sn: u64,
     stripe: usize,
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        self.mvcc.inflight[self.stripe][(self.sn & 1) as usize].fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// A point-in-time view. Versions it can see are kept by consolidation until it is dropped.
@@ -227,7 +232,7 @@ mod tests {
         let mvcc = Arc::new(Mvcc::new());
         let t = mvcc.begin_write(3);
         assert_eq!(t.sn, 1);
-        mvcc.end_write(t);
+        drop(t);
         let s = mvcc.snapshot();
         assert_eq!(s.sn(), 1);
         assert_eq!(mvcc.open_sn(), 2);

@@ -202,19 +202,30 @@ impl Tree {
     }
 
     /// Consolidates every page that has a delta chain (splitting and merging as the thresholds
-    /// say), so that memory holds only base pages.
+    /// say), so that memory holds base pages only (under a split record where a page split
+    /// during the pass). Under concurrent writes a page may gain records again at once; a page
+    /// whose consolidation keeps losing races is left after a few tries.
     pub fn compact(&self, guard: &Guard) {
+        const TRIES: u32 = 8;
         self.check_guard(guard);
         let mut target: Option<Box<[u8]>> = None;
+        let mut failures = 0;
         loop {
             let (cell, head) = self.locate(Target::Key(target.as_deref().unwrap_or(&[])), guard);
             if head.hdr.chain_len > 0 && !self.consolidate(cell, head, guard) {
-                continue; // lost a race: look again
+                failures += 1;
+                if failures < TRIES {
+                    continue; // lost a race: look again
+                }
             }
             let head = cell.load();
             match head.hdr.high() {
-                Some(high) if head.remove_state().is_none() => target = Some(high.into()),
-                Some(_) => {}
+                // A page frozen by a merge is found again through its left sibling.
+                Some(_) if head.remove_state().is_some() => {}
+                Some(high) => {
+                    target = Some(high.into());
+                    failures = 0;
+                }
                 None => return,
             }
         }
@@ -281,7 +292,7 @@ impl Tree {
                 (*rec).next = head as *const Record as *mut Record;
             }
             if cell.install(head, rec) {
-                self.mvcc.end_write(ticket.take().expect("ticket taken above"));
+                drop(ticket);
                 // SAFETY: installed records live as long as the guard.
                 self.after_write(cell, unsafe { &*rec }, guard);
                 return;
@@ -294,8 +305,7 @@ impl Tree {
         let cfg = &self.config;
         // Counts are estimates (an overwrite counts as a new entry), so a page that merely looks
         // misshapen waits for a quarter of a chain: that bounds consolidations per write. A page
-        // over twice its byte limit consolidates at once, which also keeps any base under 4 GiB
-        // (limits: 2 x 1 GiB of page plus one 1 GiB value).
+        // over twice its byte limit consolidates at once, so big values cannot pile up on it.
         let misshapen =
             hdr.items > cfg.split_items || hdr.items < cfg.merge_items || hdr.bytes > cfg.page_bytes_max;
         if hdr.chain_len >= cfg.consolidate_chain
@@ -479,11 +489,7 @@ impl Tree {
             let merge = Record::alloc(
                 hdr,
                 left_head as *const Record as *mut Record,
-                Body::Merge {
-                    sep: low.into(),
-                    right: remove as *const Record as *mut Record,
-                    right_cell: cell,
-                },
+                Body::Merge { sep: low.into(), right: remove as *const Record as *mut Record },
             );
             if left.install(left_head, merge) {
                 state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
@@ -494,17 +500,23 @@ impl Tree {
             // SAFETY: never published; frees the merge record only.
             unsafe { drop(Box::from_raw(merge)) };
         }
-        self.unlink(low, cell, state, guard);
+        self.unlink(low, remove, guard);
     }
 
-    /// Removes the index node of an absorbed page, if it is still there.
-    fn unlink(&self, low: &[u8], cell: *const PageCell, state: &AtomicU8, guard: &Guard) {
+    /// Removes the index node of an absorbed page (low key `low`, frozen by `remove`), if it is
+    /// still there.
+    ///
+    /// The node is recognised by its head being `remove`: a frozen page's head never changes, and
+    /// `remove` stays allocated while the caller can reach it, so no other page can show that
+    /// address. (The cell's own address could: an unlinked cell may be freed and its memory
+    /// reused by a new page with the same low key.)
+    fn unlink(&self, low: &[u8], remove: &Record, guard: &Guard) {
+        let state = remove.remove_state().expect("a remove record");
         if state.load(Ordering::Acquire) == merge_state::UNLINKED {
             return;
         }
         if let Some(entry) = self.index.get(&IndexKey::new(low), guard) {
-            // Compare addresses only: an unlinked cell may already be freed.
-            if ptr::eq(entry.value().0.as_ptr(), cell) {
+            if ptr::eq(entry.value().cell().head.load(Ordering::Acquire), remove) {
                 entry.remove();
             }
         }
@@ -517,11 +529,10 @@ impl Tree {
         let mut rec = head;
         loop {
             match &rec.body {
-                Body::Merge { sep, right, right_cell } => {
+                Body::Merge { sep, right } => {
                     // SAFETY: owned by the merge record.
                     let right = unsafe { &**right };
-                    let state = right.remove_state().expect("a merge points at a remove record");
-                    self.unlink(sep, *right_cell, state, guard);
+                    self.unlink(sep, right, guard);
                     // SAFETY: as above.
                     self.finish_unlinks(unsafe { &*right.next }, guard);
                 }
@@ -618,20 +629,24 @@ impl Drop for Tree {
     fn drop(&mut self) {
         // SAFETY: `&mut self`: no other thread can reach the tree.
         let guard = unsafe { crossbeam_epoch::unprotected() };
+        // Decide every page's ownership before freeing anything: freeing a sibling's chain frees
+        // the remove records of the pages it absorbed, which later nodes would still point at.
+        let mut owned = Vec::new();
         let mut entry = self.index.front(guard);
         while let Some(e) = entry {
             let head = e.value().cell().head.load(Ordering::Relaxed);
-            // SAFETY: heads are valid records; exclusive access.
-            let owned = match unsafe { (*head).remove_state() } {
-                // A page absorbed by its sibling is freed with the sibling's chain.
-                Some(state) => state.load(Ordering::Relaxed) == merge_state::PENDING,
-                None => true,
-            };
-            if owned {
-                // SAFETY: exclusive access; each chain has one owner.
-                unsafe { free_chain(head) };
+            // SAFETY: heads are valid records until freed below.
+            let absorbed = unsafe { (*head).remove_state() }
+                .is_some_and(|state| state.load(Ordering::Relaxed) != merge_state::PENDING);
+            if !absorbed {
+                owned.push(head);
             }
             entry = e.next();
+        }
+        for head in owned {
+            // SAFETY: exclusive access; each chain has one owner, and an absorbed page's chain
+            // is freed with the merge record that owns it.
+            unsafe { free_chain(head) };
         }
     }
 }

@@ -3,7 +3,7 @@
 //! consolidate under them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use helio_core::{Tree, TreeConfig};
 
@@ -203,4 +203,154 @@ fn shared_sequence_across_trees_gives_consistent_snapshots() {
             }
         });
     });
+}
+
+#[derive(Clone)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+fn apply(state: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) {
+    match op {
+        Op::Put(k, v) => {
+            state.insert(k.clone(), v.clone());
+        }
+        Op::Delete(k) => {
+            state.remove(k);
+        }
+    }
+}
+
+/// Writers run fixed scripts (filling, then draining, so pages split and merge) while a thread
+/// compacts in a loop and readers take snapshots. Each snapshot must show, for every writer, the
+/// state after some prefix of its script that lies between what the writer had finished before
+/// the snapshot and what it had started after: snapshots are consistent cuts. Scans forward,
+/// backward, and mixed from both ends of a random sub-range must agree, and so must point reads.
+#[test]
+fn snapshots_are_consistent_cuts_under_splits_merges_and_compaction() {
+    const WRITERS: usize = 3;
+    const OPS: usize = 20_000;
+    const KEYS: u64 = 120;
+    let config = TreeConfig::default()
+        .consolidate_chain(2)
+        .read_consolidate_chain(2)
+        .split_items(8)
+        .merge_items(2)
+        .page_bytes_max(256);
+    let tree = Tree::new(config).unwrap();
+    let scripts: Vec<Vec<Op>> = (0..WRITERS)
+        .map(|w| {
+            let mut rng = Rng(0x1234_5678 ^ ((w as u64 + 1) * 0x9E37_79B9));
+            (0..OPS)
+                .map(|i| {
+                    let k = format!("{:04}-{w}", rng.next() % KEYS).into_bytes();
+                    let filling = (i / 2000) % 2 == 0;
+                    let roll = rng.next() % 10;
+                    if (filling && roll < 7) || (!filling && roll < 2) {
+                        Op::Put(k, format!("{w}:{i}").into_bytes())
+                    } else {
+                        Op::Delete(k)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let done: Vec<AtomicUsize> = (0..WRITERS).map(|_| AtomicUsize::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (tree, done, script) = (&tree, &done, &scripts[w]);
+                s.spawn(move || {
+                    for (i, op) in script.iter().enumerate() {
+                        let guard = tree.pin();
+                        match op {
+                            Op::Put(k, v) => tree.put(k, v, &guard).unwrap(),
+                            Op::Delete(k) => tree.delete(k, &guard).unwrap(),
+                        }
+                        done[w].store(i + 1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        let (tree_ref, stop_ref) = (&tree, &stop);
+        s.spawn(move || {
+            while !stop_ref.load(Ordering::Relaxed) {
+                tree_ref.compact(&tree_ref.pin());
+                std::thread::yield_now();
+            }
+        });
+        for r in 0..2u64 {
+            let (tree, stop, done, scripts) = (&tree, &stop, &done, &scripts);
+            s.spawn(move || {
+                let mut rng = Rng(0xABCDEF ^ (r + 7));
+                while !stop.load(Ordering::Relaxed) {
+                    let before: Vec<usize> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+                    let snap = tree.snapshot();
+                    let after: Vec<usize> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+                    let guard = tree.pin();
+                    let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
+                    let all: Vec<(Vec<u8>, Vec<u8>)> =
+                        tree.range::<[u8], _>(&snap, .., &guard).map(own).collect();
+                    for (w, script) in scripts.iter().enumerate() {
+                        let suffix = format!("-{w}").into_bytes();
+                        let seen: BTreeMap<_, _> =
+                            all.iter().filter(|(k, _)| k.ends_with(&suffix)).cloned().collect();
+                        let mut state = BTreeMap::new();
+                        script[..before[w]].iter().for_each(|op| apply(&mut state, op));
+                        let mut prefix = before[w];
+                        while state != seen && prefix < (after[w] + 1).min(script.len()) {
+                            apply(&mut state, &script[prefix]);
+                            prefix += 1;
+                        }
+                        assert_eq!(state, seen, "snapshot {} is no prefix state of writer {w}", snap.sn());
+                    }
+                    let mut backward: Vec<_> =
+                        tree.range::<[u8], _>(&snap, .., &guard).rev().map(own).collect();
+                    backward.reverse();
+                    assert_eq!(all, backward, "a backward scan differs");
+                    if all.len() > 4 {
+                        let a = (rng.next() % all.len() as u64) as usize;
+                        let b = (rng.next() % all.len() as u64) as usize;
+                        let (a, b) = (a.min(b), a.max(b));
+                        let mut iter = tree.range(&snap, all[a].0.clone()..=all[b].0.clone(), &guard);
+                        let (mut front, mut back) = (Vec::new(), Vec::new());
+                        loop {
+                            let item = if rng.next() % 2 == 0 {
+                                iter.next().map(|x| front.push(own(x)))
+                            } else {
+                                iter.next_back().map(|x| back.push(own(x)))
+                            };
+                            if item.is_none() {
+                                break;
+                            }
+                        }
+                        back.reverse();
+                        front.extend(back);
+                        assert_eq!(front, all[a..=b], "mixed iteration from both ends");
+                    }
+                    for _ in 0..10 {
+                        if let Some((k, v)) = all.get((rng.next() % all.len().max(1) as u64) as usize) {
+                            assert_eq!(tree.get_at(&snap, k, &guard).unwrap(), Some(&v[..]));
+                        }
+                    }
+                }
+            });
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let guard = tree.pin();
+    tree.check_invariants(&guard).unwrap();
+    let mut expected = BTreeMap::new();
+    scripts.iter().flatten().for_each(|op| apply(&mut expected, op));
+    let snap = tree.snapshot();
+    let actual: BTreeMap<_, _> =
+        tree.range::<[u8], _>(&snap, .., &guard).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(actual, expected);
+    let stats = tree.stats();
+    assert!(stats.splits > 0 && stats.merges > 0, "{stats:?}");
 }

@@ -1,6 +1,6 @@
 //! The base page: a page's consolidated entries, sorted, in one compact immutable block.
 //!
-//! Layout: slot `i` holds the first 8 bytes of entry `i`'s key (big-endian, zero padded) and the
+//! Layout: slot `i` (16 bytes) holds the first 8 bytes of entry `i`'s key (big-endian, zero padded) and the
 //! entry's offset into `data`, so a binary search touches one dense array and the slot it ends on
 //! already says where the entry is. In `data`, entry `i` is
 //! encoded as `varint key_len, varint (value_len << 1 | tombstone), varint sn, key, value`.
@@ -33,7 +33,7 @@ impl Version<'_> {
 }
 
 /// Bytes of the per-entry slot: a key prefix and an offset.
-const SLOT_BYTES: usize = 12;
+const SLOT_BYTES: usize = 16;
 
 /// A consolidated, immutable, sorted run of versions.
 pub(crate) struct Base {
@@ -44,17 +44,18 @@ pub(crate) struct Base {
     data: Box<[u8]>,
 }
 
-/// A base entry's key prefix and where it is encoded; packed to 12 bytes.
+/// A base entry's key prefix and where it is encoded. (A 4-byte offset would save 4 bytes an
+/// entry but cap a page at 4 GiB, which a key with many large versions held by snapshots can
+/// exceed.)
 #[derive(Clone, Copy)]
-#[repr(C, packed(4))]
 struct Slot {
     prefix: u64,
-    offset: u32,
+    offset: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == SLOT_BYTES);
 
-/// Slots per fence: a block of 16 slots spans three cache lines.
+/// Slots per fence: a block of 16 slots spans four cache lines.
 const FENCE_STRIDE: usize = 16;
 
 impl Base {
@@ -67,8 +68,7 @@ impl Base {
         for v in versions {
             debug_assert!(previous.is_none_or(|p| p <= v.key), "base entries out of order");
             previous = Some(v.key);
-            let offset =
-                u32::try_from(data.len()).expect("pages are consolidated before 4 GiB (see `after_write`)");
+            let offset = data.len() as u64;
             slots.push(Slot { prefix: prefix(v.key), offset });
             let value = v.value.unwrap_or(&[]);
             put_varint(&mut data, v.key.len() as u64);

@@ -109,7 +109,7 @@ pub(crate) enum Body {
     Split { sep: Box<[u8]> },
     /// The right sibling (whose low key is `sep`) was absorbed: keys from `sep` on are found in
     /// `right`'s chain (its remove record, then the chain below it), which this record now owns.
-    Merge { sep: Box<[u8]>, right: *mut Record, right_cell: *const PageCell },
+    Merge { sep: Box<[u8]>, right: *mut Record },
     /// The page is being merged into its left sibling: it takes no more writes.
     Remove { state: AtomicU8 },
     /// Consolidated entries, with the page's upper bound (owned here, read through the header).
