@@ -146,3 +146,67 @@ fn snapshot_is_stable_against_in_flight_write() {
         assert_eq!(tree.get(b"k", &handle.pin()).unwrap(), Some(&b"new"[..]));
     });
 }
+
+/// Three writers race to claim 3 bytes each of an 8-byte buffer (two fit; the third seals it),
+/// then the main thread seals what is left. Claims never overlap, exactly one party hands the
+/// buffer to I/O, and at that moment every claimed byte has been copied and is visible to it.
+#[test]
+fn buffer_claims_and_hand_off() {
+    use helio_core::log::buffer::{BufferState, Reserve};
+    use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+    struct Shared {
+        state: BufferState,
+        bytes: Vec<AtomicU8>,
+        flushes: AtomicUsize,
+    }
+
+    impl Shared {
+        /// What the I/O thread would do: every claimed byte must be there.
+        fn flush(&self, filled: u64) {
+            for (i, byte) in self.bytes.iter().enumerate().take(filled as usize) {
+                assert_ne!(byte.load(Ordering::Relaxed), 0, "byte {i} handed to I/O before it was copied");
+            }
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn write(&self, mark: u8) {
+            match self.state.reserve(3) {
+                Reserve::At(at) => {
+                    for byte in &self.bytes[at as usize..at as usize + 3] {
+                        assert_eq!(byte.swap(mark, Ordering::Relaxed), 0, "two writers claimed one byte");
+                    }
+                    if self.state.release() {
+                        self.flush(self.state.filled());
+                    }
+                }
+                Reserve::Sealed { filled, flush: true } => self.flush(filled),
+                Reserve::Sealed { .. } | Reserve::Closed => {}
+            }
+        }
+    }
+
+    model(|| {
+        let shared = Arc::new(Shared {
+            state: BufferState::new(8),
+            bytes: (0..8).map(|_| AtomicU8::new(0)).collect(),
+            flushes: AtomicUsize::new(0),
+        });
+        let threads: Vec<_> = (1..=2u8)
+            .map(|mark| {
+                let shared = shared.clone();
+                thread::spawn(move || shared.write(mark))
+            })
+            .collect();
+        shared.write(3);
+        for t in threads {
+            t.join().unwrap();
+        }
+        if let Some((filled, flush)) = shared.state.seal() {
+            assert!(flush, "every writer has released");
+            shared.flush(filled);
+        }
+        assert_eq!(shared.flushes.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.state.filled(), 6);
+    });
+}

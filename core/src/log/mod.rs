@@ -5,6 +5,7 @@
 //! Nothing here does I/O: the runtime reads bytes and asks; it writes what these functions encode.
 //! The byte layouts are documented in `docs/log-format.md`.
 
+pub mod buffer;
 pub mod frame;
 pub mod superblock;
 

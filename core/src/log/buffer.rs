@@ -1,0 +1,145 @@
+//! The write buffer's state word: how concurrent writers claim space in a log buffer with one
+//! atomic operation each, and who hands the buffer to the I/O thread (after Plasma's `lss.go`).
+//!
+//! One 64-bit word holds the bytes claimed (low 40 bits), the writers still copying (next 16
+//! bits) and a sealed bit (the top bit). A writer claims space by CAS (offset up, writers up), copies
+//! its record in, and releases (writers down). A writer whose record does not fit seals the
+//! buffer; so may a writer that wants its record durable now (group commit). Whoever leaves a
+//! sealed buffer with no writer inside — the sealer, or the last writer to release — is the one
+//! that hands it to I/O: exactly one party, exactly once per seal. Only memory is involved here;
+//! the runtime owns the bytes and the I/O.
+
+use crate::sync::{AtomicU64, Ordering};
+
+const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+const WRITER: u64 = 1 << OFFSET_BITS;
+const WRITERS_MASK: u64 = 0xFFFF << OFFSET_BITS;
+const SEALED: u64 = 1 << 63;
+
+/// Largest buffer the state word can describe.
+pub const CAPACITY_MAX: u64 = OFFSET_MASK;
+
+/// Most writers that can be copying into one buffer at once.
+pub const WRITERS_MAX: u64 = 0xFFFF;
+
+/// What [`BufferState::reserve`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// The bytes at this offset of the buffer are the caller's to fill; call
+    /// [`BufferState::release`] when done.
+    At(u64),
+    /// The record does not fit; the caller sealed the buffer at `filled` bytes. If `flush` is
+    /// true, no writer is inside and the caller hands the buffer to I/O now; otherwise the last
+    /// writer to release will. Either way the caller goes on to the next buffer.
+    Sealed {
+        /// Bytes claimed before the seal: what I/O must write.
+        filled: u64,
+        /// Whether the caller must hand the buffer to I/O.
+        flush: bool,
+    },
+    /// Someone else sealed the buffer: go on to the next one.
+    Closed,
+}
+
+/// The state word of one write buffer.
+pub struct BufferState {
+    word: AtomicU64,
+    capacity: u64,
+}
+
+impl BufferState {
+    /// An empty, open buffer of `capacity` bytes (at most [`CAPACITY_MAX`]).
+    pub fn new(capacity: u64) -> Self {
+        assert!(capacity > 0 && capacity <= CAPACITY_MAX, "buffer capacity {capacity}");
+        Self { word: AtomicU64::new(0), capacity }
+    }
+
+    /// The buffer's size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Claims `len` bytes (at most the capacity), or seals the buffer if they do not fit.
+    pub fn reserve(&self, len: u64) -> Reserve {
+        assert!(
+            len > 0 && len <= self.capacity,
+            "reservation of {len} bytes in a {}-byte buffer",
+            self.capacity
+        );
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            if word & SEALED != 0 {
+                return Reserve::Closed;
+            }
+            let offset = word & OFFSET_MASK;
+            let (next, fits) = if offset + len <= self.capacity {
+                assert!((word & WRITERS_MASK) >> OFFSET_BITS < WRITERS_MAX, "too many writers in one buffer");
+                (word + WRITER + len, true)
+            } else {
+                (word | SEALED, false)
+            };
+            match self.word.compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if fits => return Reserve::At(offset),
+                Ok(_) => return Reserve::Sealed { filled: offset, flush: word & WRITERS_MASK == 0 },
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Ends a writer's copy. True if the caller is the last writer out of a sealed buffer: it
+    /// hands the buffer (its [`BufferState::filled`] bytes) to I/O.
+    #[must_use = "the last writer out of a sealed buffer must hand it to I/O"]
+    pub fn release(&self) -> bool {
+        let before = self.word.fetch_sub(WRITER, Ordering::AcqRel);
+        debug_assert!(before & WRITERS_MASK != 0, "release without a reservation");
+        before & SEALED != 0 && before & WRITERS_MASK == WRITER
+    }
+
+    /// Seals the buffer where it is, for a writer that wants what is in it durable now. `None`
+    /// if it was already sealed; otherwise the bytes to write and whether the caller hands the
+    /// buffer to I/O (no writer inside) or the last writer to release will.
+    pub fn seal(&self) -> Option<(u64, bool)> {
+        let before = self.word.fetch_or(SEALED, Ordering::AcqRel);
+        (before & SEALED == 0).then_some((before & OFFSET_MASK, before & WRITERS_MASK == 0))
+    }
+
+    /// Bytes claimed so far (all of them written once the buffer is sealed and empty of writers).
+    pub fn filled(&self) -> u64 {
+        self.word.load(Ordering::Acquire) & OFFSET_MASK
+    }
+
+    /// Reopens the buffer, empty, once I/O has written it. Only the party that flushed it may.
+    pub fn reset(&self) {
+        let before = self.word.swap(0, Ordering::AcqRel);
+        debug_assert!(before & SEALED != 0 && before & WRITERS_MASK == 0, "reset of a buffer in use");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_release_seal_hand_off() {
+        let buf = BufferState::new(100);
+        assert_eq!(buf.reserve(40), Reserve::At(0));
+        assert_eq!(buf.reserve(40), Reserve::At(40));
+        // Does not fit: sealed with two writers inside, so the last of them flushes.
+        assert_eq!(buf.reserve(30), Reserve::Sealed { filled: 80, flush: false });
+        assert_eq!(buf.reserve(1), Reserve::Closed);
+        assert!(!buf.release());
+        assert!(buf.release(), "the last writer out of a sealed buffer flushes");
+        assert_eq!(buf.filled(), 80);
+        buf.reset();
+        assert_eq!(buf.reserve(100), Reserve::At(0));
+        assert!(!buf.release());
+        // Sealed by the one who wants durability, with nobody inside: the sealer flushes.
+        assert_eq!(buf.seal(), Some((100, true)));
+        assert_eq!(buf.seal(), None);
+        buf.reset();
+        assert_eq!(buf.reserve(10), Reserve::At(0));
+        assert_eq!(buf.seal(), Some((10, false)));
+        assert!(buf.release());
+    }
+}
