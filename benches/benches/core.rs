@@ -95,14 +95,19 @@ fn get_one<S: Store>(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
     }
 }
 
-fn get(c: &mut Criterion) {
+/// A read benchmark group: `one::<S>` for each structure, one operation per element.
+fn read_group(c: &mut Criterion, name: &str, one: [fn(&mut BenchmarkGroup<'_, WallTime>, usize); 3]) {
     let n = key_count();
-    let mut group = c.benchmark_group("get");
+    let mut group = c.benchmark_group(name);
     group.sampling_mode(SamplingMode::Flat).throughput(Throughput::Elements(1));
-    get_one::<Tree>(&mut group, n);
-    get_one::<Skip>(&mut group, n);
-    get_one::<Locked>(&mut group, n);
+    for bench in one {
+        bench(&mut group, n);
+    }
     group.finish();
+}
+
+fn get(c: &mut Criterion) {
+    read_group(c, "get", [get_one::<Tree>, get_one::<Skip>, get_one::<Locked>]);
 }
 
 fn scan_one<S: Store>(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
@@ -123,13 +128,7 @@ fn scan_one<S: Store>(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
 }
 
 fn scan(c: &mut Criterion) {
-    let n = key_count();
-    let mut group = c.benchmark_group("scan100");
-    group.sampling_mode(SamplingMode::Flat).throughput(Throughput::Elements(1));
-    scan_one::<Tree>(&mut group, n);
-    scan_one::<Skip>(&mut group, n);
-    scan_one::<Locked>(&mut group, n);
-    group.finish();
+    read_group(c, "scan100", [scan_one::<Tree>, scan_one::<Skip>, scan_one::<Locked>]);
 }
 
 criterion_group! {
