@@ -147,13 +147,15 @@ fn snapshot_is_stable_against_in_flight_write() {
     });
 }
 
-/// Three writers race to claim 3 bytes each of an 8-byte buffer (two fit; the third seals it),
-/// then the main thread seals what is left. Claims never overlap, exactly one party hands the
-/// buffer to I/O, and at that moment every claimed byte has been copied and is visible to it.
+/// Two writers race to claim 24 bytes each of a 96-byte buffer while a third thread seals it
+/// for group commit. Claims never overlap, exactly one party hands the buffer to I/O, and at that
+/// moment every claimed byte has been copied and is visible to it.
 #[test]
-fn buffer_claims_and_hand_off() {
+fn buffer_claims_race_a_group_commit_seal() {
     use helio_core::log::buffer::{BufferState, Reserve};
     use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+    const CLAIM: usize = 24;
 
     struct Shared {
         state: BufferState,
@@ -164,17 +166,25 @@ fn buffer_claims_and_hand_off() {
     impl Shared {
         /// What the I/O thread would do: every claimed byte must be there.
         fn flush(&self, filled: u64) {
-            for (i, byte) in self.bytes.iter().enumerate().take(filled as usize) {
-                assert_ne!(byte.load(Ordering::Relaxed), 0, "byte {i} handed to I/O before it was copied");
+            // One byte per claim stands for its copy (the first and last are enough to catch
+            // a hand-off that does not wait for the copy).
+            for at in (0..filled as usize).step_by(CLAIM) {
+                for i in [at, at + CLAIM - 1] {
+                    assert_ne!(self.bytes[i].load(Ordering::Relaxed), 0, "byte {i} handed to I/O uncopied");
+                }
             }
             self.flushes.fetch_add(1, Ordering::Relaxed);
         }
 
         fn write(&self, mark: u8) {
-            match self.state.reserve(3) {
+            match self.state.reserve(CLAIM as u64) {
                 Reserve::At(at) => {
-                    for byte in &self.bytes[at as usize..at as usize + 3] {
-                        assert_eq!(byte.swap(mark, Ordering::Relaxed), 0, "two writers claimed one byte");
+                    for i in [at as usize, at as usize + CLAIM - 1] {
+                        assert_eq!(
+                            self.bytes[i].swap(mark, Ordering::Relaxed),
+                            0,
+                            "two writers claimed byte {i}"
+                        );
                     }
                     if self.state.release() {
                         self.flush(self.state.filled());
@@ -188,25 +198,22 @@ fn buffer_claims_and_hand_off() {
 
     model(|| {
         let shared = Arc::new(Shared {
-            state: BufferState::new(8),
-            bytes: (0..8).map(|_| AtomicU8::new(0)).collect(),
+            state: BufferState::new(96),
+            bytes: (0..96).map(|_| AtomicU8::new(0)).collect(),
             flushes: AtomicUsize::new(0),
         });
-        let threads: Vec<_> = (1..=2u8)
+        let writers: Vec<_> = (1..=2u8)
             .map(|mark| {
                 let shared = shared.clone();
                 thread::spawn(move || shared.write(mark))
             })
             .collect();
-        shared.write(3);
-        for t in threads {
-            t.join().unwrap();
-        }
-        if let Some((filled, flush)) = shared.state.seal() {
-            assert!(flush, "every writer has released");
+        if let Some((filled, true)) = shared.state.seal() {
             shared.flush(filled);
         }
-        assert_eq!(shared.flushes.load(Ordering::Relaxed), 1);
-        assert_eq!(shared.state.filled(), 6);
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(shared.flushes.load(Ordering::Relaxed), 1, "one hand-off per seal");
     });
 }

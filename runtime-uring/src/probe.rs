@@ -55,11 +55,14 @@ pub enum DirectIo {
 }
 
 impl DirectIo {
-    /// The alignment to give buffers, offsets and lengths: the larger of the two, at least 512.
+    /// The alignment to give buffers, offsets and lengths: the larger of the two, and at least
+    /// 4096. Devices often accept 512-byte writes but have 4 KiB physical blocks; a smaller
+    /// write makes them read, modify and rewrite the block, and a crash then can tear data that
+    /// was already durable next to it.
     pub fn align(&self) -> Option<usize> {
         match self {
             DirectIo::Supported { memory_align, offset_align } => {
-                Some((*memory_align).max(*offset_align).max(512) as usize)
+                Some((*memory_align).max(*offset_align).max(FALLBACK_ALIGN) as usize)
             }
             DirectIo::Refused { .. } => None,
         }
@@ -139,38 +142,36 @@ fn kernel_release() -> String {
     }
 }
 
-/// Opens a scratch file with O_DIRECT, asks statx for the alignment, and writes one aligned
-/// block to be sure.
+/// Opens an unnamed scratch file (`O_TMPFILE`: nothing to leave behind, whatever happens),
+/// asks statx for the alignment, and writes one aligned block with O_DIRECT to be sure.
 fn probe_direct_io(dir: &Path) -> Result<DirectIo, ProbeError> {
-    let path = dir.join(format!(".helio-probe-{}", std::process::id()));
-    let err = |op, source| ProbeError { op, path: path.clone(), source };
-    let c_path = CString::new(path.as_os_str().as_bytes())
+    let err = |op, source| ProbeError { op, path: dir.to_path_buf(), source };
+    let c_dir = CString::new(dir.as_os_str().as_bytes())
         .map_err(|e| err("name", io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
     // SAFETY: a valid NUL-terminated path.
-    let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o600) };
+    let fd = unsafe { libc::open(c_dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
     if fd < 0 {
         return Err(err("create probe file", io::Error::last_os_error()));
     }
-    let result = direct_io_on(fd, &c_path).map_err(|e| err("probe O_DIRECT", e));
-    // SAFETY: our descriptor, and our scratch file.
-    unsafe {
-        libc::close(fd);
-        libc::unlink(c_path.as_ptr());
-    }
+    let result = direct_io_on(fd).map_err(|e| err("probe O_DIRECT", e));
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
     result
 }
 
-fn direct_io_on(fd: libc::c_int, c_path: &CString) -> io::Result<DirectIo> {
-    // Setting O_DIRECT on an open file is where tmpfs and friends refuse it.
+fn direct_io_on(fd: libc::c_int) -> io::Result<DirectIo> {
     // SAFETY: plain fcntl calls on our descriptor.
-    let set = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_DIRECT) };
-    if set < 0 {
-        let e = io::Error::last_os_error();
-        return Ok(DirectIo::Refused { reason: e.to_string() });
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
     }
-    let (memory_align, offset_align) = dio_align(c_path).unwrap_or((FALLBACK_ALIGN, FALLBACK_ALIGN));
-    let align = memory_align.max(offset_align).max(512) as usize;
+    // Setting O_DIRECT on an open file is where filesystems without it refuse.
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
+        return Ok(DirectIo::Refused { reason: io::Error::last_os_error().to_string() });
+    }
+    let (memory_align, offset_align) = dio_align(fd).unwrap_or((FALLBACK_ALIGN, FALLBACK_ALIGN));
+    let align = memory_align.max(offset_align).max(FALLBACK_ALIGN) as usize;
     let block = DmaBuf::new(align, align).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
     // SAFETY: `block` is `align` bytes of aligned memory.
     let wrote = unsafe { libc::pwrite(fd, block.as_ptr().cast(), align, 0) };
@@ -181,15 +182,20 @@ fn direct_io_on(fd: libc::c_int, c_path: &CString) -> io::Result<DirectIo> {
         }
         return Err(e);
     }
+    if wrote as usize != align {
+        return Ok(DirectIo::Refused { reason: format!("a {align}-byte direct write wrote {wrote} bytes") });
+    }
     Ok(DirectIo::Supported { memory_align, offset_align })
 }
 
-/// The direct-I/O alignments statx reports, if the kernel knows `STATX_DIOALIGN`.
-fn dio_align(c_path: &CString) -> Option<(u32, u32)> {
-    // SAFETY: statx fills the zeroed struct for a valid path.
+/// The direct-I/O alignments statx reports for an open file, if the kernel knows
+/// `STATX_DIOALIGN` (Linux 6.1).
+fn dio_align(fd: libc::c_int) -> Option<(u32, u32)> {
+    // SAFETY: statx on a descriptor (empty path) fills the zeroed struct.
     let stx = unsafe {
         let mut stx: libc::statx = std::mem::zeroed();
-        if libc::statx(libc::AT_FDCWD, c_path.as_ptr(), 0, libc::STATX_DIOALIGN, &mut stx) != 0 {
+        let empty = c"";
+        if libc::statx(fd, empty.as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx) != 0 {
             return None;
         }
         stx

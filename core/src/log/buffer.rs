@@ -8,7 +8,13 @@
 //! sealed buffer with no writer inside — the sealer, or the last writer to release — is the one
 //! that hands it to I/O: exactly one party, exactly once per seal. Only memory is involved here;
 //! the runtime owns the bytes and the I/O.
+//!
+//! A claim never leaves a gap smaller than a frame header before the end of the buffer: whatever
+//! is left when the buffer is sealed can always be filled with a pad frame. The word has no
+//! cycle count: a writer delayed before its CAS may land in the buffer's next fill, so the runtime
+//! maps an offset to a log address with the buffer's base address read after the claim.
 
+use super::frame::HEADER_BYTES;
 use crate::sync::{AtomicU64, Ordering};
 
 const OFFSET_BITS: u32 = 40;
@@ -73,7 +79,10 @@ impl BufferState {
                 return Reserve::Closed;
             }
             let offset = word & OFFSET_MASK;
-            let (next, fits) = if offset + len <= self.capacity {
+            let left = self.capacity - offset;
+            // Fits, and leaves either nothing or room for a pad frame.
+            let fits = len == left || len + HEADER_BYTES as u64 <= left;
+            let (next, fits) = if fits {
                 assert!((word & WRITERS_MASK) >> OFFSET_BITS < WRITERS_MAX, "too many writers in one buffer");
                 (word + WRITER + len, true)
             } else {
@@ -92,7 +101,7 @@ impl BufferState {
     #[must_use = "the last writer out of a sealed buffer must hand it to I/O"]
     pub fn release(&self) -> bool {
         let before = self.word.fetch_sub(WRITER, Ordering::AcqRel);
-        debug_assert!(before & WRITERS_MASK != 0, "release without a reservation");
+        assert!(before & WRITERS_MASK != 0, "release without a reservation");
         before & SEALED != 0 && before & WRITERS_MASK == WRITER
     }
 
@@ -124,13 +133,14 @@ mod tests {
     fn reserve_release_seal_hand_off() {
         let buf = BufferState::new(100);
         assert_eq!(buf.reserve(40), Reserve::At(0));
-        assert_eq!(buf.reserve(40), Reserve::At(40));
-        // Does not fit: sealed with two writers inside, so the last of them flushes.
-        assert_eq!(buf.reserve(30), Reserve::Sealed { filled: 80, flush: false });
+        // 40 more would fit but leave 20 bytes, too few for a pad frame.
+        assert_eq!(buf.reserve(36), Reserve::At(40));
+        // 10 would leave 14: sealed with two writers inside, so the last of them flushes.
+        assert_eq!(buf.reserve(10), Reserve::Sealed { filled: 76, flush: false });
         assert_eq!(buf.reserve(1), Reserve::Closed);
         assert!(!buf.release());
         assert!(buf.release(), "the last writer out of a sealed buffer flushes");
-        assert_eq!(buf.filled(), 80);
+        assert_eq!(buf.filled(), 76);
         buf.reset();
         assert_eq!(buf.reserve(100), Reserve::At(0));
         assert!(!buf.release());
@@ -141,5 +151,10 @@ mod tests {
         assert_eq!(buf.reserve(10), Reserve::At(0));
         assert_eq!(buf.seal(), Some((10, false)));
         assert!(buf.release());
+        buf.reset();
+        // Exactly filling the buffer, or leaving room for a pad frame, is fine.
+        assert_eq!(buf.reserve(100 - HEADER_BYTES as u64), Reserve::At(0));
+        assert_eq!(buf.reserve(HEADER_BYTES as u64), Reserve::At(100 - HEADER_BYTES as u64));
+        assert!(!buf.release() && !buf.release());
     }
 }

@@ -3,19 +3,25 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  crc32c of bytes 4 .. 24 + len
+//!      0     4  crc32c of the log's salt (8 bytes, little-endian) then bytes 4 .. end of padding
 //!      4     4  len: payload bytes
 //!      8     8  lsn: the log address of this frame (where it was written)
 //!     16     4  durable gap: lsn minus the address below which the log was durable when this
 //!               frame was encoded (saturating)
 //!     20     1  kind
-//!     21     3  zero
+//!     21     3  epoch: how many times the log had been recovered when this frame was written
 //!     24   len  payload, then zero padding to a multiple of 8
 //! ```
 //!
-//! Stamping each frame with its own address means stale bytes (from a reused file, a misdirected
-//! write, an old lap of the log) never pass as a record where they lie. The durable gap is what
-//! lets recovery tell a torn tail from corruption (see [`classify_failure`]).
+//! What keeps bytes that are not this log's records from passing as records:
+//! - the **address**: a frame is accepted only where it claims to lie (misdirected writes);
+//! - the **salt**, random per log and kept in the superblock, inside the checksum: bytes of
+//!   another log in a reused file, or a frame forged inside a user's value, fail it;
+//! - the **epoch**, which never decreases along the log: after recovery cuts a torn tail, writing
+//!   resumes with the next epoch, so an old frame beyond the cut that a new frame happens to end
+//!   exactly in front of is refused as stale.
+//!
+//! The durable gap lets recovery tell a torn tail from corruption (see [`classify_failure`]).
 
 use super::crc32c;
 
@@ -27,6 +33,18 @@ pub const ALIGN: usize = 8;
 
 /// Largest payload a frame can carry.
 pub const PAYLOAD_BYTES_MAX: usize = u32::MAX as usize - HEADER_BYTES - ALIGN;
+
+/// Largest epoch a frame can carry (24 bits): recoveries a log can go through.
+pub const EPOCH_MAX: u32 = (1 << 24) - 1;
+
+/// Who writes frames: the log's salt and the current epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// Random per log, fixed at creation; mixed into every checksum.
+    pub salt: u64,
+    /// Recoveries so far; at most [`EPOCH_MAX`].
+    pub epoch: u32,
+}
 
 /// What a frame holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,13 +77,14 @@ pub const fn frame_bytes(payload_len: usize) -> usize {
 
 /// Encodes a frame into `out`, which must be exactly [`frame_bytes`]`(payload.len())` long; `lsn`
 /// must be a multiple of [`ALIGN`] and `durable_lsn` at most `lsn`.
-pub fn encode(out: &mut [u8], lsn: u64, durable_lsn: u64, kind: Kind, payload: &[u8]) {
-    encode_with(out, lsn, durable_lsn, kind, payload.len(), |p| p.copy_from_slice(payload));
+pub fn encode(out: &mut [u8], stamp: Stamp, lsn: u64, durable_lsn: u64, kind: Kind, payload: &[u8]) {
+    encode_with(out, stamp, lsn, durable_lsn, kind, payload.len(), |p| p.copy_from_slice(payload));
 }
 
 /// Like [`encode`], with `fill` writing the `payload_len` payload bytes in place (no extra copy).
 pub fn encode_with(
     out: &mut [u8],
+    stamp: Stamp,
     lsn: u64,
     durable_lsn: u64,
     kind: Kind,
@@ -76,20 +95,22 @@ pub fn encode_with(
     assert_eq!(out.len(), frame_bytes(payload_len), "frame buffer of the wrong size");
     assert_eq!(lsn % ALIGN as u64, 0, "unaligned frame address {lsn}");
     assert!(durable_lsn <= lsn, "durable point {durable_lsn} beyond the frame at {lsn}");
+    assert!(stamp.epoch <= EPOCH_MAX, "epoch {} beyond {EPOCH_MAX}", stamp.epoch);
     let gap = u32::try_from(lsn - durable_lsn).unwrap_or(u32::MAX);
     out[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
     out[8..16].copy_from_slice(&lsn.to_le_bytes());
     out[16..20].copy_from_slice(&gap.to_le_bytes());
     out[20] = kind as u8;
-    out[21..24].fill(0);
+    out[21..24].copy_from_slice(&stamp.epoch.to_le_bytes()[..3]);
     fill(&mut out[HEADER_BYTES..HEADER_BYTES + payload_len]);
     out[HEADER_BYTES + payload_len..].fill(0);
-    let crc = crc32c(&[&out[4..HEADER_BYTES + payload_len]]);
+    let crc = crc32c(&[&stamp.salt.to_le_bytes(), &out[4..]]);
     out[..4].copy_from_slice(&crc.to_le_bytes());
     // Check the record as a reader will see it, before it leaves our hands.
-    debug_assert!(
-        matches!(decode(out, lsn), Decoded::Frame(f) if f.kind == kind && f.payload.len() == payload_len)
-    );
+    debug_assert!(matches!(
+        decode(out, lsn, stamp.salt, stamp.epoch),
+        Decoded::Frame(f) if f.kind == kind && f.payload.len() == payload_len
+    ));
 }
 
 /// A whole, intact frame.
@@ -99,6 +120,8 @@ pub struct Frame<'a> {
     pub lsn: u64,
     /// Everything in the log below this address was durable when the frame was written.
     pub durable_lsn: u64,
+    /// The epoch it was written in.
+    pub epoch: u32,
     /// What it holds.
     pub kind: Kind,
     /// Its payload.
@@ -136,12 +159,21 @@ pub enum Invalid {
     Checksum,
     /// The header is intact but names a kind this version does not know.
     UnknownKind(u8),
+    /// An intact frame of an earlier epoch than the frames before it: left over beyond a cut.
+    Stale {
+        /// The epoch it carries.
+        epoch: u32,
+    },
     /// Fewer bytes remain than a header takes.
     Truncated,
 }
 
-/// Decodes the frame at the start of `buf`, whose first byte is log address `lsn`.
-pub fn decode(buf: &[u8], lsn: u64) -> Decoded<'_> {
+/// Decodes the frame at the start of `buf`, whose first byte is log address `lsn`, in the log
+/// salted with `salt`, where the frames before it were of epoch `min_epoch` or later.
+///
+/// `NeedMore` reports a length read before the checksum could be verified: callers must not read
+/// past the end of the segment for it.
+pub fn decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Decoded<'_> {
     let Some(header) = buf.get(..HEADER_BYTES) else {
         return Decoded::Invalid(Invalid::Truncated);
     };
@@ -161,15 +193,19 @@ pub fn decode(buf: &[u8], lsn: u64) -> Decoded<'_> {
     if buf.len() < bytes {
         return Decoded::NeedMore { bytes };
     }
-    let end = HEADER_BYTES + payload_len;
-    if crc32c(&[&buf[4..end]]) != word(0) {
+    if crc32c(&[&salt.to_le_bytes(), &buf[4..bytes]]) != word(0) {
         return Decoded::Invalid(Invalid::Checksum);
     }
     let Some(kind) = Kind::from_byte(header[20]) else {
         return Decoded::Invalid(Invalid::UnknownKind(header[20]));
     };
+    let epoch = u32::from_le_bytes([header[21], header[22], header[23], 0]);
+    if epoch < min_epoch {
+        return Decoded::Invalid(Invalid::Stale { epoch });
+    }
     let durable_lsn = lsn.saturating_sub(u64::from(word(16)));
-    Decoded::Frame(Frame { lsn, durable_lsn, kind, payload: &buf[HEADER_BYTES..end], bytes })
+    let payload = &buf[HEADER_BYTES..HEADER_BYTES + payload_len];
+    Decoded::Frame(Frame { lsn, durable_lsn, epoch, kind, payload, bytes })
 }
 
 /// What a failure to decode at some address means.
@@ -187,22 +223,24 @@ pub enum Failure {
 }
 
 /// Decides what a decode failure at `lsn` means, given `rest`: every byte of the written log
-/// from `lsn` on (the rest of the segment, or of the log).
+/// from `lsn` on, across segments, and the salt and epoch floor the failed decode used.
 ///
-/// Writes reach the disk in log order and a write is acknowledged only once everything before it
-/// is durable. So damage at `lsn` is a torn tail unless some later intact frame was written when
-/// `lsn` was already durable. A torn write can leave intact frames after the tear (sectors land in
-/// any order), which is why "an intact frame follows" alone does not mean corruption. Limit: the
+/// What the writer guarantees: a frame's durable point only ever covers a contiguous prefix of
+/// the log that has been written and synced, and lies on a frame boundary; a write is
+/// acknowledged only once the log is durable past it. So damage at `lsn` is a torn tail unless
+/// some later intact frame was written when `lsn` was already durable. A torn write can leave
+/// intact frames after the tear (sectors land in any order, and io_uring may complete writes out
+/// of order), which is why "an intact frame follows" alone does not mean corruption. Limit: the
 /// last acknowledged frames, if damaged after acknowledgement with no later frame to vouch for
 /// them, are indistinguishable from a torn tail and are cut.
-pub fn classify_failure(rest: &[u8], lsn: u64) -> Failure {
+pub fn classify_failure(rest: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Failure {
     let mut at = ALIGN;
     while at + HEADER_BYTES <= rest.len() {
-        let candidate = lsn + at as u64;
+        let candidate = lsn.wrapping_add(at as u64);
         // Cheap filter first: an intact frame here must carry this very address.
         let stamped = u64::from_le_bytes(rest[at + 8..at + 16].try_into().expect("8 bytes"));
         if stamped == candidate {
-            if let Decoded::Frame(frame) = decode(&rest[at..], candidate) {
+            if let Decoded::Frame(frame) = decode(&rest[at..], candidate, salt, min_epoch) {
                 if frame.durable_lsn > lsn {
                     return Failure::Corrupt { proof_lsn: candidate };
                 }
@@ -272,17 +310,35 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
+    const STAMP: Stamp = Stamp { salt: 0x5EED_5EED_5EED_5EED, epoch: 3 };
+
+    /// Decodes frames from the start of `log` (at address `base`) until one fails; returns them
+    /// and where decoding stopped.
+    fn scan(log: &[u8], base: u64, salt: u64) -> (Vec<Frame<'_>>, usize) {
+        let (mut frames, mut at, mut epoch) = (Vec::new(), 0, 0);
+        while at < log.len() {
+            match decode(&log[at..], base + at as u64, salt, epoch) {
+                Decoded::Frame(f) => {
+                    epoch = f.epoch;
+                    at += f.bytes;
+                    frames.push(f);
+                }
+                _ => break,
+            }
+        }
+        (frames, at)
+    }
+
     /// A log region holding `ops` as frames from address `base`, each written when everything
-    /// before it was durable (as a group-committed log with one frame per commit would be).
-    fn log_of(base: u64, ops: &[Op<'_>], durable_lags: bool) -> (Vec<u8>, Vec<u64>) {
+    /// before it was durable (one frame per group commit).
+    fn log_of(base: u64, ops: &[Op<'_>], stamp: Stamp) -> (Vec<u8>, Vec<u64>) {
         let mut log = Vec::new();
         let mut addresses = Vec::new();
         for op in ops {
             let lsn = base + log.len() as u64;
-            let durable = if durable_lags { base } else { lsn };
             let start = log.len();
             log.resize(start + frame_bytes(op.payload_len()), 0xEE);
-            encode_with(&mut log[start..], lsn, durable, op.kind(), op.payload_len(), |p| {
+            encode_with(&mut log[start..], stamp, lsn, lsn, op.kind(), op.payload_len(), |p| {
                 op.write_payload(p)
             });
             addresses.push(lsn);
@@ -301,86 +357,127 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let (log, addresses) = log_of(4096, &ops(), false);
-        let mut at = 0;
-        for (op, lsn) in ops().iter().zip(&addresses) {
-            let Decoded::Frame(frame) = decode(&log[at..], *lsn) else { panic!("frame at {lsn}") };
-            assert_eq!(Op::decode(&frame), Some(*op));
-            assert_eq!(frame.durable_lsn, *lsn);
-            at += frame.bytes;
+        let (log, addresses) = log_of(4096, &ops(), STAMP);
+        let (frames, end) = scan(&log, 4096, STAMP.salt);
+        assert_eq!(end, log.len());
+        for ((frame, op), lsn) in frames.iter().zip(ops()).zip(&addresses) {
+            assert_eq!(Op::decode(frame), Some(op));
+            assert_eq!((frame.lsn, frame.durable_lsn, frame.epoch), (*lsn, *lsn, STAMP.epoch));
         }
-        assert_eq!(at, log.len());
-        assert_eq!(decode(&[0; 64], 0), Decoded::Invalid(Invalid::Unwritten));
-        assert_eq!(decode(&log, 8), Decoded::Invalid(Invalid::WrongAddress { stamped: 4096 }));
-        assert!(matches!(decode(&log[..30], 4096), Decoded::NeedMore { .. }));
+        assert_eq!(decode(&[0; 64], 0, STAMP.salt, 0), Decoded::Invalid(Invalid::Unwritten));
+        assert_eq!(decode(&log, 8, STAMP.salt, 0), Decoded::Invalid(Invalid::WrongAddress { stamped: 4096 }));
+        assert!(matches!(decode(&log[..30], 4096, STAMP.salt, 0), Decoded::NeedMore { .. }));
+        assert_eq!(decode(&log, 4096, STAMP.salt ^ 1, 0), Decoded::Invalid(Invalid::Checksum), "another log");
+        assert_eq!(decode(&log, 4096, STAMP.salt, 4), Decoded::Invalid(Invalid::Stale { epoch: 3 }));
     }
 
     #[test]
     fn every_truncation_is_a_torn_tail() {
-        let (log, addresses) = log_of(0, &ops(), true);
+        // Every frame vouches for the ones before it, so a misjudged tear would show as corruption.
+        let (log, addresses) = log_of(0, &ops(), STAMP);
         for cut in 0..log.len() {
-            let bytes = &log[..cut];
-            let mut at = 0;
-            let mut whole = 0;
-            loop {
-                match decode(&bytes[at..], at as u64) {
-                    Decoded::Frame(f) => {
-                        at += f.bytes;
-                        whole += 1;
-                    }
-                    _ => {
-                        assert_eq!(classify_failure(&bytes[at..], at as u64), Failure::Torn, "cut at {cut}");
-                        break;
-                    }
-                }
-            }
-            // Exactly the frames wholly before the cut survive.
-            let expected = addresses
-                .iter()
-                .zip(addresses.iter().skip(1).chain([&(log.len() as u64)]))
-                .filter(|(_, end)| **end <= cut as u64)
-                .count();
-            assert_eq!(whole, expected, "cut at {cut}");
+            let (frames, at) = scan(&log[..cut], 0, STAMP.salt);
+            assert_eq!(
+                classify_failure(&log[at..cut], at as u64, STAMP.salt, 0),
+                Failure::Torn,
+                "cut at {cut}"
+            );
+            let ends = addresses.iter().skip(1).copied().chain([log.len() as u64]);
+            assert_eq!(frames.len(), ends.filter(|&end| end <= cut as u64).count(), "cut at {cut}");
         }
     }
 
     #[test]
     fn every_bit_flip_is_caught_and_classified() {
-        // Frames written with everything before them durable: damage anywhere but the last frame
-        // is vouched for by a later frame, so it must be corruption; in the last one, a tear.
-        let (log, addresses) = log_of(0, &ops(), false);
+        // Damage anywhere but the last frame is vouched for by a later frame: corruption. In the
+        // last frame it could be a tear. Padding is covered by the checksum too.
+        let (log, addresses) = log_of(0, &ops(), STAMP);
         let last = *addresses.last().unwrap() as usize;
         for bit in 0..log.len() * 8 {
             let mut damaged = log.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            let mut at = 0;
-            let failed_at = loop {
-                match decode(&damaged[at..], at as u64) {
-                    Decoded::Frame(f) => at += f.bytes,
-                    _ => break at,
-                }
-                if at == damaged.len() {
-                    break at;
-                }
-            };
+            let (_, stopped) = scan(&damaged, 0, STAMP.salt);
             let frame_start =
                 addresses.iter().rev().find(|&&a| a as usize <= bit / 8).copied().unwrap() as usize;
-            let in_padding = {
-                let Decoded::Frame(f) = decode(&log[frame_start..], frame_start as u64) else {
-                    unreachable!()
-                };
-                bit / 8 >= frame_start + HEADER_BYTES + f.payload.len()
-            };
-            if in_padding {
-                continue; // padding is not covered by the checksum and carries nothing
-            }
-            assert_eq!(failed_at, frame_start, "bit {bit}: decoding must stop at the damaged frame");
-            let failure = classify_failure(&damaged[failed_at..], failed_at as u64);
+            assert_eq!(stopped, frame_start, "bit {bit}: decoding must stop at the damaged frame");
+            let failure = classify_failure(&damaged[stopped..], stopped as u64, STAMP.salt, 0);
             if frame_start == last {
                 assert_eq!(failure, Failure::Torn, "bit {bit}");
             } else {
                 assert!(matches!(failure, Failure::Corrupt { .. }), "bit {bit}: {failure:?}");
             }
+        }
+    }
+
+    #[test]
+    fn leftovers_beyond_a_cut_stay_dead() {
+        // Epoch 3 wrote three frames; the first tore, so recovery cut at 0 and writing resumed in
+        // epoch 4 with a frame that ends exactly where the old third frame starts.
+        let old_ops = [
+            Op { sn: 10, key: b"k", value: Some(&[1; 8]) },
+            Op { sn: 11, key: b"k", value: Some(&[2; 8]) },
+            Op { sn: 12, key: b"never acked", value: Some(b"!") },
+        ];
+        let (mut log, addresses) = log_of(0, &old_ops, STAMP);
+        let new = Op { sn: 20, key: b"fresh", value: Some(&[3; 55]) };
+        let new_len = frame_bytes(new.payload_len());
+        assert_eq!(new_len as u64, addresses[2], "the new frame must end where the old third begins");
+        let next = Stamp { epoch: STAMP.epoch + 1, ..STAMP };
+        encode_with(&mut log[..new_len], next, 0, 0, new.kind(), new.payload_len(), |p| new.write_payload(p));
+        let (frames, stopped) = scan(&log, 0, STAMP.salt);
+        assert_eq!((frames.len(), stopped), (1, new_len));
+        assert_eq!(
+            decode(&log[stopped..], stopped as u64, STAMP.salt, next.epoch),
+            Decoded::Invalid(Invalid::Stale { epoch: STAMP.epoch })
+        );
+    }
+
+    #[test]
+    fn a_frame_forged_inside_a_value_vouches_for_nothing() {
+        // A user value carrying a well-formed frame for its own future address, made without the
+        // log's salt; the real frame around it tears.
+        let op_fixed = 12 + 3; // sn, key length, then the 3-byte key
+        let forged_at = 64usize;
+        let mut forged = vec![0u8; frame_bytes(0)];
+        encode(
+            &mut forged,
+            Stamp { salt: 0, epoch: STAMP.epoch },
+            forged_at as u64,
+            forged_at as u64,
+            Kind::Pad,
+            &[],
+        );
+        let mut value = vec![0u8; 200];
+        let in_value = forged_at - HEADER_BYTES - op_fixed;
+        value[in_value..in_value + forged.len()].copy_from_slice(&forged);
+        let op = Op { sn: 1, key: b"abc", value: Some(&value) };
+        let mut log = vec![0u8; frame_bytes(op.payload_len())];
+        encode_with(&mut log, STAMP, 0, 0, op.kind(), op.payload_len(), |p| op.write_payload(p));
+        assert_eq!(&log[forged_at..forged_at + forged.len()], &forged[..], "the forgery sits at its address");
+        log[5] ^= 1;
+        assert_eq!(classify_failure(&log, 0, STAMP.salt, 0), Failure::Torn);
+        assert!(matches!(classify_failure(&log, 0, 0, 0), Failure::Corrupt { .. }), "with the forger's salt");
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut state = 0x1234_5678_9ABC_DEF0u64;
+        let mut bytes = vec![0u8; 512];
+        let at = u64::MAX - 7;
+        for round in 0..2000u32 {
+            for b in bytes.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            // Make the header plausible: the right address, a length that may fit.
+            bytes[8..16].copy_from_slice(&at.to_le_bytes());
+            bytes[4..8].copy_from_slice(&(round % 600).to_le_bytes());
+            if let Decoded::Frame(f) = decode(&bytes, at, 1, 0) {
+                let _ = Op::decode(&f);
+            }
+            let _ = classify_failure(&bytes, at, 1, 0);
         }
     }
 }

@@ -10,7 +10,9 @@
 //!     24     8  head: the oldest live log address
 //!     32     8  tail: the log address writing resumes at (everything below is in the log)
 //!     40     8  segment bytes
-//!     48  4044  zero
+//!     48     8  salt: random per log, mixed into every frame checksum
+//!     56     4  epoch: recoveries so far; frames written now carry it
+//!     60  4032  zero
 //!   4092     4  crc32c of bytes 0 .. 4092
 //! ```
 
@@ -38,14 +40,18 @@ pub struct Superblock {
     pub tail: u64,
     /// Size of each segment file.
     pub segment_bytes: u64,
+    /// The log's salt (see [`Stamp`](super::frame::Stamp)).
+    pub salt: u64,
+    /// Recoveries so far: bumped (and written here) before a recovered log takes new frames.
+    pub epoch: u32,
 }
 
 /// Why no superblock copy could be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SuperblockError {
-    /// Neither copy is intact (wrong magic or checksum in both).
+    /// Neither copy is intact (wrong magic, size, checksum or slot in both).
     Corrupt,
-    /// An intact copy was written by another format version.
+    /// The newest intact copy was written by another format version.
     Incompatible {
         /// The version found.
         found: u32,
@@ -89,6 +95,8 @@ impl Superblock {
         block[24..32].copy_from_slice(&self.head.to_le_bytes());
         block[32..40].copy_from_slice(&self.tail.to_le_bytes());
         block[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        block[48..56].copy_from_slice(&self.salt.to_le_bytes());
+        block[56..60].copy_from_slice(&self.epoch.to_le_bytes());
         let crc = crc32c(&[&block[..CRC_AT]]);
         block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         debug_assert_eq!(Self::decode(&block), Ok(*self));
@@ -97,6 +105,15 @@ impl Superblock {
 
     /// Decodes one copy.
     pub fn decode(block: &[u8]) -> Result<Self, SuperblockError> {
+        let (version, sb) = Self::decode_any_version(block)?;
+        if version != FORMAT_VERSION {
+            return Err(SuperblockError::Incompatible { found: version, expected: FORMAT_VERSION });
+        }
+        Ok(sb)
+    }
+
+    /// Decodes an intact copy of any format version (the fields read are the same in all).
+    fn decode_any_version(block: &[u8]) -> Result<(u32, Self), SuperblockError> {
         if block.len() != BLOCK_BYTES || block[..8] != MAGIC {
             return Err(SuperblockError::Corrupt);
         }
@@ -104,25 +121,44 @@ impl Superblock {
         if crc32c(&[&block[..CRC_AT]]) != crc {
             return Err(SuperblockError::Corrupt);
         }
+        let half = |at: usize| u32::from_le_bytes(block[at..at + 4].try_into().expect("4 bytes"));
         let word = |at: usize| u64::from_le_bytes(block[at..at + 8].try_into().expect("8 bytes"));
-        let version = u32::from_le_bytes(block[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(SuperblockError::Incompatible { found: version, expected: FORMAT_VERSION });
+        if half(12) as usize != BLOCK_BYTES {
+            return Err(SuperblockError::Corrupt);
         }
-        let sb = Self { generation: word(16), head: word(24), tail: word(32), segment_bytes: word(40) };
+        let sb = Self {
+            generation: word(16),
+            head: word(24),
+            tail: word(32),
+            segment_bytes: word(40),
+            salt: word(48),
+            epoch: half(56),
+        };
         if sb.head > sb.tail || sb.segment_bytes == 0 {
             return Err(SuperblockError::Corrupt);
         }
-        Ok(sb)
+        Ok((half(8), sb))
     }
 
-    /// Chooses between the two copies: the intact one with the larger generation. A copy of
-    /// another format version is reported as such, unless the other copy is usable.
-    pub fn choose(first: &[u8], second: &[u8]) -> Result<Self, SuperblockError> {
-        match (Self::decode(first), Self::decode(second)) {
-            (Ok(a), Ok(b)) => Ok(if a.generation >= b.generation { a } else { b }),
-            (Ok(sb), Err(_)) | (Err(_), Ok(sb)) => Ok(sb),
-            (Err(e @ SuperblockError::Incompatible { .. }), _) | (_, Err(e)) => Err(e),
+    /// Chooses between the two copies (slot 0, slot 1): the intact one with the larger
+    /// generation, which must sit in its slot. If that one is of another format version, the log
+    /// was written by another version after this one: `Incompatible`, never the older copy.
+    pub fn choose(slot0: &[u8], slot1: &[u8]) -> Result<Self, SuperblockError> {
+        let in_slot = |block, slot| Self::decode_any_version(block).ok().filter(|(_, sb)| sb.slot() == slot);
+        let newest = match (in_slot(slot0, 0), in_slot(slot1, 1)) {
+            (Some(a), Some(b)) => {
+                if a.1.generation >= b.1.generation {
+                    a
+                } else {
+                    b
+                }
+            }
+            (Some(only), None) | (None, Some(only)) => only,
+            (None, None) => return Err(SuperblockError::Corrupt),
+        };
+        match newest {
+            (FORMAT_VERSION, sb) => Ok(sb),
+            (found, _) => Err(SuperblockError::Incompatible { found, expected: FORMAT_VERSION }),
         }
     }
 }
@@ -137,33 +173,53 @@ mod tests {
             head: 4096 * generation,
             tail: 8192 * generation + 7,
             segment_bytes: 1 << 32,
+            salt: 0xA5A5_0000_1111_2222,
+            epoch: generation as u32 / 2,
         }
+    }
+
+    /// The two slots after generations `older` and `older + 1` were written.
+    fn slots(older: u64) -> ([u8; BLOCK_BYTES], [u8; BLOCK_BYTES]) {
+        let (a, b) = (sb(older), sb(older + 1));
+        if a.slot() == 0 {
+            (a.encode(), b.encode())
+        } else {
+            (b.encode(), a.encode())
+        }
+    }
+
+    fn with_version(mut block: [u8; BLOCK_BYTES], version: u32) -> [u8; BLOCK_BYTES] {
+        block[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c(&[&block[..CRC_AT]]);
+        block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        block
     }
 
     #[test]
     fn newest_intact_copy_wins() {
-        let (old, new) = (sb(4).encode(), sb(5).encode());
-        assert_eq!(Superblock::choose(&old, &new), Ok(sb(5)));
-        assert_eq!(Superblock::choose(&new, &old), Ok(sb(5)));
-        assert_eq!(sb(4).next(sb(5).head, sb(5).tail).slot(), 1);
+        let (slot0, slot1) = slots(4);
+        assert_eq!(Superblock::choose(&slot0, &slot1), Ok(sb(5)));
+        assert_eq!(sb(5).next(sb(6).head, sb(6).tail).slot(), 0);
         // A write torn anywhere in the newer copy falls back to the older one.
         for byte in 0..BLOCK_BYTES {
-            let mut torn = new;
+            let mut torn = slot1;
             torn[byte] ^= 0x40;
-            assert_eq!(Superblock::choose(&old, &torn), Ok(sb(4)), "byte {byte}");
+            assert_eq!(Superblock::choose(&slot0, &torn), Ok(sb(4)), "byte {byte}");
         }
+        // A copy in the wrong slot is not trusted.
+        assert_eq!(Superblock::choose(&slot1, &slot0), Err(SuperblockError::Corrupt));
         assert_eq!(Superblock::choose(&[0; BLOCK_BYTES], &[0; BLOCK_BYTES]), Err(SuperblockError::Corrupt));
     }
 
     #[test]
-    fn another_format_version_is_named() {
-        let mut block = sb(1).encode();
-        block[8..12].copy_from_slice(&7u32.to_le_bytes());
-        let crc = crc32c(&[&block[..CRC_AT]]);
-        block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-        let err = Superblock::choose(&block, &[0; BLOCK_BYTES]).unwrap_err();
+    fn a_newer_copy_of_another_version_is_never_passed_over() {
+        let (slot0, slot1) = slots(4);
+        let newer_elsewhere = with_version(slot1, 7);
+        let err = Superblock::choose(&slot0, &newer_elsewhere).unwrap_err();
         assert_eq!(err, SuperblockError::Incompatible { found: 7, expected: FORMAT_VERSION });
         assert!(alloc::format!("{err}").contains("version 7"));
-        assert_eq!(Superblock::choose(&block, &sb(0).encode()), Ok(sb(0)));
+        // An older copy of another version under a newer one of ours is fine.
+        assert_eq!(Superblock::choose(&with_version(slot0, 7), &slot1), Ok(sb(5)));
+        assert_eq!(Superblock::decode(&newer_elsewhere), Err(err));
     }
 }
