@@ -4,8 +4,8 @@
 //!
 //! At this stage it re-exports the in-memory core, [`helio_core`] (a lock-free, multi-version
 //! ordered map with snapshots and range iterators), and holds the first pieces of the I/O
-//! runtime: [`probe`] (what the kernel and filesystem support) and [`dma`] (aligned buffers for
-//! direct I/O). It has no log writer, no `Store` facade and no shards yet: nothing written to it
+//! runtime: [`probe`] (what the kernel and filesystem support), [`dma`] (aligned buffers for
+//! direct I/O) and [`superblock_file`] (a shard log's superblock on disk). It has no log writer, no `Store` facade and no shards yet: nothing written to it
 //! survives the process.
 //!
 //! Requirements: Linux with io_uring (5.6 or later; 6.1 or later reports direct-I/O alignment).
@@ -13,5 +13,6 @@
 
 pub mod dma;
 pub mod probe;
+pub mod superblock_file;
 
 pub use helio_core::*;

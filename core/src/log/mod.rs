@@ -14,6 +14,11 @@ use crc::{Crc, Table, CRC_32_ISCSI};
 /// CRC-32C (Castagnoli), the checksum of every frame and superblock, computed slice-by-16.
 const CRC32C: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
+/// The CRC-32C of `bytes`: what every checksum in the log's formats uses.
+pub fn crc32c_of(bytes: &[u8]) -> u32 {
+    crc32c(&[bytes])
+}
+
 /// The checksum of `parts`, as if they were one byte string.
 pub(crate) fn crc32c(parts: &[&[u8]]) -> u32 {
     let mut digest = CRC32C.digest();

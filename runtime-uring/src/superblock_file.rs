@@ -1,0 +1,210 @@
+//! The superblock file of one shard's log: two 4 KiB copies of
+//! [`Superblock`](helio_core::log::superblock::Superblock), written alternately and made durable
+//! before a write returns. The format and the choice between copies are the core's; this module
+//! moves the bytes.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use helio_core::log::superblock::{Superblock, SuperblockError, BLOCK_BYTES};
+
+/// The file's name in a shard's directory.
+pub const FILE_NAME: &str = "superblock";
+
+/// Why the superblock file could not be read or written.
+#[derive(Debug)]
+pub enum SuperblockFileError {
+    /// A system call failed.
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The bytes are not a usable superblock.
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with them.
+        error: SuperblockError,
+    },
+}
+
+impl fmt::Display for SuperblockFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SuperblockFileError::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            SuperblockFileError::Format { path, error } => write!(f, "{}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for SuperblockFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SuperblockFileError::Io { source, .. } => Some(source),
+            SuperblockFileError::Format { error, .. } => Some(error),
+        }
+    }
+}
+
+/// An open superblock file and the copy it holds newest.
+#[derive(Debug)]
+pub struct SuperblockFile {
+    file: File,
+    path: PathBuf,
+    current: Superblock,
+}
+
+impl SuperblockFile {
+    /// Creates the file in `dir` (which must not have one) holding `first` in its slot, durably:
+    /// the file's data and its directory entry.
+    pub fn create(dir: &Path, first: Superblock) -> Result<Self, SuperblockFileError> {
+        let path = dir.join(FILE_NAME);
+        let io = |op, source| SuperblockFileError::Io { op, path: path.clone(), source };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io("create superblock", e))?;
+        file.set_len(2 * BLOCK_BYTES as u64).map_err(|e| io("size superblock", e))?;
+        let mut this = Self { file, path: path.clone(), current: first };
+        this.write_copy(first)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync directory of", e))?;
+        Ok(this)
+    }
+
+    /// Opens the file in `dir` and takes the newest intact copy.
+    pub fn open(dir: &Path) -> Result<Self, SuperblockFileError> {
+        let path = dir.join(FILE_NAME);
+        let io = |op, source| SuperblockFileError::Io { op, path: path.clone(), source };
+        let file =
+            OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io("open superblock", e))?;
+        let mut blocks = vec![0u8; 2 * BLOCK_BYTES];
+        let len = file.metadata().map_err(|e| io("stat superblock", e))?.len();
+        if len != blocks.len() as u64 {
+            return Err(SuperblockFileError::Format { path, error: SuperblockError::Corrupt });
+        }
+        file.read_exact_at(&mut blocks, 0).map_err(|e| io("read superblock", e))?;
+        let (slot0, slot1) = blocks.split_at(BLOCK_BYTES);
+        let current = Superblock::choose(slot0, slot1)
+            .map_err(|error| SuperblockFileError::Format { path: path.clone(), error })?;
+        Ok(Self { file, path, current })
+    }
+
+    /// The newest copy.
+    pub fn current(&self) -> Superblock {
+        self.current
+    }
+
+    /// Writes `next` (the next generation) to its slot and makes it durable; the other copy is
+    /// untouched, so a crash during the write leaves the previous superblock readable.
+    pub fn store(&mut self, next: Superblock) -> Result<(), SuperblockFileError> {
+        assert_eq!(next.generation, self.current.generation + 1, "superblock generations go one by one");
+        self.write_copy(next)?;
+        self.current = next;
+        Ok(())
+    }
+
+    fn write_copy(&mut self, sb: Superblock) -> Result<(), SuperblockFileError> {
+        let io = |op, source| SuperblockFileError::Io { op, path: self.path.clone(), source };
+        let at = (sb.slot() * BLOCK_BYTES) as u64;
+        self.file.write_all_at(&sb.encode(), at).map_err(|e| io("write superblock", e))?;
+        self.file.sync_data().map_err(|e| io("sync superblock", e))
+    }
+}
+
+/// A fresh random salt for a new log, from the kernel.
+pub fn random_salt() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom fills at most `bytes.len()` bytes of our buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helio_core::log::superblock::FORMAT_VERSION;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("helio-sb-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn first() -> Superblock {
+        Superblock {
+            generation: 0,
+            head: 0,
+            tail: 0,
+            segment_bytes: 1 << 20,
+            salt: random_salt().unwrap(),
+            epoch: 0,
+        }
+    }
+
+    #[test]
+    fn stores_alternate_and_survive_a_torn_copy() {
+        let dir = Scratch::new("alternate");
+        let mut file = SuperblockFile::create(&dir.0, first()).unwrap();
+        for tail in 1..=5u64 {
+            let next = file.current().next(0, tail * 4096);
+            file.store(next).unwrap();
+            assert_eq!(SuperblockFile::open(&dir.0).unwrap().current(), next);
+        }
+        let newest = file.current();
+        // Tear the newest copy: the previous one is taken.
+        let raw = OpenOptions::new().write(true).open(dir.0.join(FILE_NAME)).unwrap();
+        raw.write_all_at(&[0xAB; 100], (newest.slot() * BLOCK_BYTES + 1000) as u64).unwrap();
+        let reopened = SuperblockFile::open(&dir.0).unwrap().current();
+        assert_eq!(reopened.generation, newest.generation - 1);
+        assert_eq!(reopened.salt, newest.salt);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_use_and_names_the_file() {
+        let dir = Scratch::new("refuse");
+        let missing = SuperblockFile::open(&dir.0).unwrap_err();
+        assert!(matches!(&missing, SuperblockFileError::Io { op: "open superblock", .. }), "{missing}");
+        assert!(missing.to_string().contains(FILE_NAME));
+        SuperblockFile::create(&dir.0, first()).unwrap();
+        assert!(matches!(SuperblockFile::create(&dir.0, first()), Err(SuperblockFileError::Io { .. })));
+        // A newer copy from another format version.
+        let mut next = first().next(0, 0).encode();
+        next[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = helio_core::log::crc32c_of(&next[..BLOCK_BYTES - 4]);
+        next[BLOCK_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+        let raw = OpenOptions::new().write(true).open(dir.0.join(FILE_NAME)).unwrap();
+        raw.write_all_at(&next, BLOCK_BYTES as u64).unwrap();
+        let err = SuperblockFile::open(&dir.0).unwrap_err();
+        assert!(
+            matches!(err, SuperblockFileError::Format { error: SuperblockError::Incompatible { .. }, .. }),
+            "{err}"
+        );
+        // Garbage of the wrong size.
+        std::fs::write(dir.0.join(FILE_NAME), b"not a superblock").unwrap();
+        let err = SuperblockFile::open(&dir.0).unwrap_err();
+        assert!(matches!(err, SuperblockFileError::Format { error: SuperblockError::Corrupt, .. }), "{err}");
+    }
+}
