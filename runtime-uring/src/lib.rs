@@ -5,7 +5,8 @@
 //! At this stage it re-exports the in-memory core, [`helio_core`] (a lock-free, multi-version
 //! ordered map with snapshots and range iterators), and holds the first pieces of the I/O
 //! runtime: [`probe`] (what the kernel and filesystem support), [`dma`] (aligned buffers for
-//! direct I/O) and [`superblock_file`] (a shard log's superblock on disk). It has no log writer, no `Store` facade and no shards yet: nothing written to it
+//! direct I/O), [`superblock_file`] and [`segments`] (a shard log's files) and [`recovery`]
+//! (reading a log back, cutting a torn tail, refusing corruption). It has no log writer, no `Store` facade and no shards yet: nothing written to it
 //! survives the process.
 //!
 //! Requirements: Linux with io_uring (5.6 or later; 6.1 or later reports direct-I/O alignment).
@@ -13,6 +14,8 @@
 
 pub mod dma;
 pub mod probe;
+pub mod recovery;
+pub mod segments;
 pub mod superblock_file;
 
 pub use helio_core::*;

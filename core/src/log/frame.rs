@@ -234,21 +234,39 @@ pub enum Failure {
 /// last acknowledged frames, if damaged after acknowledgement with no later frame to vouch for
 /// them, are indistinguishable from a torn tail and are cut.
 pub fn classify_failure(rest: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Failure {
-    let mut at = ALIGN;
-    while at + HEADER_BYTES <= rest.len() {
-        let candidate = lsn.wrapping_add(at as u64);
+    match vouching_frame(rest, lsn, ALIGN, lsn, salt, min_epoch) {
+        Some(proof_lsn) => Failure::Corrupt { proof_lsn },
+        None => Failure::Torn,
+    }
+}
+
+/// The address of the first intact frame in `bytes` (whose first byte is log address `base`),
+/// at offset `from` or later, that says the log was durable past `failed_lsn`: the proof that a
+/// failure there is corruption. For logs read piece by piece (one segment at a time), this is
+/// [`classify_failure`] over one piece.
+pub fn vouching_frame(
+    bytes: &[u8],
+    base: u64,
+    from: usize,
+    failed_lsn: u64,
+    salt: u64,
+    min_epoch: u32,
+) -> Option<u64> {
+    let mut at = from.next_multiple_of(ALIGN);
+    while at + HEADER_BYTES <= bytes.len() {
+        let candidate = base.wrapping_add(at as u64);
         // Cheap filter first: an intact frame here must carry this very address.
-        let stamped = u64::from_le_bytes(rest[at + 8..at + 16].try_into().expect("8 bytes"));
+        let stamped = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
         if stamped == candidate {
-            if let Decoded::Frame(frame) = decode(&rest[at..], candidate, salt, min_epoch) {
-                if frame.durable_lsn > lsn {
-                    return Failure::Corrupt { proof_lsn: candidate };
+            if let Decoded::Frame(frame) = decode(&bytes[at..], candidate, salt, min_epoch) {
+                if frame.durable_lsn > failed_lsn {
+                    return Some(candidate);
                 }
             }
         }
         at += ALIGN;
     }
-    Failure::Torn
+    None
 }
 
 /// A durable write, as a [`Kind::Put`] or [`Kind::Delete`] frame carries it.

@@ -1,0 +1,253 @@
+//! Reading a shard's log back at open: from the superblock's head, frame by frame, across
+//! segments, until the written log ends. A torn tail is cut; corruption is refused with the
+//! segment and offset. The decisions (is this a frame, is this failure a tear) are the core's;
+//! this module reads the files.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use helio_core::log::frame::{decode, vouching_frame, Decoded, Frame, Invalid, ALIGN, HEADER_BYTES};
+use helio_core::log::superblock::Superblock;
+
+use crate::segments::Segments;
+
+/// Bytes read from a segment at a time (more when one frame is bigger).
+const CHUNK: usize = 4 << 20;
+
+/// What a replay found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replayed {
+    /// Where the log ends: writing resumes here (in the next epoch).
+    pub end_lsn: u64,
+    /// Frames read and handed to the caller.
+    pub frames: u64,
+    /// Log bytes those frames took.
+    pub bytes: u64,
+    /// Where a torn tail was cut, if the log did not end cleanly on unwritten space.
+    pub torn_at: Option<u64>,
+}
+
+/// Why a log could not be replayed. Nothing is changed on disk.
+#[derive(Debug)]
+pub enum RecoveryError {
+    /// A system call failed.
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Bytes the log had acknowledged are damaged.
+    Corrupt {
+        /// The segment file.
+        segment: PathBuf,
+        /// Offset of the damaged frame in that file.
+        offset: u64,
+        /// Why this is known to be corruption rather than a torn write.
+        reason: CorruptReason,
+    },
+    /// A segment between the head and a later segment is missing.
+    MissingSegment {
+        /// The file that should be there.
+        segment: PathBuf,
+    },
+}
+
+/// The evidence behind [`RecoveryError::Corrupt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorruptReason {
+    /// A later intact frame (at this log address) was written when this one was durable.
+    VouchedFor {
+        /// The later frame's address.
+        proof_lsn: u64,
+    },
+    /// The superblock says the log was durable up to here, past the damaged frame.
+    BelowDurableTail {
+        /// The superblock's tail.
+        tail: u64,
+    },
+}
+
+impl fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryError::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            RecoveryError::Corrupt { segment, offset, reason } => {
+                write!(f, "corrupt log record in {} at offset {offset}: ", segment.display())?;
+                match reason {
+                    CorruptReason::VouchedFor { proof_lsn } => {
+                        write!(
+                            f,
+                            "the intact record at log address {proof_lsn} was written after it was durable"
+                        )
+                    }
+                    CorruptReason::BelowDurableTail { tail } => {
+                        write!(f, "the superblock records the log durable up to address {tail}")
+                    }
+                }
+            }
+            RecoveryError::MissingSegment { segment } => {
+                write!(f, "log segment {} is missing, but later segments exist", segment.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecoveryError {}
+
+/// Reads the log described by `sb` from its head, handing every intact frame to `visit` in log
+/// order, and returns where the log ends.
+///
+/// Known limit: classifying a failure reads the rest of its segment, and each later segment,
+/// whole into memory (the failure path only; the normal path reads 4 MiB at a time).
+pub fn replay(
+    segments: &Segments,
+    sb: &Superblock,
+    mut visit: impl FnMut(&Frame<'_>),
+) -> Result<Replayed, RecoveryError> {
+    let list_err = |source| RecoveryError::Io { op: "list segments in", path: segments.path(0), source };
+    let existing = segments.list().map_err(list_err)?;
+    let mut replayed = Replayed { end_lsn: sb.head, frames: 0, bytes: 0, torn_at: None };
+    let mut min_epoch = 0;
+    loop {
+        let index = segments.index_of(replayed.end_lsn);
+        let path = segments.path(index);
+        let io = |op, source| RecoveryError::Io { op, path: path.clone(), source };
+        let Some(file) = segments.open(index).map_err(|e| io("open segment", e))? else {
+            if existing.iter().any(|&later| later > index) {
+                return Err(RecoveryError::MissingSegment { segment: path });
+            }
+            return finish(segments, sb, replayed);
+        };
+        let start = segments.start_of(index);
+        let mut window = Window::new(file, segments.segment_bytes());
+        while replayed.end_lsn < start + segments.segment_bytes() {
+            let lsn = replayed.end_lsn;
+            let offset = lsn - start;
+            window
+                .fill(offset, ALIGN.max(helio_core::log::frame::HEADER_BYTES))
+                .map_err(|e| io("read segment", e))?;
+            let failure = match decode(window.from(offset), lsn, sb.salt, min_epoch) {
+                Decoded::Frame(frame) => {
+                    visit(&frame);
+                    min_epoch = frame.epoch;
+                    replayed.end_lsn += frame.bytes as u64;
+                    replayed.frames += 1;
+                    replayed.bytes += frame.bytes as u64;
+                    continue;
+                }
+                Decoded::NeedMore { bytes } if offset + bytes as u64 <= segments.segment_bytes() => {
+                    window.fill(offset, bytes).map_err(|e| io("read segment", e))?;
+                    continue;
+                }
+                Decoded::NeedMore { .. } => None,
+                Decoded::Invalid(why) => Some(why),
+            };
+            return after_failure(segments, sb, &existing, &mut window, replayed, min_epoch, failure);
+        }
+    }
+}
+
+/// Decides what the failure at `replayed.end_lsn` means: corruption (an error), or the end of
+/// the log (a torn tail, or unwritten space).
+fn after_failure(
+    segments: &Segments,
+    sb: &Superblock,
+    existing: &[u64],
+    window: &mut Window,
+    mut replayed: Replayed,
+    min_epoch: u32,
+    why: Option<Invalid>,
+) -> Result<Replayed, RecoveryError> {
+    let lsn = replayed.end_lsn;
+    let index = segments.index_of(lsn);
+    let corrupt = |reason| RecoveryError::Corrupt {
+        segment: segments.path(index),
+        offset: lsn - segments.start_of(index),
+        reason,
+    };
+    // The rest of this segment, then every later one: any frame vouching for `lsn`?
+    let offset = lsn - segments.start_of(index);
+    let rest = (segments.segment_bytes() - offset) as usize;
+    let read_err = |path, source| RecoveryError::Io { op: "read segment", path, source };
+    window.fill(offset, rest).map_err(|e| read_err(segments.path(index), e))?;
+    let mut proof = vouching_frame(window.from(offset), lsn, ALIGN, lsn, sb.salt, min_epoch);
+    for &later in existing.iter().filter(|&&i| i > index) {
+        if proof.is_some() {
+            break;
+        }
+        let path = segments.path(later);
+        let file = File::open(&path).map_err(|e| read_err(path.clone(), e))?;
+        let mut whole = Window::new(file, segments.segment_bytes());
+        whole.fill(0, segments.segment_bytes() as usize).map_err(|e| read_err(path, e))?;
+        proof = vouching_frame(whole.from(0), segments.start_of(later), 0, lsn, sb.salt, min_epoch);
+    }
+    if let Some(proof_lsn) = proof {
+        return Err(corrupt(CorruptReason::VouchedFor { proof_lsn }));
+    }
+    if why != Some(Invalid::Unwritten) {
+        replayed.torn_at = Some(lsn);
+    }
+    finish(segments, sb, replayed).map_err(|_| corrupt(CorruptReason::BelowDurableTail { tail: sb.tail }))
+}
+
+/// Checks the end found against the superblock: the log was durable up to its tail.
+fn finish(segments: &Segments, sb: &Superblock, replayed: Replayed) -> Result<Replayed, RecoveryError> {
+    if replayed.end_lsn < sb.tail {
+        let index = segments.index_of(replayed.end_lsn);
+        return Err(RecoveryError::Corrupt {
+            segment: segments.path(index),
+            offset: replayed.end_lsn - segments.start_of(index),
+            reason: CorruptReason::BelowDurableTail { tail: sb.tail },
+        });
+    }
+    Ok(replayed)
+}
+
+/// A readable window over one segment file; bytes past the file's end read as zeros (never
+/// written).
+struct Window {
+    file: File,
+    segment_bytes: u64,
+    data: Vec<u8>,
+    /// Segment offset of `data[0]`.
+    at: u64,
+}
+
+impl Window {
+    fn new(file: File, segment_bytes: u64) -> Self {
+        Self { file, segment_bytes, data: Vec::new(), at: 0 }
+    }
+
+    /// Makes sure `len` bytes from `offset` (clipped to the segment) are in memory.
+    fn fill(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        let end = (offset + len as u64).min(self.segment_bytes);
+        if offset >= self.at && end <= self.at + self.data.len() as u64 {
+            return Ok(());
+        }
+        let want = ((end - offset) as usize).max(CHUNK).min((self.segment_bytes - offset) as usize);
+        self.data.clear();
+        self.data.resize(want, 0);
+        let mut read = 0;
+        while read < want {
+            match self.file.read_at(&mut self.data[read..], offset + read as u64) {
+                Ok(0) => break, // past the end of a short file: zeros
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.at = offset;
+        Ok(())
+    }
+
+    /// The bytes in memory from segment offset `offset` on.
+    fn from(&self, offset: u64) -> &[u8] {
+        &self.data[(offset - self.at) as usize..]
+    }
+}

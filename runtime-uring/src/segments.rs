@@ -1,0 +1,86 @@
+//! A shard log's segment files: the log's u64 address space cut into files of `segment_bytes`
+//! each, named by their index, created zero-filled (writing into merely allocated extents makes
+//! every fdatasync convert them, which halved the durable-write rate measured here).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes written at a time when zero-filling a new segment.
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// Where a shard's segments live and how big they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segments {
+    dir: PathBuf,
+    segment_bytes: u64,
+}
+
+impl Segments {
+    /// The segments of the log in `dir`, `segment_bytes` each (a multiple of 4096).
+    pub fn new(dir: &Path, segment_bytes: u64) -> Self {
+        assert!(segment_bytes > 0 && segment_bytes % 4096 == 0, "segment size {segment_bytes}");
+        Self { dir: dir.to_path_buf(), segment_bytes }
+    }
+
+    /// Size of each segment file.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The segment holding log address `lsn`.
+    pub fn index_of(&self, lsn: u64) -> u64 {
+        lsn / self.segment_bytes
+    }
+
+    /// The log address of the first byte of segment `index`.
+    pub fn start_of(&self, index: u64) -> u64 {
+        index * self.segment_bytes
+    }
+
+    /// The file of segment `index`.
+    pub fn path(&self, index: u64) -> PathBuf {
+        self.dir.join(format!("segment-{index:016x}"))
+    }
+
+    /// Opens segment `index` for reading, or `None` if it was never created (or was trimmed).
+    pub fn open(&self, index: u64) -> io::Result<Option<File>> {
+        match File::open(self.path(index)) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates segment `index`, zero-filled to its full size and durable (data and directory
+    /// entry), and opens it for reading and writing.
+    pub fn create(&self, index: u64) -> io::Result<File> {
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(index))?;
+        let zeros = vec![0u8; ZERO_CHUNK.min(self.segment_bytes as usize)];
+        let mut at = 0;
+        while at < self.segment_bytes {
+            let n = zeros.len().min((self.segment_bytes - at) as usize);
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(file)
+    }
+
+    /// Indices of every segment file present, sorted.
+    pub fn list(&self) -> io::Result<Vec<u64>> {
+        let mut indices = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let parsed = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("segment-"))
+                .and_then(|hex| (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten());
+            indices.extend(parsed);
+        }
+        indices.sort_unstable();
+        Ok(indices)
+    }
+}
