@@ -129,9 +129,7 @@ pub fn replay(
         while replayed.end_lsn < start + segments.segment_bytes() {
             let lsn = replayed.end_lsn;
             let offset = lsn - start;
-            window
-                .fill(offset, ALIGN.max(helio_core::log::frame::HEADER_BYTES))
-                .map_err(|e| io("read segment", e))?;
+            window.fill(offset, HEADER_BYTES).map_err(|e| io("read segment", e))?;
             let failure = match decode(window.from(offset), lsn, sb.salt, min_epoch) {
                 Decoded::Frame(frame) => {
                     visit(&frame);
