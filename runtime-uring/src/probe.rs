@@ -208,31 +208,24 @@ fn dio_align(fd: libc::c_int) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("helio-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn probes_and_leaves_nothing_behind() {
-        let dir = scratch("probe");
-        let caps = probe(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let caps = probe(dir.path()).unwrap();
         assert!(!caps.kernel.is_empty());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the probe left a file");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe left a file");
         if let Some(align) = caps.direct_io.align() {
             assert!(align.is_power_of_two() && align >= 512);
         }
         assert!(caps.to_string().starts_with("kernel "));
-        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]
     fn a_missing_directory_is_an_error_naming_it() {
-        let missing = scratch("probe-missing").join("nope");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
         let err = probe(&missing).unwrap_err();
         assert_eq!(err.op, "create probe file");
         assert!(err.to_string().contains("nope"), "{err}");
-        std::fs::remove_dir(missing.parent().unwrap()).unwrap();
     }
 }

@@ -136,23 +136,6 @@ mod tests {
     use super::*;
     use helio_core::log::superblock::FORMAT_VERSION;
 
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("helio-sb-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn first() -> Superblock {
         Superblock {
             generation: 0,
@@ -166,45 +149,45 @@ mod tests {
 
     #[test]
     fn stores_alternate_and_survive_a_torn_copy() {
-        let dir = Scratch::new("alternate");
-        let mut file = SuperblockFile::create(&dir.0, first()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = SuperblockFile::create(dir.path(), first()).unwrap();
         for tail in 1..=5u64 {
             let next = file.current().next(0, tail * 4096);
             file.store(next).unwrap();
-            assert_eq!(SuperblockFile::open(&dir.0).unwrap().current(), next);
+            assert_eq!(SuperblockFile::open(dir.path()).unwrap().current(), next);
         }
         let newest = file.current();
         // Tear the newest copy: the previous one is taken.
-        let raw = OpenOptions::new().write(true).open(dir.0.join(FILE_NAME)).unwrap();
+        let raw = OpenOptions::new().write(true).open(dir.path().join(FILE_NAME)).unwrap();
         raw.write_all_at(&[0xAB; 100], (newest.slot() * BLOCK_BYTES + 1000) as u64).unwrap();
-        let reopened = SuperblockFile::open(&dir.0).unwrap().current();
+        let reopened = SuperblockFile::open(dir.path()).unwrap().current();
         assert_eq!(reopened.generation, newest.generation - 1);
         assert_eq!(reopened.salt, newest.salt);
     }
 
     #[test]
     fn refuses_what_it_cannot_use_and_names_the_file() {
-        let dir = Scratch::new("refuse");
-        let missing = SuperblockFile::open(&dir.0).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = SuperblockFile::open(dir.path()).unwrap_err();
         assert!(matches!(&missing, SuperblockFileError::Io { op: "open superblock", .. }), "{missing}");
         assert!(missing.to_string().contains(FILE_NAME));
-        SuperblockFile::create(&dir.0, first()).unwrap();
-        assert!(matches!(SuperblockFile::create(&dir.0, first()), Err(SuperblockFileError::Io { .. })));
+        SuperblockFile::create(dir.path(), first()).unwrap();
+        assert!(matches!(SuperblockFile::create(dir.path(), first()), Err(SuperblockFileError::Io { .. })));
         // A newer copy from another format version.
         let mut next = first().next(0, 0).encode();
         next[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let crc = helio_core::log::crc32c_of(&next[..BLOCK_BYTES - 4]);
         next[BLOCK_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
-        let raw = OpenOptions::new().write(true).open(dir.0.join(FILE_NAME)).unwrap();
+        let raw = OpenOptions::new().write(true).open(dir.path().join(FILE_NAME)).unwrap();
         raw.write_all_at(&next, BLOCK_BYTES as u64).unwrap();
-        let err = SuperblockFile::open(&dir.0).unwrap_err();
+        let err = SuperblockFile::open(dir.path()).unwrap_err();
         assert!(
             matches!(err, SuperblockFileError::Format { error: SuperblockError::Incompatible { .. }, .. }),
             "{err}"
         );
         // Garbage of the wrong size.
-        std::fs::write(dir.0.join(FILE_NAME), b"not a superblock").unwrap();
-        let err = SuperblockFile::open(&dir.0).unwrap_err();
+        std::fs::write(dir.path().join(FILE_NAME), b"not a superblock").unwrap();
+        let err = SuperblockFile::open(dir.path()).unwrap_err();
         assert!(matches!(err, SuperblockFileError::Format { error: SuperblockError::Corrupt, .. }), "{err}");
     }
 }

@@ -3,7 +3,6 @@
 //! segment and offset.
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use helio::recovery::{replay, CorruptReason, RecoveryError};
 use helio::segments::Segments;
@@ -12,24 +11,6 @@ use helio_core::log::superblock::Superblock;
 
 const SEGMENT: u64 = 8192;
 const STAMP: Stamp = Stamp { salt: 0x0DDB_A11C_0FFE_E000, epoch: 2 };
-
-/// A scratch directory, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("helio-recovery-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A minimal sequential writer: one frame per write, each durable before the next (so every
 /// frame vouches for all before it), pad frames at segment ends.
@@ -92,8 +73,8 @@ fn value(i: u64) -> Vec<u8> {
 }
 
 /// A log of `n` puts spread over several segments.
-fn written(dir: &Scratch, n: u64) -> TestLog {
-    let mut log = TestLog::new(Segments::new(&dir.0, SEGMENT));
+fn written(dir: &tempfile::TempDir, n: u64) -> TestLog {
+    let mut log = TestLog::new(Segments::new(dir.path(), SEGMENT));
     for i in 0..n {
         let key = format!("key-{i:05}");
         let value = value(i);
@@ -120,7 +101,7 @@ fn expected_keys(n: usize) -> Vec<String> {
 
 #[test]
 fn replays_every_frame_across_segments() {
-    let dir = Scratch::new("all");
+    let dir = tempfile::tempdir().unwrap();
     let log = written(&dir, 200);
     assert!(log.segments.list().unwrap().len() > 3, "the log must span several segments");
     let (keys, replayed) = keys_read(&log, log.lsn).unwrap();
@@ -130,7 +111,7 @@ fn replays_every_frame_across_segments() {
 
 #[test]
 fn a_torn_tail_is_cut_at_every_point_of_the_last_frames() {
-    let dir = Scratch::new("torn");
+    let dir = tempfile::tempdir().unwrap();
     let mut log = written(&dir, 60);
     let durable = log.lsn; // what the superblock says was durable
     for i in 60..64u64 {
@@ -163,7 +144,7 @@ fn a_torn_tail_is_cut_at_every_point_of_the_last_frames() {
 
 #[test]
 fn damage_below_a_vouching_frame_is_corruption_naming_segment_and_offset() {
-    let dir = Scratch::new("corrupt");
+    let dir = tempfile::tempdir().unwrap();
     let log = written(&dir, 100);
     for &(at, len) in [log.frames[3], log.frames[50], log.frames[98]].iter() {
         let index = log.segments.index_of(at);
@@ -189,7 +170,7 @@ fn damage_below_a_vouching_frame_is_corruption_naming_segment_and_offset() {
 
 #[test]
 fn damage_to_the_last_frame_below_the_durable_tail_is_corruption() {
-    let dir = Scratch::new("tail");
+    let dir = tempfile::tempdir().unwrap();
     let log = written(&dir, 40);
     let (at, _) = *log.frames.last().unwrap();
     log.write_at(at + 30, &[0xFF; 4]);
@@ -207,7 +188,7 @@ fn damage_to_the_last_frame_below_the_durable_tail_is_corruption() {
 
 #[test]
 fn a_missing_middle_segment_is_refused() {
-    let dir = Scratch::new("missing");
+    let dir = tempfile::tempdir().unwrap();
     let log = written(&dir, 200);
     std::fs::remove_file(log.segments.path(1)).unwrap();
     let err = keys_read(&log, 0).unwrap_err();
