@@ -380,14 +380,11 @@ impl Tree {
         let right_cell = Self::new_cell(sep.clone(), right_base, false);
         let left_bytes = bytes(left);
         let left_base = Record::base(left, left_bytes, Some(&sep), right_cell.as_ptr());
-        let hdr = Header::fresh(left.len(), left_bytes, None, ptr::null());
+        // One record over the left base, whose header already names the separator (as its high
+        // key) and the new sibling.
+        // SAFETY: just allocated, not yet published.
+        let hdr = Header::above(unsafe { &(*left_base).hdr }, 0, 0);
         let split = Record::alloc(hdr, left_base, Body::Split { sep });
-        // SAFETY: unpublished; the header names the record's own separator and the new sibling.
-        unsafe {
-            let Body::Split { sep } = &(*split).body else { unreachable!() };
-            (*split).hdr =
-                Header::above(&Header::fresh(left.len(), left_bytes, Some(sep), right_cell.as_ptr()), 0, 0);
-        }
         if !cell.install(head, split) {
             // SAFETY: neither was published.
             unsafe {
