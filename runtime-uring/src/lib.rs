@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod dma;
+pub mod log;
 pub mod probe;
 pub mod recovery;
 pub mod segments;

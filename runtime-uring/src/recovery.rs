@@ -71,6 +71,8 @@ pub enum CorruptReason {
         /// The superblock's tail.
         tail: u64,
     },
+    /// An intact frame whose content breaks the log's rules (a fragment out of sequence).
+    Malformed,
 }
 
 impl fmt::Display for RecoveryError {
@@ -89,6 +91,7 @@ impl fmt::Display for RecoveryError {
                     CorruptReason::BelowDurableTail { tail } => {
                         write!(f, "the superblock records the log durable up to address {tail}")
                     }
+                    CorruptReason::Malformed => f.write_str("an intact record breaks the log's rules"),
                 }
             }
             RecoveryError::MissingSegment { segment } => {

@@ -12,7 +12,11 @@
 //! A claim never leaves a gap smaller than a frame header before the end of the buffer: whatever
 //! is left when the buffer is sealed can always be filled with a pad frame. The word has no
 //! cycle count: a writer delayed before its CAS may land in the buffer's next fill, so the runtime
-//! maps an offset to a log address with the buffer's base address read after the claim.
+//! maps an offset to a log address with the buffer's base address read after the claim, and
+//! reopens a buffer only when it becomes the current one.
+//!
+//! Each fill may have its own capacity (at most the buffer's size): the runtime ends a fill at a
+//! segment boundary so that no frame straddles two segment files.
 
 use super::frame::HEADER_BYTES;
 use crate::sync::{AtomicU64, Ordering};
@@ -51,35 +55,44 @@ pub enum Reserve {
 /// The state word of one write buffer.
 pub struct BufferState {
     word: AtomicU64,
-    capacity: u64,
+    /// Capacity of the current fill; written only while the buffer is sealed and empty of
+    /// writers, published by the swap in [`BufferState::reset`].
+    capacity: AtomicU64,
 }
 
 impl BufferState {
-    /// An empty, open buffer of `capacity` bytes (at most [`CAPACITY_MAX`]).
+    /// An empty, open buffer whose first fill holds `capacity` bytes (at most [`CAPACITY_MAX`]).
     pub fn new(capacity: u64) -> Self {
         assert!(capacity > 0 && capacity <= CAPACITY_MAX, "buffer capacity {capacity}");
-        Self { word: AtomicU64::new(0), capacity }
+        Self { word: AtomicU64::new(0), capacity: AtomicU64::new(capacity) }
     }
 
-    /// The buffer's size in bytes.
+    /// An empty buffer, sealed: it takes no claims until [`BufferState::reset`] opens it.
+    pub fn new_sealed(capacity: u64) -> Self {
+        let state = Self::new(capacity);
+        state.word.store(SEALED, Ordering::Relaxed);
+        state
+    }
+
+    /// The capacity of the current fill in bytes.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Ordering::Acquire)
     }
 
-    /// Claims `len` bytes (at most the capacity), or seals the buffer if they do not fit.
+    /// Claims `len` bytes, or seals the buffer if they do not fit in what is left of the fill.
+    /// A claim larger than the fill's capacity seals it too: the caller must go to a fill that
+    /// is large enough.
     pub fn reserve(&self, len: u64) -> Reserve {
-        assert!(
-            len > 0 && len <= self.capacity,
-            "reservation of {len} bytes in a {}-byte buffer",
-            self.capacity
-        );
+        assert!(len > 0, "empty reservation");
         let mut word = self.word.load(Ordering::Acquire);
         loop {
             if word & SEALED != 0 {
                 return Reserve::Closed;
             }
+            // Read after the word: a fill's capacity is published by the swap that opens it.
+            let capacity = self.capacity.load(Ordering::Relaxed);
             let offset = word & OFFSET_MASK;
-            let left = self.capacity - offset;
+            let left = capacity - offset;
             // Fits, and leaves either nothing or room for a pad frame.
             let fits = len == left || len + HEADER_BYTES as u64 <= left;
             let (next, fits) = if fits {
@@ -118,8 +131,11 @@ impl BufferState {
         self.word.load(Ordering::Acquire) & OFFSET_MASK
     }
 
-    /// Reopens the buffer, empty, once I/O has written it. Only the party that flushed it may.
-    pub fn reset(&self) {
+    /// Reopens the buffer, empty, for a fill of `capacity` bytes, once I/O has written it. Only
+    /// the party that makes it the current buffer may.
+    pub fn reset(&self, capacity: u64) {
+        assert!(capacity > 0 && capacity <= CAPACITY_MAX, "buffer capacity {capacity}");
+        self.capacity.store(capacity, Ordering::Relaxed);
         let before = self.word.swap(0, Ordering::AcqRel);
         debug_assert!(before & SEALED != 0 && before & WRITERS_MASK == 0, "reset of a buffer in use");
     }
@@ -141,20 +157,32 @@ mod tests {
         assert!(!buf.release());
         assert!(buf.release(), "the last writer out of a sealed buffer flushes");
         assert_eq!(buf.filled(), 76);
-        buf.reset();
+        buf.reset(100);
         assert_eq!(buf.reserve(100), Reserve::At(0));
         assert!(!buf.release());
         // Sealed by the one who wants durability, with nobody inside: the sealer flushes.
         assert_eq!(buf.seal(), Some((100, true)));
         assert_eq!(buf.seal(), None);
-        buf.reset();
+        buf.reset(100);
         assert_eq!(buf.reserve(10), Reserve::At(0));
         assert_eq!(buf.seal(), Some((10, false)));
         assert!(buf.release());
-        buf.reset();
+        buf.reset(100);
         // Exactly filling the buffer, or leaving room for a pad frame, is fine.
         assert_eq!(buf.reserve(100 - HEADER_BYTES as u64), Reserve::At(0));
         assert_eq!(buf.reserve(HEADER_BYTES as u64), Reserve::At(100 - HEADER_BYTES as u64));
         assert!(!buf.release() && !buf.release());
+        // A fill of its own capacity; a claim larger than it seals the fill.
+        assert_eq!(buf.seal(), Some((100, true)));
+        buf.reset(48);
+        assert_eq!(buf.reserve(49), Reserve::Sealed { filled: 0, flush: true });
+        buf.reset(48);
+        assert_eq!(buf.reserve(48), Reserve::At(0));
+        assert!(!buf.release());
+        let sealed = BufferState::new_sealed(64);
+        assert_eq!(sealed.reserve(8), Reserve::Closed);
+        sealed.reset(64);
+        assert_eq!(sealed.reserve(8), Reserve::At(0));
+        assert!(!sealed.release());
     }
 }

@@ -57,6 +57,8 @@ pub enum Kind {
     Put = 2,
     /// A durable write: an [`Op`] removing a key.
     Delete = 3,
+    /// A piece of a record too large for one write buffer (see [`super::fragment`]).
+    Fragment = 4,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             1 => Kind::Pad,
             2 => Kind::Put,
             3 => Kind::Delete,
+            4 => Kind::Fragment,
             _ => return None,
         })
     }

@@ -1,0 +1,398 @@
+//! The shard's I/O thread: writes sealed fills to their segment files in log order with
+//! io_uring, flushes them (fdatasync) for group commits and the `Buffered` interval, advances the
+//! durable address, and poisons the log on the first failed write or flush.
+//!
+//! The thread sleeps in `io_uring_enter` with a read always posted on the writers' doorbell (an
+//! eventfd), so a hand-off, a durability request or a completion wakes it, whichever comes first.
+//! Group commit: a flush is requested by waiting writers; while one write-and-flush is in flight,
+//! the next writers' records gather in the current fill, and the thread seals it (not waiting for
+//! it to fill) when the previous flush completes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types, IoUring};
+
+use super::config::{Faults, LogConfig};
+use super::error::IoFailure;
+use super::shared::{Fill, Shared};
+use crate::segments::Segments;
+
+const DOORBELL: u64 = 1 << 62;
+const WRITE: u64 = 2 << 62;
+const FLUSH: u64 = 3 << 62;
+const TAG: u64 = 3 << 62;
+
+/// A write submitted and not yet completed, in submission (log) order.
+struct InFlight {
+    seq: u64,
+    end: u64,
+    len: usize,
+    segment: u64,
+    done: bool,
+}
+
+/// A flush (one fdatasync per segment written since the last one) in flight.
+struct Flush {
+    target: u64,
+    pending: usize,
+}
+
+/// The I/O thread's own state.
+pub(crate) struct IoThread {
+    shared: Arc<Shared>,
+    ring: IoUring,
+    segments: Segments,
+    direct: bool,
+    interval: Duration,
+    faults: Faults,
+    files: BTreeMap<u64, File>,
+    preparing: Option<(u64, JoinHandle<io::Result<()>>)>,
+    handed: Vec<Fill>,
+    ready: BTreeMap<u64, Fill>,
+    next_seq: u64,
+    in_flight: VecDeque<InFlight>,
+    /// The log is written (not necessarily durable) below this address.
+    written_end: u64,
+    /// End of the last fill submitted: the next fill must start here.
+    submitted_end: u64,
+    /// The partial block at `submitted_end`, rewritten in front of the next fill.
+    carry: Vec<u8>,
+    unsynced: BTreeSet<u64>,
+    flush: Option<Flush>,
+    last_flush: Instant,
+    writes: u64,
+    flushes: u64,
+    doorbell_buf: Box<[u8; 8]>,
+}
+
+impl IoThread {
+    /// The thread's state for a log resuming at `start`, whose partial first block holds `carry`.
+    pub fn new(
+        shared: Arc<Shared>,
+        segments: Segments,
+        config: &LogConfig,
+        direct: bool,
+        start: u64,
+        carry: Vec<u8>,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            ring: IoUring::new(config.ring_depth)?,
+            shared,
+            segments,
+            direct,
+            interval: config.flush_interval,
+            faults: config.faults,
+            files: BTreeMap::new(),
+            preparing: None,
+            handed: Vec::new(),
+            ready: BTreeMap::new(),
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            written_end: start,
+            submitted_end: start,
+            carry,
+            unsynced: BTreeSet::new(),
+            flush: None,
+            last_flush: Instant::now(),
+            writes: 0,
+            flushes: 0,
+            doorbell_buf: Box::new([0; 8]),
+        })
+    }
+
+    /// Runs until the log closes (after its final sync) with no I/O left in flight.
+    pub fn run(mut self) {
+        self.post_doorbell_read();
+        loop {
+            self.shared.take_handoffs(&mut self.handed);
+            for fill in self.handed.drain(..) {
+                self.ready.insert(fill.seq, fill);
+            }
+            if self.shared.poisoned().is_none() {
+                self.submit_ready();
+                self.group_commit();
+            }
+            let idle = self.in_flight.iter().all(|w| w.done) && self.flush.is_none();
+            if idle && self.shared.closing.load(Ordering::Acquire) {
+                break;
+            }
+            self.wait();
+            self.reap();
+        }
+        if let Some((_, creating)) = self.preparing.take() {
+            let _ = creating.join();
+        }
+    }
+
+    /// Submits ready fills in log order. A fill that rewrites the previous fill's last block
+    /// waits until no write is in flight (two writes of one block must not race).
+    fn submit_ready(&mut self) {
+        while let Some(fill) = self.ready.get(&self.next_seq).copied() {
+            let lead = (fill.base % self.shared.block as u64) as usize;
+            if lead != 0 && !self.in_flight.is_empty() {
+                return;
+            }
+            if self.in_flight.len() + 2 >= self.ring.params().sq_entries() as usize {
+                return;
+            }
+            self.ready.remove(&fill.seq);
+            self.next_seq += 1;
+            if let Err(failure) = self.submit_write(fill, lead) {
+                self.shared.poison(failure);
+                return;
+            }
+        }
+    }
+
+    fn submit_write(&mut self, fill: Fill, lead: usize) -> Result<(), IoFailure> {
+        assert_eq!(fill.base, self.submitted_end, "fills must be written in log order");
+        let block = self.shared.block;
+        let segment = self.segments.index_of(fill.base);
+        let fd = self.file(segment)?.as_raw_fd();
+        let slot = &self.shared.slots[fill.slot];
+        let end = lead + fill.filled as usize;
+        let len = end.next_multiple_of(block);
+        // SAFETY: the fill was handed off: every claim in it was released, and its buffer is
+        // not reopened before this write completes. `0..lead` and `end..len` are outside every
+        // claim of this fill.
+        unsafe {
+            slot.bytes(0, lead).copy_from_slice(&self.carry[..lead]);
+            slot.bytes(end, len - end).fill(0);
+        }
+        self.carry.clear();
+        // SAFETY: as above.
+        self.carry.extend_from_slice(unsafe { slot.bytes(end - end % block, end % block) });
+        self.submitted_end = fill.base + fill.filled;
+        let offset = fill.base - lead as u64 - self.segments.start_of(segment);
+        self.in_flight.push_back(InFlight {
+            seq: fill.seq,
+            end: self.submitted_end,
+            len,
+            segment,
+            done: false,
+        });
+        self.unsynced.insert(segment);
+        self.writes += 1;
+        if self.faults.fail_write == Some(self.writes) {
+            self.in_flight.back_mut().unwrap().done = true;
+            return Err(self.failure("write segment", segment, injected()));
+        }
+        let entry = opcode::Write::new(types::Fd(fd), slot.as_ptr(), len as u32)
+            .offset(offset)
+            .build()
+            .user_data(WRITE | fill.seq);
+        self.push(&entry);
+        let counters = &self.shared.counters;
+        counters.writes.fetch_add(1, Ordering::Relaxed);
+        counters.device_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Flushes what was written when a writer waits for durability (or a `Buffered` interval
+    /// ran out); seals the current fill first when what is wanted is still in it.
+    fn group_commit(&mut self) {
+        if self.flush.is_some() {
+            return;
+        }
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        let mut want = self.shared.sync_wanted.load(Ordering::Acquire);
+        let buffered = self.shared.flush_wanted.load(Ordering::Acquire);
+        if buffered > durable && self.last_flush.elapsed() >= self.interval {
+            want = want.max(buffered);
+        }
+        if want <= durable {
+            return;
+        }
+        if self.written_end > durable && (self.written_end >= want || !self.in_flight.is_empty()) {
+            // Flush what is written now; later records go with the next flush.
+            if let Err(failure) = self.submit_flush() {
+                self.shared.poison(failure);
+            }
+        } else if self.in_flight.is_empty() && self.ready.is_empty() && self.shared.seal_for_commit() {
+            self.shared.counters.group_commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn submit_flush(&mut self) -> Result<(), IoFailure> {
+        let target = self.written_end;
+        self.last_flush = Instant::now();
+        self.flushes += 1;
+        let written: Vec<u64> = self.unsynced_written();
+        if self.faults.fail_flush == Some(self.flushes) {
+            return Err(self.failure("flush segment", written.first().copied().unwrap_or(0), injected()));
+        }
+        for &segment in &written {
+            let fd = self.file(segment)?.as_raw_fd();
+            let entry = opcode::Fsync::new(types::Fd(fd))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(FLUSH | segment);
+            self.push(&entry);
+            self.unsynced.remove(&segment);
+        }
+        self.shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush = Some(Flush { target, pending: written.len() });
+        if written.is_empty() {
+            self.flush_done();
+        }
+        Ok(())
+    }
+
+    /// Segments with completed writes not yet flushed (a segment with a write still in flight
+    /// is flushed with it, later).
+    fn unsynced_written(&self) -> Vec<u64> {
+        let busy: BTreeSet<u64> = self.in_flight.iter().map(|w| w.segment).collect();
+        self.unsynced.iter().copied().filter(|s| !busy.contains(s)).collect()
+    }
+
+    fn flush_done(&mut self) {
+        let flush = self.flush.take().expect("a flush in flight");
+        self.shared.durable.fetch_max(flush.target, Ordering::AcqRel);
+        self.shared.notify();
+    }
+
+    /// Sleeps until a completion (or the doorbell) arrives, or a `Buffered` interval runs out.
+    fn wait(&mut self) {
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        let buffered = self.shared.flush_wanted.load(Ordering::Acquire) > durable;
+        let result = if buffered && self.flush.is_none() && self.shared.poisoned().is_none() {
+            let left = self.interval.saturating_sub(self.last_flush.elapsed());
+            let ts = types::Timespec::new().sec(left.as_secs()).nsec(left.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submit_and_wait(1)
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => panic!("io_uring_enter failed: {e}"),
+        }
+    }
+
+    fn reap(&mut self) {
+        let completions: Vec<(u64, i32)> =
+            self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (data, result) in completions {
+            match data & TAG {
+                DOORBELL => self.post_doorbell_read(),
+                WRITE => self.write_done(data & !TAG, result),
+                FLUSH => self.flush_part_done(data & !TAG, result),
+                _ => unreachable!("unknown completion {data:#x}"),
+            }
+        }
+    }
+
+    fn write_done(&mut self, seq: u64, result: i32) {
+        let write = self.in_flight.iter_mut().find(|w| w.seq == seq).expect("a write in flight");
+        write.done = true;
+        let (len, segment) = (write.len, write.segment);
+        if result < 0 {
+            let failure = self.failure("write segment", segment, io::Error::from_raw_os_error(-result));
+            return self.shared.poison(failure);
+        }
+        if result as usize != len {
+            let error = io::Error::new(io::ErrorKind::WriteZero, format!("wrote {result} of {len} bytes"));
+            return self.shared.poison(self.failure("write segment", segment, error));
+        }
+        let mut advanced = false;
+        while self.in_flight.front().is_some_and(|w| w.done) {
+            let write = self.in_flight.pop_front().unwrap();
+            self.written_end = write.end;
+            self.shared.written_fills.fetch_add(1, Ordering::AcqRel);
+            advanced = true;
+        }
+        if advanced {
+            self.shared.notify();
+        }
+    }
+
+    fn flush_part_done(&mut self, segment: u64, result: i32) {
+        let flush = self.flush.as_mut().expect("a flush in flight");
+        flush.pending -= 1;
+        let last = flush.pending == 0;
+        if result < 0 {
+            let failure = self.failure("flush segment", segment, io::Error::from_raw_os_error(-result));
+            self.shared.poison(failure);
+        }
+        if last {
+            if self.shared.poisoned().is_some() {
+                // Never durable: a failed flush proves nothing about what it covered.
+                self.flush = None;
+            } else {
+                self.flush_done();
+            }
+        }
+    }
+
+    fn post_doorbell_read(&mut self) {
+        let entry =
+            opcode::Read::new(types::Fd(self.shared.doorbell.fd()), self.doorbell_buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(DOORBELL);
+        self.push(&entry);
+    }
+
+    fn push(&mut self, entry: &io_uring::squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an entry points to (a fill's buffer, the doorbell's 8 bytes)
+            // outlives its completion: fills are not reopened before their write completes and
+            // the doorbell buffer lives as long as the thread.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            self.ring.submit().expect("io_uring submit");
+        }
+    }
+
+    /// The segment's file, open for writing; creates it (and starts creating the next one in
+    /// the background) the first time the log reaches it.
+    fn file(&mut self, segment: u64) -> Result<&File, IoFailure> {
+        if !self.files.contains_key(&segment) {
+            self.open_segment(segment)?;
+        }
+        Ok(&self.files[&segment])
+    }
+
+    fn open_segment(&mut self, segment: u64) -> Result<(), IoFailure> {
+        if let Some((index, creating)) = self.preparing.take() {
+            let created = creating.join().expect("segment creation panicked");
+            created.map_err(|e| self.failure("create segment", index, e))?;
+        }
+        let path = self.segments.path(segment);
+        if !path.exists() {
+            self.segments.create(segment).map_err(|e| self.failure("create segment", segment, e))?;
+        }
+        let mut options = OpenOptions::new();
+        options.write(true);
+        if self.direct {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let file = options.open(&path).map_err(|e| self.failure("open segment", segment, e))?;
+        // Keep only segments that may still be written or flushed.
+        self.files.retain(|&s, _| s + 1 >= segment);
+        self.files.insert(segment, file);
+        let next = segment + 1;
+        if !self.segments.path(next).exists() {
+            let segments = self.segments.clone();
+            self.preparing = Some((next, std::thread::spawn(move || segments.create(next).map(drop))));
+        }
+        Ok(())
+    }
+
+    fn failure(&self, op: &'static str, segment: u64, source: io::Error) -> IoFailure {
+        IoFailure { op, path: self.segments.path(segment), source }
+    }
+}
+
+fn injected() -> io::Error {
+    io::Error::other("injected I/O failure (test fault injection)")
+}

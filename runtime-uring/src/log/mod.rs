@@ -1,0 +1,368 @@
+//! One shard's log: an append-only sequence of frames in a u64 address space, stored as
+//! fixed-size segment files under a two-copy superblock, written through double-buffered
+//! (or more) aligned write buffers by the shard's io_uring I/O thread.
+//!
+//! Writers call [`Log::append`] from any thread: one CAS claims space in the current buffer, the
+//! record is encoded in place, and the buffer goes to the I/O thread when it fills (or when a
+//! `Sync` writer needs it on disk now: group commit). The I/O thread writes buffers in log order
+//! with O_DIRECT, flushes with fdatasync, and advances the durable address. Opening a log replays
+//! it ([`crate::recovery`]), cuts a torn tail, and resumes writing in a new epoch.
+//!
+//! Byte layouts: `docs/log-format.md`; the decisions are in `helio_core::log`.
+
+mod config;
+mod error;
+mod io;
+mod shared;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use helio_core::log::fragment::{pieces, write_fragment, Assembler, FRAGMENT_HEADER_BYTES};
+use helio_core::log::frame::{frame_bytes, Kind, Op, Stamp, EPOCH_MAX};
+use helio_core::log::superblock::Superblock;
+
+pub use config::{Durability, Faults, LogConfig, LogConfigError};
+pub use error::{IoFailure, LogError};
+
+use crate::probe::{probe, DirectIo};
+use crate::recovery::{replay, CorruptReason, RecoveryError, Replayed};
+use crate::segments::Segments;
+use crate::superblock_file::{random_salt, SuperblockFile, SuperblockFileError};
+use shared::Shared;
+
+/// What opening a log found and did.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    /// The replay's result: where the log ends, frames and bytes read, a torn tail cut.
+    pub replayed: Replayed,
+    /// Records handed to the caller (large records count once).
+    pub records: u64,
+    /// Time the replay took.
+    pub elapsed: Duration,
+    /// Whether the log was created by this open.
+    pub created: bool,
+}
+
+/// A point-in-time copy of a log's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Records appended since open.
+    pub records: u64,
+    /// Payload bytes of those records (what users wrote).
+    pub payload_bytes: u64,
+    /// Log bytes they took: frame headers, padding and fragments included.
+    pub log_bytes: u64,
+    /// Bytes written to segment files (whole blocks, partial blocks rewritten).
+    pub device_bytes: u64,
+    /// Segment writes submitted.
+    pub writes: u64,
+    /// Flushes (fdatasync rounds) submitted.
+    pub flushes: u64,
+    /// Buffers sealed early for a group commit.
+    pub group_commits: u64,
+    /// Buffer fills opened.
+    pub fills: u64,
+    /// The log is durable below this address.
+    pub durable_lsn: u64,
+    /// Whether segment files are written with O_DIRECT (false: through the page cache).
+    pub direct_io: bool,
+}
+
+/// One shard's log, open for appending. Dropping it closes it (errors ignored: call
+/// [`Log::close`] to see them).
+pub struct Log {
+    shared: Arc<Shared>,
+    io: Option<JoinHandle<()>>,
+    superblock: Mutex<SuperblockFile>,
+    segments: Segments,
+    /// Serializes records too large for one buffer (their pieces must not interleave).
+    large: Mutex<()>,
+    direct_io: bool,
+    dir: PathBuf,
+}
+
+impl Log {
+    /// Opens the log in `dir` (creating the directory and the log if there is none), replays it
+    /// from its head, handing every record to `visit` in log order (kind `Put` or `Delete`, and
+    /// the payload), and starts the I/O thread. A torn tail is cut; corruption is an error and
+    /// changes nothing.
+    pub fn open(
+        dir: &Path,
+        config: &LogConfig,
+        mut visit: impl FnMut(Kind, &[u8]),
+    ) -> Result<(Self, Recovered), LogError> {
+        config.validate().map_err(LogError::Config)?;
+        let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
+        let started = Instant::now();
+        let (mut superblock, created) = open_superblock(dir, config)?;
+        let sb = superblock.current();
+        let segments = Segments::new(dir, sb.segment_bytes);
+        let mut records = 0;
+        let replayed = replay_records(&segments, &sb, |kind, payload| {
+            records += 1;
+            visit(kind, payload);
+        })?;
+        let elapsed = started.elapsed();
+        // New frames carry the next epoch, so that frames beyond a cut tail read as stale.
+        let epoch = sb.epoch + 1;
+        if epoch > EPOCH_MAX {
+            return Err(io("reopen log in", std::io::Error::other("the log was recovered 2^24 times")));
+        }
+        // The tail stays: what was replayed may not have been flushed before the crash.
+        let next = Superblock { epoch, ..sb.next(sb.head, sb.tail) };
+        superblock.store(next).map_err(LogError::Superblock)?;
+
+        let caps = probe(dir).map_err(|e| io("probe I/O support in", e.source))?;
+        let direct = match (&caps.direct_io, config.direct_io) {
+            (DirectIo::Supported { .. }, true) => caps.direct_io.align(),
+            (DirectIo::Refused { reason }, true) => {
+                ::log::warn!(
+                    "{}: O_DIRECT refused ({reason}); the log writes through the page cache",
+                    dir.display()
+                );
+                None
+            }
+            (_, false) => None,
+        };
+        let block = direct.unwrap_or(4096);
+        let start = replayed.end_lsn;
+        let carry = read_carry(&segments, start, block)?;
+        let stamp = Stamp { salt: sb.salt, epoch };
+        let shared = Shared::new(stamp, sb.segment_bytes, config.buffer_bytes, config.buffers, block, start)
+            .map_err(|e| io("allocate write buffers for", e))?;
+        let shared = Arc::new(shared);
+        let thread =
+            io::IoThread::new(shared.clone(), segments.clone(), config, direct.is_some(), start, carry)
+                .map_err(|e| io("set up io_uring for", e))?;
+        let handle = std::thread::Builder::new()
+            .name("helio-log-io".into())
+            .spawn(move || thread.run())
+            .map_err(|e| io("start the I/O thread for", e))?;
+        let log = Self {
+            shared,
+            io: Some(handle),
+            superblock: Mutex::new(superblock),
+            segments,
+            large: Mutex::new(()),
+            direct_io: direct.is_some(),
+            dir: dir.to_path_buf(),
+        };
+        Ok((log, Recovered { replayed, records, elapsed, created }))
+    }
+
+    /// Appends an op record (a put or a delete) with the given durability; returns the log
+    /// address just past it.
+    pub fn append_op(&self, op: &Op<'_>, durability: Durability) -> Result<u64, LogError> {
+        let len = op.payload_len();
+        if frame_bytes(len) <= self.max_frame() {
+            let end = self.append_with(op.kind(), len, |out| op.write_payload(out))?;
+            return self.settle(end, durability);
+        }
+        let mut payload = vec![0; len];
+        op.write_payload(&mut payload);
+        self.append(op.kind(), &payload, durability)
+    }
+
+    /// Appends a record of `kind` (`Put` or `Delete`) with the given durability; returns the
+    /// log address just past it. Records larger than half a write buffer are written as
+    /// fragments and come back whole on replay.
+    pub fn append(&self, kind: Kind, payload: &[u8], durability: Durability) -> Result<u64, LogError> {
+        assert!(matches!(kind, Kind::Put | Kind::Delete), "only op records are appended ({kind:?})");
+        let end = if frame_bytes(payload.len()) <= self.max_frame() {
+            self.append_with(kind, payload.len(), |out| out.copy_from_slice(payload))?
+        } else {
+            let _one_at_a_time = self.large.lock().unwrap();
+            let max_payload = self.max_frame() - frame_bytes(0);
+            let mut end = 0;
+            for (offset, len) in pieces(payload.len(), max_payload) {
+                end = self.append_with(Kind::Fragment, FRAGMENT_HEADER_BYTES + len, |out| {
+                    write_fragment(out, kind, payload, offset, len)
+                })?;
+            }
+            end
+        };
+        self.settle(end, durability)
+    }
+
+    /// Largest frame that goes into a buffer whole.
+    fn max_frame(&self) -> usize {
+        self.shared.buffer_bytes as usize / 2
+    }
+
+    fn append_with(
+        &self,
+        kind: Kind,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<u64, LogError> {
+        let len = frame_bytes(payload_len);
+        let claim = self.shared.claim(len)?;
+        let end = claim.lsn + len as u64;
+        claim.write(kind, payload_len, fill);
+        let counters = &self.shared.counters;
+        counters.records.fetch_add(1, Ordering::Relaxed);
+        counters.payload_bytes.fetch_add(payload_len as u64, Ordering::Relaxed);
+        counters.log_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(end)
+    }
+
+    fn settle(&self, end: u64, durability: Durability) -> Result<u64, LogError> {
+        match durability {
+            Durability::None => {}
+            Durability::Buffered => {
+                self.shared.flush_wanted.fetch_max(end, Ordering::AcqRel);
+            }
+            Durability::Sync => self.shared.wait_durable(end)?,
+        }
+        Ok(end)
+    }
+
+    /// Makes every record appended before the call durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.shared.check_poison()?;
+        self.shared.wait_durable(self.shared.appended.load(Ordering::Acquire))
+    }
+
+    /// The log is durable below this address.
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// The failure that poisoned the log, if one did.
+    pub fn poisoned(&self) -> Option<Arc<IoFailure>> {
+        self.shared.poisoned().cloned()
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's counters now.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.shared.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        LogStats {
+            records: get(&c.records),
+            payload_bytes: get(&c.payload_bytes),
+            log_bytes: get(&c.log_bytes),
+            device_bytes: get(&c.device_bytes),
+            writes: get(&c.writes),
+            flushes: get(&c.flushes),
+            group_commits: get(&c.group_commits),
+            fills: get(&c.fills),
+            durable_lsn: self.durable_lsn(),
+            direct_io: self.direct_io,
+        }
+    }
+
+    /// Makes everything durable, records the durable end in the superblock, and stops the I/O
+    /// thread. On error (a poisoned log) the thread is still stopped.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), LogError> {
+        let Some(handle) = self.io.take() else { return Ok(()) };
+        let synced = self.sync();
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.doorbell.ring();
+        handle.join().expect("the log's I/O thread panicked");
+        synced?;
+        let mut superblock = self.superblock.lock().unwrap();
+        let sb = superblock.current();
+        let tail = self.durable_lsn().max(sb.tail);
+        superblock.store(sb.next(sb.head, tail)).map_err(LogError::Superblock)
+    }
+
+    /// The segment files' naming and geometry.
+    pub fn segments(&self) -> &Segments {
+        &self.segments
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+/// Opens the superblock in `dir`, or creates a log there if the directory has none.
+fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bool), LogError> {
+    match SuperblockFile::open(dir) {
+        Ok(file) => Ok((file, false)),
+        Err(SuperblockFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let salt = random_salt().map_err(|source| LogError::Io {
+                op: "draw a salt for",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let first = Superblock {
+                generation: 0,
+                head: 0,
+                tail: 0,
+                segment_bytes: config.segment_bytes,
+                salt,
+                epoch: 0,
+            };
+            Ok((SuperblockFile::create(dir, first).map_err(LogError::Superblock)?, true))
+        }
+        Err(e) => Err(LogError::Superblock(e)),
+    }
+}
+
+/// Replays the log, putting fragmented records back together.
+fn replay_records(
+    segments: &Segments,
+    sb: &Superblock,
+    mut visit: impl FnMut(Kind, &[u8]),
+) -> Result<Replayed, LogError> {
+    let mut assembler = Assembler::new();
+    let mut bad = None;
+    let replayed = replay(segments, sb, |frame| match frame.kind {
+        Kind::Put | Kind::Delete => visit(frame.kind, frame.payload),
+        Kind::Fragment => match assembler.push(frame) {
+            Ok(Some((kind, payload))) => visit(kind, payload),
+            Ok(None) => {}
+            Err(e) => {
+                bad.get_or_insert(e.lsn);
+            }
+        },
+        _ => {}
+    })
+    .map_err(LogError::Recovery)?;
+    if let Some(lsn) = bad {
+        let index = segments.index_of(lsn);
+        return Err(LogError::Recovery(RecoveryError::Corrupt {
+            segment: segments.path(index),
+            offset: lsn - segments.start_of(index),
+            reason: CorruptReason::Malformed,
+        }));
+    }
+    Ok(replayed)
+}
+
+/// The bytes of the partial block the log resumes in (rewritten, with new frames after them).
+fn read_carry(segments: &Segments, start: u64, block: usize) -> Result<Vec<u8>, LogError> {
+    let lead = (start % block as u64) as usize;
+    let mut carry = vec![0; lead];
+    if lead > 0 {
+        let index = segments.index_of(start);
+        let path = segments.path(index);
+        let file = File::open(&path).map_err(|source| LogError::Io {
+            op: "open segment",
+            path: path.clone(),
+            source,
+        })?;
+        file.read_exact_at(&mut carry, start - lead as u64 - segments.start_of(index))
+            .map_err(|source| LogError::Io { op: "read segment", path, source })?;
+    }
+    Ok(carry)
+}

@@ -1,0 +1,399 @@
+//! The state a shard's log shares between its writers (any thread) and its I/O thread: the
+//! write buffers in rotation, the claims writers make in them, the hand-off of filled buffers,
+//! and the progress (written, durable) that writers wait on.
+//!
+//! Buffers are used in a fixed rotation: fill number `s` lives in buffer `s % n`. A fill is a
+//! contiguous run of log addresses starting where the previous fill ended; the party that seals a
+//! fill (a writer whose record does not fit, or the I/O thread for a group commit) opens the next
+//! one, in the next buffer, once that buffer's previous fill has been written. Writers hold no
+//! lock: a claim is one CAS on the buffer's state word, a release one atomic decrement.
+//!
+//! A fill need not start on a block boundary (a group commit may end the previous one anywhere).
+//! Its bytes sit in its buffer at their offset within the block, so the I/O thread can put the
+//! previous fill's last partial block in front of them and write whole aligned blocks.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+use std::{io, slice};
+
+use helio_core::log::buffer::{BufferState, Reserve};
+use helio_core::log::frame::{encode_with, Kind, Stamp, HEADER_BYTES};
+
+use super::error::{IoFailure, LogError};
+use crate::dma::DmaBuf;
+
+/// One write buffer.
+pub(crate) struct Slot {
+    pub state: BufferState,
+    /// The fill the buffer holds now.
+    pub seq: AtomicU64,
+    /// Log address of the fill's first byte.
+    pub base: AtomicU64,
+    ptr: *mut u8,
+    len: usize,
+    _memory: DmaBuf,
+}
+
+// SAFETY: writers touch disjoint claimed ranges of the memory; the I/O thread touches a fill's
+// bytes only after every claim in it was released (the hand-off), and the rotation reopens a
+// buffer only after its write completed.
+unsafe impl Sync for Slot {}
+// SAFETY: as above; the memory is owned.
+unsafe impl Send for Slot {}
+
+impl Slot {
+    /// The buffer's bytes, `at..at + len`.
+    ///
+    /// # Safety
+    /// The caller must own that range (a claim, or the I/O thread's hand-off).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes(&self, at: usize, len: usize) -> &mut [u8] {
+        assert!(at + len <= self.len, "range {at}+{len} beyond a {}-byte buffer", self.len);
+        // SAFETY: in bounds; exclusivity is the caller's promise.
+        unsafe { slice::from_raw_parts_mut(self.ptr.add(at), len) }
+    }
+
+    /// Address of the buffer's first byte (for the kernel).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+}
+
+/// A sealed fill, ready to be written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fill {
+    pub seq: u64,
+    pub slot: usize,
+    pub base: u64,
+    pub filled: u64,
+}
+
+/// Counters behind [`super::LogStats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub records: AtomicU64,
+    pub payload_bytes: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub device_bytes: AtomicU64,
+    pub writes: AtomicU64,
+    pub flushes: AtomicU64,
+    pub group_commits: AtomicU64,
+    pub fills: AtomicU64,
+}
+
+/// An eventfd the I/O thread always has a read posted on: writers ring it to wake the thread.
+pub(crate) struct Doorbell(OwnedFd);
+
+impl Doorbell {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+
+    pub fn ring(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64. An eventfd write can only fail on counter
+        // overflow, which needs 2^64 rings without a read.
+        unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Everything writers and the I/O thread share.
+pub(crate) struct Shared {
+    pub slots: Box<[Slot]>,
+    /// The fill being written into.
+    pub current: AtomicU64,
+    /// Fills written to disk, counted from fill 0 (they complete in order).
+    pub written_fills: AtomicU64,
+    pub stamp: Stamp,
+    pub segment_bytes: u64,
+    pub buffer_bytes: u64,
+    /// Direct-I/O block: writes are whole blocks at block-aligned offsets.
+    pub block: usize,
+    /// The log is durable below this address.
+    pub durable: AtomicU64,
+    /// End of the latest record a writer finished copying.
+    pub appended: AtomicU64,
+    /// Highest address a `Sync` writer or `sync()` waits to see durable.
+    pub sync_wanted: AtomicU64,
+    /// Highest address a `Buffered` writer wants durable within the flush interval.
+    pub flush_wanted: AtomicU64,
+    pub closing: AtomicBool,
+    poison: OnceLock<Arc<IoFailure>>,
+    handoffs: Mutex<Vec<Fill>>,
+    pub doorbell: Doorbell,
+    lock: Mutex<()>,
+    progress: Condvar,
+    pub counters: Counters,
+}
+
+/// Space claimed in a fill for one frame. Dropped without [`Claim::write`], it becomes a pad
+/// frame (a writer that panicked mid-copy leaves a valid log behind).
+pub(crate) struct Claim<'a> {
+    shared: &'a Shared,
+    slot: usize,
+    at: usize,
+    len: usize,
+    /// Log address of the frame.
+    pub lsn: u64,
+    written: bool,
+}
+
+impl Claim<'_> {
+    /// Encodes the frame into the claimed space and releases it.
+    pub fn write(mut self, kind: Kind, payload_len: usize, fill: impl FnOnce(&mut [u8])) {
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        // SAFETY: this claim owns the range.
+        let out = unsafe { self.shared.slots[self.slot].bytes(self.at, self.len) };
+        encode_with(out, self.shared.stamp, self.lsn, durable, kind, payload_len, fill);
+        self.written = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.written {
+            let durable = self.shared.durable.load(Ordering::Acquire);
+            // SAFETY: this claim owns the range.
+            let out = unsafe { self.shared.slots[self.slot].bytes(self.at, self.len) };
+            encode_with(out, self.shared.stamp, self.lsn, durable, Kind::Pad, self.len - HEADER_BYTES, |p| {
+                p.fill(0)
+            });
+        }
+        let end = self.lsn + self.len as u64;
+        self.shared.appended.fetch_max(end, Ordering::AcqRel);
+        let slot = &self.shared.slots[self.slot];
+        if slot.state.release() {
+            self.shared.hand_off(self.slot, slot.state.filled());
+        }
+    }
+}
+
+impl Shared {
+    /// Allocates `buffers` buffers of `buffer_bytes` (plus one block for the carried partial
+    /// block) and opens fill 0 at `start`.
+    pub fn new(
+        stamp: Stamp,
+        segment_bytes: u64,
+        buffer_bytes: usize,
+        buffers: usize,
+        block: usize,
+        start: u64,
+    ) -> io::Result<Self> {
+        let slots = (0..buffers)
+            .map(|i| {
+                let mut memory = DmaBuf::new(buffer_bytes + block, block)
+                    .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+                Ok(Slot {
+                    state: BufferState::new_sealed(buffer_bytes as u64),
+                    seq: AtomicU64::new(i as u64),
+                    base: AtomicU64::new(start),
+                    ptr: memory.as_mut_ptr(),
+                    len: memory.len(),
+                    _memory: memory,
+                })
+            })
+            .collect::<io::Result<Box<[Slot]>>>()?;
+        let shared = Self {
+            slots,
+            current: AtomicU64::new(0),
+            written_fills: AtomicU64::new(0),
+            stamp,
+            segment_bytes,
+            buffer_bytes: buffer_bytes as u64,
+            block,
+            durable: AtomicU64::new(start),
+            appended: AtomicU64::new(start),
+            sync_wanted: AtomicU64::new(start),
+            flush_wanted: AtomicU64::new(start),
+            closing: AtomicBool::new(false),
+            poison: OnceLock::new(),
+            handoffs: Mutex::new(Vec::new()),
+            doorbell: Doorbell::new()?,
+            lock: Mutex::new(()),
+            progress: Condvar::new(),
+            counters: Counters::default(),
+        };
+        shared.slots[0].state.reset(shared.fill_capacity(start));
+        Ok(shared)
+    }
+
+    /// The capacity of a fill starting at `base`: a buffer's worth, cut at the segment end, and
+    /// never leaving a remainder before the segment end too small for a pad frame.
+    fn fill_capacity(&self, base: u64) -> u64 {
+        let room = self.segment_bytes - base % self.segment_bytes;
+        if room <= self.buffer_bytes {
+            room
+        } else if room - self.buffer_bytes < HEADER_BYTES as u64 {
+            room - HEADER_BYTES as u64
+        } else {
+            self.buffer_bytes
+        }
+    }
+
+    /// Claims `len` bytes (a whole frame, at most half a buffer) at the end of the log.
+    pub fn claim(&self, len: usize) -> Result<Claim<'_>, LogError> {
+        debug_assert!(len as u64 <= self.buffer_bytes / 2);
+        loop {
+            self.check_poison()?;
+            let seq = self.current.load(Ordering::Acquire);
+            let index = (seq % self.slots.len() as u64) as usize;
+            let slot = &self.slots[index];
+            match slot.state.reserve(len as u64) {
+                Reserve::At(offset) => {
+                    // Read after the claim: a delayed writer may have landed in a later fill.
+                    let base = slot.base.load(Ordering::Acquire);
+                    let at = (base % self.block as u64 + offset) as usize;
+                    return Ok(Claim {
+                        shared: self,
+                        slot: index,
+                        at,
+                        len,
+                        lsn: base + offset,
+                        written: false,
+                    });
+                }
+                Reserve::Sealed { filled, flush } => self.sealed(index, filled, flush)?,
+                Reserve::Closed => self.wait_for(|| self.current.load(Ordering::Acquire) != seq)?,
+            }
+        }
+    }
+
+    /// The sealer's duties: hand the fill to I/O if nobody is inside, open the next fill.
+    fn sealed(&self, index: usize, mut filled: u64, flush: bool) -> Result<(), LogError> {
+        let slot = &self.slots[index];
+        let base = slot.base.load(Ordering::Acquire);
+        let seq = slot.seq.load(Ordering::Acquire);
+        if filled == 0 {
+            // Only a fill cut short by the segment end can be too small for a record (records
+            // are at most half a buffer): fill it with one pad frame and move to the next segment.
+            let capacity = slot.state.capacity();
+            debug_assert_eq!((base + capacity) % self.segment_bytes, 0, "empty fill sealed mid-segment");
+            let lead = (base % self.block as u64) as usize;
+            // SAFETY: an empty sealed fill belongs to its sealer.
+            let out = unsafe { slot.bytes(lead, capacity as usize) };
+            let pad = capacity as usize - HEADER_BYTES;
+            encode_with(out, self.stamp, base, self.durable.load(Ordering::Acquire), Kind::Pad, pad, |p| {
+                p.fill(0)
+            });
+            filled = capacity;
+        }
+        if flush {
+            self.hand_off(index, filled);
+        }
+        self.rotate(seq, base + filled)
+    }
+
+    /// Opens fill `seq + 1` at `base` once its buffer's previous fill is written.
+    fn rotate(&self, seq: u64, base: u64) -> Result<(), LogError> {
+        let next = seq + 1;
+        let buffers = self.slots.len() as u64;
+        self.wait_for(|| self.written_fills.load(Ordering::Acquire) + buffers > next)?;
+        let slot = &self.slots[(next % buffers) as usize];
+        slot.seq.store(next, Ordering::Relaxed);
+        slot.base.store(base, Ordering::Release);
+        slot.state.reset(self.fill_capacity(base));
+        self.current.store(next, Ordering::Release);
+        self.counters.fills.fetch_add(1, Ordering::Relaxed);
+        self.notify();
+        Ok(())
+    }
+
+    /// Seals the current fill for a group commit, if it holds anything and the next buffer is
+    /// free (so this never waits). For the I/O thread. True if it sealed.
+    pub fn seal_for_commit(&self) -> bool {
+        let seq = self.current.load(Ordering::Acquire);
+        let buffers = self.slots.len() as u64;
+        let index = (seq % buffers) as usize;
+        let slot = &self.slots[index];
+        if slot.state.filled() == 0 || self.written_fills.load(Ordering::Acquire) + buffers <= seq + 1 {
+            return false;
+        }
+        // Only the I/O thread writes fills, and it is here: fill `seq` cannot have been written
+        // and its buffer reopened since `current` was read, so a successful seal is of `seq`.
+        match slot.state.seal() {
+            Some((filled, flush)) => {
+                self.sealed(index, filled, flush).expect("the next buffer was checked free");
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn hand_off(&self, slot: usize, filled: u64) {
+        let s = &self.slots[slot];
+        let fill =
+            Fill { seq: s.seq.load(Ordering::Acquire), slot, base: s.base.load(Ordering::Acquire), filled };
+        self.handoffs.lock().unwrap().push(fill);
+        self.doorbell.ring();
+    }
+
+    /// Fills handed off since the last call.
+    pub fn take_handoffs(&self, into: &mut Vec<Fill>) {
+        into.append(&mut self.handoffs.lock().unwrap());
+    }
+
+    /// Waits until `end` is durable: asks the I/O thread for a flush (group commit).
+    pub fn wait_durable(&self, end: u64) -> Result<(), LogError> {
+        if self.durable.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        self.sync_wanted.fetch_max(end, Ordering::AcqRel);
+        self.doorbell.ring();
+        self.wait_for(|| self.durable.load(Ordering::Acquire) >= end)
+    }
+
+    /// Spins briefly, then sleeps until `ready` holds; fails if the log is poisoned first.
+    pub fn wait_for(&self, ready: impl Fn() -> bool) -> Result<(), LogError> {
+        for _ in 0..64 {
+            if ready() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        let mut guard = self.lock.lock().unwrap();
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            self.check_poison()?;
+            // The timeout only bounds the cost of a missed notification; none is expected.
+            guard = self.progress.wait_timeout(guard, Duration::from_millis(5)).unwrap().0;
+        }
+    }
+
+    /// Wakes every waiter to re-check its condition.
+    pub fn notify(&self) {
+        let _guard = self.lock.lock().unwrap();
+        self.progress.notify_all();
+    }
+
+    /// Marks the log failed (the first failure is kept) and wakes every waiter.
+    pub fn poison(&self, failure: IoFailure) {
+        let _ = self.poison.set(Arc::new(failure));
+        self.notify();
+    }
+
+    /// The failure that poisoned the log, if any.
+    pub fn poisoned(&self) -> Option<&Arc<IoFailure>> {
+        self.poison.get()
+    }
+
+    pub fn check_poison(&self) -> Result<(), LogError> {
+        match self.poison.get() {
+            Some(failure) => Err(LogError::Poisoned(failure.clone())),
+            None => Ok(()),
+        }
+    }
+}
