@@ -157,6 +157,14 @@ impl Log {
         Ok((log, Recovered { replayed, records, elapsed, created }))
     }
 
+    /// Reads the log in `dir` without changing anything (no epoch, no writes, no thread):
+    /// every record, in log order, as [`Log::open`] would replay it. For checking a log and
+    /// for tests.
+    pub fn read(dir: &Path, mut visit: impl FnMut(Kind, &[u8])) -> Result<Replayed, LogError> {
+        let sb = SuperblockFile::open(dir).map_err(LogError::Superblock)?.current();
+        replay_records(&Segments::new(dir, sb.segment_bytes), &sb, |kind, payload| visit(kind, payload))
+    }
+
     /// Appends an op record (a put or a delete) with the given durability; returns the log
     /// address just past it.
     pub fn append_op(&self, op: &Op<'_>, durability: Durability) -> Result<u64, LogError> {
