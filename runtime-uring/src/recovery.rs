@@ -103,14 +103,31 @@ impl fmt::Display for RecoveryError {
 
 impl std::error::Error for RecoveryError {}
 
+/// How far recovery looks past a failed decode for a frame that proves it corruption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// The scan stops after this many consecutive zero bytes: more than the writer can leave
+    /// unwritten between written fills (its buffers in flight), so no frame of this epoch lies
+    /// beyond them.
+    pub zero_run: u64,
+    /// Largest frame the writer makes; the scan reads windows of at least twice this.
+    pub max_frame: usize,
+}
+
+impl Default for ScanLimits {
+    /// Limits for the default log geometry (1 MiB buffers, a few in flight).
+    fn default() -> Self {
+        Self { zero_run: 64 << 20, max_frame: 512 << 10 }
+    }
+}
+
 /// Reads the log described by `sb` from its head, handing every intact frame to `visit` in log
-/// order, and returns where the log ends.
-///
-/// Known limit: classifying a failure reads the rest of its segment, and each later segment,
-/// whole into memory (the failure path only; the normal path reads 4 MiB at a time).
+/// order, and returns where the log ends. Memory use is bounded by a few windows of
+/// `max(4 MiB, 2 × limits.max_frame)`.
 pub fn replay(
     segments: &Segments,
     sb: &Superblock,
+    limits: ScanLimits,
     mut visit: impl FnMut(&Frame<'_>),
 ) -> Result<Replayed, RecoveryError> {
     let list_err = |source| RecoveryError::Io { op: "list segments in", path: segments.path(0), source };
@@ -149,7 +166,7 @@ pub fn replay(
                 Decoded::NeedMore { .. } => None,
                 Decoded::Invalid(why) => Some(why),
             };
-            return after_failure(segments, sb, &existing, &mut window, replayed, min_epoch, failure);
+            return after_failure(segments, sb, &existing, limits, replayed, min_epoch, failure);
         }
     }
 }
@@ -160,7 +177,7 @@ fn after_failure(
     segments: &Segments,
     sb: &Superblock,
     existing: &[u64],
-    window: &mut Window,
+    limits: ScanLimits,
     mut replayed: Replayed,
     min_epoch: u32,
     why: Option<Invalid>,
@@ -172,29 +189,80 @@ fn after_failure(
         offset: lsn - segments.start_of(index),
         reason,
     };
-    // The rest of this segment, then every later one: any frame vouching for `lsn`?
-    let offset = lsn - segments.start_of(index);
-    let rest = (segments.segment_bytes() - offset) as usize;
-    let read_err = |path, source| RecoveryError::Io { op: "read segment", path, source };
-    window.fill(offset, rest).map_err(|e| read_err(segments.path(index), e))?;
-    let mut proof = vouching_frame(window.from(offset), lsn, ALIGN, lsn, sb.salt, min_epoch);
-    for &later in existing.iter().filter(|&&i| i > index) {
-        if proof.is_some() {
-            break;
-        }
-        let path = segments.path(later);
-        let file = File::open(&path).map_err(|e| read_err(path.clone(), e))?;
-        let mut whole = Window::new(file, segments.segment_bytes());
-        whole.fill(0, segments.segment_bytes() as usize).map_err(|e| read_err(path, e))?;
-        proof = vouching_frame(whole.from(0), segments.start_of(later), 0, lsn, sb.salt, min_epoch);
-    }
-    if let Some(proof_lsn) = proof {
+    if let Some(proof_lsn) = find_vouching(segments, sb, existing, limits, lsn, min_epoch)? {
         return Err(corrupt(CorruptReason::VouchedFor { proof_lsn }));
     }
     if why != Some(Invalid::Unwritten) {
         replayed.torn_at = Some(lsn);
     }
     finish(segments, sb, replayed).map_err(|_| corrupt(CorruptReason::BelowDurableTail { tail: sb.tail }))
+}
+
+/// Looks for an intact frame after `failed` (in this segment and the existing later ones) that
+/// says the log was durable past it, window by window, until `limits.zero_run` zero bytes in a
+/// row or the last segment's end.
+fn find_vouching(
+    segments: &Segments,
+    sb: &Superblock,
+    existing: &[u64],
+    limits: ScanLimits,
+    failed: u64,
+    min_epoch: u32,
+) -> Result<Option<u64>, RecoveryError> {
+    let window_bytes = CHUNK.max(2 * limits.max_frame) as u64;
+    // Frames of at most `max_frame` that start in the first `step` bytes lie wholly in the window.
+    let step = window_bytes - limits.max_frame as u64;
+    let seg = segments.segment_bytes();
+    let mut at = failed;
+    let mut zeros = 0u64;
+    let mut data = Vec::new();
+    loop {
+        let index = segments.index_of(at);
+        if !existing.contains(&index) {
+            match existing.iter().find(|&&i| i > index) {
+                Some(&next) => at = segments.start_of(next),
+                None => return Ok(None),
+            }
+            continue;
+        }
+        let path = segments.path(index);
+        let read_err = |source| RecoveryError::Io { op: "read segment", path: path.clone(), source };
+        let file = File::open(&path).map_err(read_err)?;
+        let offset = at - segments.start_of(index);
+        let len = window_bytes.min(seg - offset) as usize;
+        data.clear();
+        data.resize(len, 0);
+        read_full(&file, &mut data, offset).map_err(read_err)?;
+        let from = if at == failed { ALIGN } else { 0 };
+        if let Some(proof) = vouching_frame(&data, at, from, failed, sb.salt, min_epoch) {
+            return Ok(Some(proof));
+        }
+        let advance = step.min(seg - offset);
+        let scanned = &data[..advance as usize];
+        if scanned.iter().all(|&b| b == 0) {
+            zeros += advance;
+            if zeros >= limits.zero_run {
+                return Ok(None);
+            }
+        } else {
+            zeros = 0;
+        }
+        at += advance;
+    }
+}
+
+/// Reads `buf.len()` bytes at `offset`; bytes past the file's end read as zeros.
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read_at(&mut buf[read..], offset + read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Checks the end found against the superblock: the log was durable up to its tail.
@@ -234,15 +302,7 @@ impl Window {
         let want = ((end - offset) as usize).max(CHUNK).min((self.segment_bytes - offset) as usize);
         self.data.clear();
         self.data.resize(want, 0);
-        let mut read = 0;
-        while read < want {
-            match self.file.read_at(&mut self.data[read..], offset + read as u64) {
-                Ok(0) => break, // past the end of a short file: zeros
-                Ok(n) => read += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        read_full(&self.file, &mut self.data, offset)?;
         self.at = offset;
         Ok(())
     }

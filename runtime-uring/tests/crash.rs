@@ -89,7 +89,7 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
         acked.extend(&this_cycle);
 
         let mut found = HashMap::new();
-        Log::read(dir.path(), |kind, payload| {
+        Log::read(dir.path(), &config(), |kind, payload| {
             assert_eq!(kind, Kind::Put);
             let key = u64::from_be_bytes(payload[12..20].try_into().unwrap());
             found.insert(key, payload[20..].to_vec());

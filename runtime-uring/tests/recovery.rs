@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use helio::recovery::{replay, CorruptReason, RecoveryError};
+use helio::recovery::{replay, CorruptReason, RecoveryError, ScanLimits};
 use helio::segments::Segments;
 use helio_core::log::frame::{encode, encode_with, frame_bytes, Kind, Op, Stamp, HEADER_BYTES};
 use helio_core::log::superblock::Superblock;
@@ -86,7 +86,7 @@ fn written(dir: &tempfile::TempDir, n: u64) -> TestLog {
 /// Replays and returns the keys of the ops read back, in order.
 fn keys_read(log: &TestLog, tail: u64) -> Result<(Vec<String>, helio::recovery::Replayed), RecoveryError> {
     let mut keys = Vec::new();
-    let replayed = replay(&log.segments, &log.superblock(tail), |frame| {
+    let replayed = replay(&log.segments, &log.superblock(tail), ScanLimits::default(), |frame| {
         if let Some(op) = Op::decode(frame) {
             assert_eq!(op.value.map(<[u8]>::to_vec), Some(value(op.sn)), "value of op {}", op.sn);
             keys.push(String::from_utf8(op.key.to_vec()).unwrap());

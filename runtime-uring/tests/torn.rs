@@ -65,7 +65,7 @@ fn segment_of(dir: &Path, lsn: u64) -> (std::path::PathBuf, u64) {
 
 fn check(dir: &Path, image: &Image, case: &str) -> Result<(), LogError> {
     let mut seen = Vec::new();
-    Log::read(dir, |_, p| seen.push(p.to_vec()))?;
+    Log::read(dir, &config(), |_, p| seen.push(p.to_vec()))?;
     assert!(seen.len() >= image.acked.len(), "{case}: acknowledged records lost");
     assert_eq!(seen[..image.acked.len()], image.acked[..], "{case}");
     Ok(())

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::recovery::ScanLimits;
+
 /// What survives a crash, chosen per write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
@@ -88,6 +90,16 @@ impl fmt::Display for LogConfigError {
 impl std::error::Error for LogConfigError {}
 
 impl LogConfig {
+    /// How far recovery scans past a damaged frame for proof of corruption, for a log written
+    /// with this geometry: past every buffer that can be in flight, twice over.
+    pub fn scan_limits(&self) -> ScanLimits {
+        let in_flight = (self.buffers * self.buffer_bytes) as u64;
+        ScanLimits {
+            zero_run: (2 * in_flight).max(ScanLimits::default().zero_run),
+            max_frame: self.buffer_bytes / 2,
+        }
+    }
+
     /// Checks every knob against its limits.
     pub fn validate(&self) -> Result<(), LogConfigError> {
         let check = |ok: bool, knob, value: u64, rule| {

@@ -31,7 +31,7 @@ pub use config::{Durability, Faults, LogConfig, LogConfigError};
 pub use error::{IoFailure, LogError};
 
 use crate::probe::{probe, DirectIo};
-use crate::recovery::{replay, CorruptReason, RecoveryError, Replayed};
+use crate::recovery::{replay, CorruptReason, RecoveryError, Replayed, ScanLimits};
 use crate::segments::Segments;
 use crate::superblock_file::{random_salt, SuperblockFile, SuperblockFileError};
 use shared::Shared;
@@ -105,7 +105,7 @@ impl Log {
         let sb = superblock.current();
         let segments = Segments::new(dir, sb.segment_bytes);
         let mut records = 0;
-        let replayed = replay_records(&segments, &sb, |kind, payload| {
+        let replayed = replay_records(&segments, &sb, config.scan_limits(), |kind, payload| {
             records += 1;
             visit(kind, payload);
         })?;
@@ -160,9 +160,16 @@ impl Log {
     /// Reads the log in `dir` without changing anything (no epoch, no writes, no thread):
     /// every record, in log order, as [`Log::open`] would replay it. For checking a log and
     /// for tests.
-    pub fn read(dir: &Path, mut visit: impl FnMut(Kind, &[u8])) -> Result<Replayed, LogError> {
+    /// `config` gives the geometry the log was written with (how far past a damaged frame to
+    /// look for proof of corruption).
+    pub fn read(
+        dir: &Path,
+        config: &LogConfig,
+        mut visit: impl FnMut(Kind, &[u8]),
+    ) -> Result<Replayed, LogError> {
         let sb = SuperblockFile::open(dir).map_err(LogError::Superblock)?.current();
-        replay_records(&Segments::new(dir, sb.segment_bytes), &sb, |kind, payload| visit(kind, payload))
+        let segments = Segments::new(dir, sb.segment_bytes);
+        replay_records(&segments, &sb, config.scan_limits(), |kind, payload| visit(kind, payload))
     }
 
     /// Appends an op record (a put or a delete) with the given durability; returns the log
@@ -330,11 +337,12 @@ fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bo
 fn replay_records(
     segments: &Segments,
     sb: &Superblock,
+    limits: ScanLimits,
     mut visit: impl FnMut(Kind, &[u8]),
 ) -> Result<Replayed, LogError> {
     let mut assembler = Assembler::new();
     let mut bad = None;
-    let replayed = replay(segments, sb, |frame| match frame.kind {
+    let replayed = replay(segments, sb, limits, |frame| match frame.kind {
         Kind::Put | Kind::Delete => visit(frame.kind, frame.payload),
         Kind::Fragment => match assembler.push(frame) {
             Ok(Some((kind, payload))) => visit(kind, payload),
