@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::{Faults, LogConfig};
 use super::error::IoFailure;
@@ -145,14 +145,16 @@ impl IoThread {
             }
             self.ready.remove(&fill.seq);
             self.next_seq += 1;
-            if let Err(failure) = self.submit_write(fill, lead) {
+            if let Err(failure) = self.submit_write(fill, lead, false) {
                 self.shared.poison(failure);
                 return;
             }
         }
     }
 
-    fn submit_write(&mut self, fill: Fill, lead: usize) -> Result<(), IoFailure> {
+    /// Writes `fill` with a flush linked behind it (the kernel starts the fdatasync when the
+    /// write completes, without a round trip through this thread).
+    fn submit_write(&mut self, fill: Fill, lead: usize, link: bool) -> Result<(), IoFailure> {
         assert_eq!(fill.base, self.submitted_end, "fills must be written in log order");
         let block = self.shared.block;
         let segment = self.segments.index_of(fill.base);
@@ -185,9 +187,11 @@ impl IoThread {
             self.in_flight.back_mut().unwrap().done = true;
             return Err(self.failure("write segment", segment, injected()));
         }
+        let flags = if link { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
         let entry = opcode::Write::new(types::Fd(fd), slot.as_ptr(), len as u32)
             .offset(offset)
             .build()
+            .flags(flags)
             .user_data(WRITE | fill.seq);
         self.push(&entry);
         let counters = &self.shared.counters;
@@ -213,19 +217,42 @@ impl IoThread {
         }
         if self.written_end > durable && (self.written_end >= want || !self.in_flight.is_empty()) {
             // Flush what is written now; later records go with the next flush.
-            if let Err(failure) = self.submit_flush() {
+            if let Err(failure) = self.submit_flush(None) {
                 self.shared.poison(failure);
             }
         } else if self.in_flight.is_empty() && self.ready.is_empty() && self.shared.seal_for_commit() {
             self.shared.counters.group_commits.fetch_add(1, Ordering::Relaxed);
+            self.commit_sealed();
         }
     }
 
-    fn submit_flush(&mut self) -> Result<(), IoFailure> {
-        let target = self.written_end;
+    /// Writes the fill just sealed for a group commit with its flush linked behind it, when
+    /// nobody was left copying into it (otherwise the last writer out hands it over and it
+    /// takes the ordinary path).
+    fn commit_sealed(&mut self) {
+        self.shared.take_handoffs(&mut self.handed);
+        for fill in self.handed.drain(..) {
+            self.ready.insert(fill.seq, fill);
+        }
+        let Some(fill) = self.ready.remove(&self.next_seq) else { return };
+        debug_assert!(self.ready.is_empty() && self.in_flight.is_empty());
+        self.next_seq += 1;
+        let lead = (fill.base % self.shared.block as u64) as usize;
+        let segment = self.segments.index_of(fill.base);
+        let linked = self.submit_write(fill, lead, true).and_then(|()| self.submit_flush(Some(segment)));
+        if let Err(failure) = linked {
+            self.shared.poison(failure);
+        }
+    }
+
+    /// Flushes every segment written since the last flush; with `linked`, that segment's flush
+    /// goes right behind the write just queued (linked to it) and covers it.
+    fn submit_flush(&mut self, linked: Option<u64>) -> Result<(), IoFailure> {
+        let target = if linked.is_some() { self.submitted_end } else { self.written_end };
         self.last_flush = Instant::now();
         self.flushes += 1;
-        let written: Vec<u64> = self.unsynced_written();
+        let mut written: Vec<u64> = linked.into_iter().collect();
+        written.extend(self.unsynced_written().into_iter().filter(|&s| Some(s) != linked));
         if self.faults.fail_flush == Some(self.flushes) {
             return Err(self.failure("flush segment", written.first().copied().unwrap_or(0), injected()));
         }
@@ -255,8 +282,8 @@ impl IoThread {
 
     fn flush_done(&mut self) {
         let flush = self.flush.take().expect("a flush in flight");
-        self.shared.durable.fetch_max(flush.target, Ordering::AcqRel);
-        self.shared.notify();
+        assert!(self.written_end >= flush.target, "flushed past the written log");
+        self.shared.advance_durable(flush.target);
     }
 
     /// Sleeps until a completion (or the doorbell) arrives, or a `Buffered` interval runs out.

@@ -15,6 +15,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 use std::{io, slice};
 
@@ -132,6 +133,8 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     poison: OnceLock<Arc<IoFailure>>,
     handoffs: Mutex<Vec<Fill>>,
+    /// Writers parked until the log is durable up to an address.
+    durable_waiters: Mutex<Vec<(u64, Thread)>>,
     pub doorbell: Doorbell,
     lock: Mutex<()>,
     progress: Condvar,
@@ -175,7 +178,7 @@ impl Drop for Claim<'_> {
         self.shared.appended.fetch_max(end, Ordering::AcqRel);
         let slot = &self.shared.slots[self.slot];
         if slot.state.release() {
-            self.shared.hand_off(self.slot, slot.state.filled());
+            self.shared.hand_off(self.slot, slot.state.filled(), true);
         }
     }
 }
@@ -220,6 +223,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             poison: OnceLock::new(),
             handoffs: Mutex::new(Vec::new()),
+            durable_waiters: Mutex::new(Vec::new()),
             doorbell: Doorbell::new()?,
             lock: Mutex::new(()),
             progress: Condvar::new(),
@@ -264,14 +268,15 @@ impl Shared {
                         written: false,
                     });
                 }
-                Reserve::Sealed { filled, flush } => self.sealed(index, filled, flush)?,
+                Reserve::Sealed { filled, flush } => self.sealed(index, filled, flush, true)?,
                 Reserve::Closed => self.wait_for(|| self.current.load(Ordering::Acquire) != seq)?,
             }
         }
     }
 
-    /// The sealer's duties: hand the fill to I/O if nobody is inside, open the next fill.
-    fn sealed(&self, index: usize, mut filled: u64, flush: bool) -> Result<(), LogError> {
+    /// The sealer's duties: hand the fill to I/O if nobody is inside (ringing the doorbell
+    /// unless the sealer is the I/O thread), open the next fill.
+    fn sealed(&self, index: usize, mut filled: u64, flush: bool, ring: bool) -> Result<(), LogError> {
         let slot = &self.slots[index];
         let base = slot.base.load(Ordering::Acquire);
         let seq = slot.seq.load(Ordering::Acquire);
@@ -290,7 +295,7 @@ impl Shared {
             filled = capacity;
         }
         if flush {
-            self.hand_off(index, filled);
+            self.hand_off(index, filled, ring);
         }
         self.rotate(seq, base + filled)
     }
@@ -324,19 +329,21 @@ impl Shared {
         // and its buffer reopened since `current` was read, so a successful seal is of `seq`.
         match slot.state.seal() {
             Some((filled, flush)) => {
-                self.sealed(index, filled, flush).expect("the next buffer was checked free");
+                self.sealed(index, filled, flush, false).expect("the next buffer was checked free");
                 true
             }
             None => false,
         }
     }
 
-    fn hand_off(&self, slot: usize, filled: u64) {
+    fn hand_off(&self, slot: usize, filled: u64, ring: bool) {
         let s = &self.slots[slot];
         let fill =
             Fill { seq: s.seq.load(Ordering::Acquire), slot, base: s.base.load(Ordering::Acquire), filled };
         self.handoffs.lock().unwrap().push(fill);
-        self.doorbell.ring();
+        if ring {
+            self.doorbell.ring();
+        }
     }
 
     /// Fills handed off since the last call.
@@ -344,14 +351,39 @@ impl Shared {
         into.append(&mut self.handoffs.lock().unwrap());
     }
 
-    /// Waits until `end` is durable: asks the I/O thread for a flush (group commit).
+    /// Waits until `end` is durable: asks the I/O thread for a flush (group commit) and parks
+    /// until a flush covers `end`. The doorbell is rung only when no earlier request is
+    /// pending: the I/O thread looks at the newest request whenever a flush completes.
     pub fn wait_durable(&self, end: u64) -> Result<(), LogError> {
         if self.durable.load(Ordering::Acquire) >= end {
             return Ok(());
         }
-        self.sync_wanted.fetch_max(end, Ordering::AcqRel);
-        self.doorbell.ring();
-        self.wait_for(|| self.durable.load(Ordering::Acquire) >= end)
+        let pending = self.sync_wanted.fetch_max(end, Ordering::AcqRel);
+        self.durable_waiters.lock().unwrap().push((end, std::thread::current()));
+        if pending <= self.durable.load(Ordering::Acquire) {
+            self.doorbell.ring();
+        }
+        loop {
+            if self.durable.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            self.check_poison()?;
+            // The timeout only bounds the cost of a lost unpark; none is expected.
+            std::thread::park_timeout(Duration::from_millis(5));
+        }
+    }
+
+    /// Publishes a new durable address and wakes exactly the writers it covers.
+    pub fn advance_durable(&self, to: u64) {
+        self.durable.fetch_max(to, Ordering::AcqRel);
+        let durable = self.durable.load(Ordering::Acquire);
+        self.durable_waiters.lock().unwrap().retain(|(end, thread)| {
+            let covered = *end <= durable;
+            if covered {
+                thread.unpark();
+            }
+            !covered
+        });
     }
 
     /// Spins briefly, then sleeps until `ready` holds; fails if the log is poisoned first.
@@ -382,6 +414,9 @@ impl Shared {
     /// Marks the log failed (the first failure is kept) and wakes every waiter.
     pub fn poison(&self, failure: IoFailure) {
         let _ = self.poison.set(Arc::new(failure));
+        for (_, thread) in self.durable_waiters.lock().unwrap().drain(..) {
+            thread.unpark();
+        }
         self.notify();
     }
 
