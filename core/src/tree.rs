@@ -127,13 +127,20 @@ impl Tree {
         Ok(())
     }
 
-    /// Sets `key` to `value`.
-    pub fn put(&self, key: &[u8], value: &[u8], guard: &Guard) -> Result<(), Error> {
+    /// Checks a write against the configured limits without doing it: `Ok` means
+    /// [`Tree::put`] (or, without a value, [`Tree::delete`]) of it will succeed.
+    pub fn check_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), Error> {
         self.check_key(key)?;
         let max = self.config.value_bytes_max as usize;
-        if value.len() > max {
-            return Err(Error::ValueTooLarge { len: value.len(), max });
+        match value {
+            Some(value) if value.len() > max => Err(Error::ValueTooLarge { len: value.len(), max }),
+            _ => Ok(()),
         }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8], guard: &Guard) -> Result<(), Error> {
+        self.check_write(key, Some(value))?;
         self.write(key, Some(value), guard);
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod log;
 pub mod probe;
 pub mod recovery;
 pub mod segments;
+pub mod shard;
 pub mod superblock_file;
 
 pub use helio_core::*;

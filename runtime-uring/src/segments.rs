@@ -69,6 +69,14 @@ impl Segments {
         Ok(file)
     }
 
+    /// Deletes segment `index` (already gone is fine).
+    pub fn remove(&self, index: u64) -> io::Result<()> {
+        match std::fs::remove_file(self.path(index)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Indices of every segment file present, sorted.
     pub fn list(&self) -> io::Result<Vec<u64>> {
         let mut indices = Vec::new();

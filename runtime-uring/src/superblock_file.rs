@@ -134,7 +134,7 @@ pub fn random_salt() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use helio_core::log::superblock::FORMAT_VERSION;
+    use helio_core::log::superblock::{FORMAT_VERSION, NO_CHECKPOINT};
 
     fn first() -> Superblock {
         Superblock {
@@ -144,6 +144,7 @@ mod tests {
             segment_bytes: 1 << 20,
             salt: random_salt().unwrap(),
             epoch: 0,
+            checkpoint: NO_CHECKPOINT,
         }
     }
 

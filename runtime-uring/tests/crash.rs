@@ -1,7 +1,9 @@
-//! A real child process writes with `Sync` durability from several threads and reports every
-//! acknowledged write; the parent kills it with SIGKILL at a random moment, reopens the log, and
-//! checks that every acknowledged write is there with its value. Many cycles on one directory,
-//! so recovery also runs over tails torn by earlier kills.
+//! A real child process writes to a shard with `Sync` durability from several threads, over-
+//! writing its keys so that the cleaner checkpoints and deletes segments all the time, and
+//! reports every acknowledged write; the parent kills it with SIGKILL at a random moment,
+//! reopens the shard, and checks that every acknowledged write is there (or a later write of
+//! the same key). Many cycles on one directory, so recovery also runs over tails torn by
+//! earlier kills and over checkpoints cut short.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -9,37 +11,48 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use helio::log::{Durability, Log, LogConfig};
-use helio_core::log::frame::{Kind, Op};
+use helio::log::{Durability, LogConfig};
+use helio::shard::{Shard, ShardConfig};
 
 const CHILD_ENV: &str = "HELIO_CRASH_CHILD_DIR";
 const THREADS: u64 = 4;
+/// Keys per thread and cycle: each is overwritten many times.
+const KEYS: u64 = 300;
 
-fn config() -> LogConfig {
-    LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() }
+fn config() -> ShardConfig {
+    ShardConfig {
+        log: LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() },
+        clean_ratio: 0.2,
+        page_bytes: 4096,
+        ..ShardConfig::default()
+    }
 }
 
-fn value(key: u64) -> Vec<u8> {
-    let len = (key as usize * 7919) % 900;
-    (0..len).map(|i| (key as usize + i) as u8).collect()
+fn key(cycle: u64, thread: u64, n: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&(cycle << 32 | thread).to_be_bytes());
+    key[8..].copy_from_slice(&(n % KEYS).to_be_bytes());
+    key
 }
 
-/// The child: writes until killed, printing `ACK key` after each acknowledged write.
+/// The value of write `n`: starts with `n`, so a reader knows which write it is.
+fn value(n: u64) -> Vec<u8> {
+    let len = 8 + (n as usize * 7919) % 900;
+    let mut v: Vec<u8> = (0..len).map(|i| (n as usize + i) as u8).collect();
+    v[..8].copy_from_slice(&n.to_be_bytes());
+    v
+}
+
+/// The child: writes until killed, printing `ACK thread n` after each acknowledged write.
 fn child(dir: &Path, cycle: u64) -> ! {
-    let (log, _) = Log::open(dir, &config(), |_, _| {}).unwrap();
+    let (shard, _) = Shard::open(dir, &config()).unwrap();
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let log = &log;
+            let shard = &shard;
             s.spawn(move || {
                 for n in 0.. {
-                    let key = cycle << 40 | t << 32 | n;
-                    let value = value(key);
-                    log.append_op(
-                        &Op { sn: n, key: &key.to_be_bytes(), value: Some(&value) },
-                        Durability::Sync,
-                    )
-                    .unwrap();
-                    println!("ACK {key}");
+                    shard.put(&key(cycle, t, n), &value(n), Durability::Sync).unwrap();
+                    println!("ACK {t} {n}");
                 }
             });
         }
@@ -54,8 +67,10 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
         child(Path::new(&dir), cycle);
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut acked: Vec<u64> = Vec::new();
+    // Per key: the last acknowledged write number.
+    let mut acked: HashMap<[u8; 16], u64> = HashMap::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut checkpoints = 0;
     for cycle in 1..=25u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -72,35 +87,41 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|line| line.strip_prefix("ACK ").map(|k| k.parse::<u64>().unwrap()))
+            let lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            lines
+                .filter_map(|line| {
+                    let mut words = line.strip_prefix("ACK ")?.split(' ').map(|w| w.parse::<u64>().unwrap());
+                    Some((words.next()?, words.next()?))
+                })
                 .collect::<Vec<_>>()
         });
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(30 + rng % 200));
+        std::thread::sleep(Duration::from_millis(50 + rng % 250));
         // SAFETY: plain syscall on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();
         let this_cycle = reader.join().unwrap();
-        acked.extend(&this_cycle);
-
-        let mut found = HashMap::new();
-        Log::read(dir.path(), &config(), |kind, payload| {
-            assert_eq!(kind, Kind::Put);
-            let key = u64::from_be_bytes(payload[12..20].try_into().unwrap());
-            found.insert(key, payload[20..].to_vec());
-        })
-        .unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
-        for key in &acked {
-            let got =
-                found.get(key).unwrap_or_else(|| panic!("cycle {cycle}: acknowledged key {key:#x} lost"));
-            assert_eq!(got, &value(*key), "cycle {cycle}: key {key:#x}");
+        assert!(!this_cycle.is_empty(), "cycle {cycle}: the child acknowledged nothing");
+        for (t, n) in this_cycle {
+            acked.insert(key(cycle, t, n), n);
         }
-        assert!(!this_cycle.is_empty() || cycle > 1, "the child acknowledged nothing");
+
+        let (shard, recovery) = Shard::open(dir.path(), &config())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
+        checkpoints += u64::from(recovery.applied.entries > 0);
+        for (key, &n) in &acked {
+            let got = shard
+                .get(key)
+                .unwrap()
+                .unwrap_or_else(|| panic!("cycle {cycle}: acknowledged write {n} lost"));
+            let found = u64::from_be_bytes(got[..8].try_into().unwrap());
+            assert!(found >= n, "cycle {cycle}: write {n} acknowledged, {found} found");
+            assert_eq!(got, value(found), "cycle {cycle}: write {found} damaged");
+        }
+        shard.close().unwrap();
     }
-    assert!(acked.len() > 1000, "only {} acknowledged writes in all", acked.len());
+    assert!(acked.len() as u64 > 3 * THREADS * KEYS, "only {} keys acknowledged", acked.len());
+    assert!(checkpoints > 5, "recovery loaded a checkpoint in only {checkpoints} cycles");
 }

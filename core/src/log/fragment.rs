@@ -64,10 +64,9 @@ impl Assembler {
         if p.len() < FRAGMENT_HEADER_BYTES || p[1..8] != [0; 7] {
             return Err(bad);
         }
-        let kind = match p[0] {
-            2 => Kind::Put,
-            3 => Kind::Delete,
-            _ => return Err(bad),
+        let kind = match Kind::from_byte(p[0]) {
+            Some(Kind::Pad | Kind::Fragment) | None => return Err(bad),
+            Some(kind) => kind,
         };
         let total = u64::from_le_bytes(p[8..16].try_into().unwrap());
         let offset = u64::from_le_bytes(p[16..24].try_into().unwrap());

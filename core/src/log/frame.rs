@@ -59,15 +59,25 @@ pub enum Kind {
     Delete = 3,
     /// A piece of a record too large for one write buffer (see [`super::fragment`]).
     Fragment = 4,
+    /// The start of a checkpoint (see [`super::checkpoint`]).
+    CheckpointBegin = 5,
+    /// A page image: a run of consecutive entries of a checkpoint.
+    Page = 6,
+    /// The end of a checkpoint: every page of it is before this record.
+    CheckpointEnd = 7,
 }
 
 impl Kind {
-    fn from_byte(byte: u8) -> Option<Self> {
+    /// The kind with this byte value, if any.
+    pub fn from_byte(byte: u8) -> Option<Self> {
         Some(match byte {
             1 => Kind::Pad,
             2 => Kind::Put,
             3 => Kind::Delete,
             4 => Kind::Fragment,
+            5 => Kind::CheckpointBegin,
+            6 => Kind::Page,
+            7 => Kind::CheckpointEnd,
             _ => return None,
         })
     }
@@ -312,12 +322,17 @@ impl<'a> Op<'a> {
 
     /// Reads an op back from an intact frame; `None` if the frame is not an op or is malformed.
     pub fn decode(frame: &Frame<'a>) -> Option<Self> {
-        let payload = frame.payload;
+        Self::decode_payload(frame.kind, frame.payload)
+    }
+
+    /// Reads an op back from the payload of a record of `kind`; `None` if it is not an op or is
+    /// malformed.
+    pub fn decode_payload(kind: Kind, payload: &'a [u8]) -> Option<Self> {
         let sn = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
         let key_len = u32::from_le_bytes(payload.get(8..12)?.try_into().ok()?) as usize;
         let key = payload.get(Self::FIXED..Self::FIXED.checked_add(key_len)?)?;
         let rest = &payload[Self::FIXED + key_len..];
-        match frame.kind {
+        match kind {
             Kind::Put => Some(Op { sn, key, value: Some(rest) }),
             Kind::Delete if rest.is_empty() => Some(Op { sn, key, value: None }),
             _ => None,

@@ -6,6 +6,7 @@
 //! The byte layouts are documented in `docs/log-format.md`.
 
 pub mod buffer;
+pub mod checkpoint;
 pub mod fragment;
 pub mod frame;
 pub mod superblock;

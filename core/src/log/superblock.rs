@@ -12,7 +12,10 @@
 //!     40     8  segment bytes
 //!     48     8  salt: random per log, mixed into every frame checksum
 //!     56     4  epoch: recoveries so far; frames written now carry it
-//!     60  4032  zero
+//!     60     4  zero
+//!     64     8  checkpoint: log address of the checkpoint recovery loads (its begin record),
+//!               or u64::MAX for none; the head is the address below which it covers every op
+//!     72  4020  zero
 //!   4092     4  crc32c of bytes 0 .. 4092
 //! ```
 
@@ -24,7 +27,10 @@ use super::crc32c;
 pub const BLOCK_BYTES: usize = 4096;
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// [`Superblock::checkpoint`] when the log has no checkpoint.
+pub const NO_CHECKPOINT: u64 = u64::MAX;
 
 const MAGIC: [u8; 8] = *b"HELIOLOG";
 const CRC_AT: usize = BLOCK_BYTES - 4;
@@ -44,6 +50,9 @@ pub struct Superblock {
     pub salt: u64,
     /// Recoveries so far: bumped (and written here) before a recovered log takes new frames.
     pub epoch: u32,
+    /// Where the checkpoint recovery loads begins ([`NO_CHECKPOINT`] for none). Every op below
+    /// the head is in it.
+    pub checkpoint: u64,
 }
 
 /// Why no superblock copy could be used.
@@ -97,6 +106,7 @@ impl Superblock {
         block[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
         block[48..56].copy_from_slice(&self.salt.to_le_bytes());
         block[56..60].copy_from_slice(&self.epoch.to_le_bytes());
+        block[64..72].copy_from_slice(&self.checkpoint.to_le_bytes());
         let crc = crc32c(&[&block[..CRC_AT]]);
         block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         debug_assert_eq!(Self::decode(&block), Ok(*self));
@@ -133,6 +143,7 @@ impl Superblock {
             segment_bytes: word(40),
             salt: word(48),
             epoch: half(56),
+            checkpoint: word(64),
         };
         if sb.head > sb.tail || sb.segment_bytes == 0 {
             return Err(SuperblockError::Corrupt);
@@ -175,6 +186,7 @@ mod tests {
             segment_bytes: 1 << 32,
             salt: 0xA5A5_0000_1111_2222,
             epoch: generation as u32 / 2,
+            checkpoint: NO_CHECKPOINT,
         }
     }
 

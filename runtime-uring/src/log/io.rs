@@ -121,8 +121,11 @@ impl IoThread {
                 self.group_commit();
             }
             let idle = self.in_flight.iter().all(|w| w.done) && self.flush.is_none();
-            if idle && self.shared.closing.load(Ordering::Acquire) {
-                break;
+            if idle {
+                self.close_old_files();
+                if self.shared.closing.load(Ordering::Acquire) {
+                    break;
+                }
             }
             self.wait();
             self.reap();
@@ -404,8 +407,6 @@ impl IoThread {
             options.custom_flags(libc::O_DIRECT);
         }
         let file = options.open(&path).map_err(|e| self.failure("open segment", segment, e))?;
-        // Keep only segments that may still be written or flushed.
-        self.files.retain(|&s, _| s + 1 >= segment);
         self.files.insert(segment, file);
         let next = segment + 1;
         if !self.segments.path(next).exists() {
@@ -413,6 +414,14 @@ impl IoThread {
             self.preparing = Some((next, std::thread::spawn(move || segments.create(next).map(drop))));
         }
         Ok(())
+    }
+
+    /// Closes the files of segments behind the newest two that have nothing left to flush.
+    /// Only when no I/O is in flight: a queued entry names its file by descriptor.
+    fn close_old_files(&mut self) {
+        let Some(&newest) = self.files.keys().next_back() else { return };
+        let unsynced = &self.unsynced;
+        self.files.retain(|&s, _| s + 1 >= newest || unsynced.contains(&s));
     }
 
     fn failure(&self, op: &'static str, segment: u64, source: io::Error) -> IoFailure {

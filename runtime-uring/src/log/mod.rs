@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use helio_core::log::fragment::{pieces, write_fragment, Assembler, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{frame_bytes, Kind, Op, Stamp, EPOCH_MAX};
-use helio_core::log::superblock::Superblock;
+use helio_core::log::superblock::{Superblock, NO_CHECKPOINT};
 
 pub use config::{Durability, Faults, LogConfig, LogConfigError};
 pub use error::{IoFailure, LogError};
@@ -78,7 +78,7 @@ pub struct LogStats {
 /// [`Log::close`] to see them).
 pub struct Log {
     shared: Arc<Shared>,
-    io: Option<JoinHandle<()>>,
+    io: Mutex<Option<JoinHandle<()>>>,
     superblock: Mutex<SuperblockFile>,
     segments: Segments,
     /// Serializes records too large for one buffer (their pieces must not interleave).
@@ -89,19 +89,229 @@ pub struct Log {
 
 impl Log {
     /// Opens the log in `dir` (creating the directory and the log if there is none), replays it
-    /// from its head, handing every record to `visit` in log order (kind `Put` or `Delete`, and
-    /// the payload), and starts the I/O thread. A torn tail is cut; corruption is an error and
-    /// changes nothing.
+    /// from its head, handing every record to `visit` in log order (its kind and payload; pad
+    /// frames are skipped and fragmented records come whole), and starts the I/O thread. A torn
+    /// tail is cut; corruption is an error and changes nothing.
     pub fn open(
         dir: &Path,
         config: &LogConfig,
-        mut visit: impl FnMut(Kind, &[u8]),
+        visit: impl FnMut(Kind, &[u8]),
     ) -> Result<(Self, Recovered), LogError> {
+        Self::prepare(dir, config)?.replay(visit)
+    }
+
+    /// The first half of [`Log::open`]: reads (or creates) the superblock, so that the caller
+    /// can see where the log starts and which checkpoint it holds before replaying it.
+    pub fn prepare<'c>(dir: &Path, config: &'c LogConfig) -> Result<Opening<'c>, LogError> {
         config.validate().map_err(LogError::Config)?;
-        let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
-        std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
         let started = Instant::now();
-        let (mut superblock, created) = open_superblock(dir, config)?;
+        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+            op: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let (superblock, created) = open_superblock(dir, config)?;
+        Ok(Opening { dir: dir.to_path_buf(), config, superblock, created, started })
+    }
+
+    /// Reads the log in `dir` without changing anything (no epoch, no writes, no thread):
+    /// every record, in log order, as [`Log::open`] would replay it. For checking a log and
+    /// for tests. `config` gives the geometry the log was written with (how far past a damaged frame to
+    /// look for proof of corruption).
+    pub fn read(
+        dir: &Path,
+        config: &LogConfig,
+        mut visit: impl FnMut(Kind, &[u8]),
+    ) -> Result<Replayed, LogError> {
+        let sb = SuperblockFile::open(dir).map_err(LogError::Superblock)?.current();
+        let segments = Segments::new(dir, sb.segment_bytes);
+        replay_records(&segments, &sb, config.scan_limits(), |kind, payload| visit(kind, payload))
+    }
+
+    /// Appends an op record (a put or a delete) with the given durability; returns the log
+    /// address just past it.
+    pub fn append_op(&self, op: &Op<'_>, durability: Durability) -> Result<u64, LogError> {
+        let len = op.payload_len();
+        if frame_bytes(len) <= self.max_frame() {
+            let end = self.append_with(op.kind(), len, |out| op.write_payload(out))?;
+            return self.settle(end, durability);
+        }
+        let mut payload = vec![0; len];
+        op.write_payload(&mut payload);
+        self.append(op.kind(), &payload, durability)
+    }
+
+    /// Appends a record of `kind` (any but `Pad` and `Fragment`) with the given durability; returns the
+    /// log address just past it. Records larger than half a write buffer are written as
+    /// fragments and come back whole on replay.
+    pub fn append(&self, kind: Kind, payload: &[u8], durability: Durability) -> Result<u64, LogError> {
+        assert!(!matches!(kind, Kind::Pad | Kind::Fragment), "{kind:?} frames are the log's own");
+        let end = if frame_bytes(payload.len()) <= self.max_frame() {
+            self.append_with(kind, payload.len(), |out| out.copy_from_slice(payload))?
+        } else {
+            let _one_at_a_time = self.large.lock().unwrap();
+            let max_payload = self.max_frame() - frame_bytes(0);
+            let mut end = 0;
+            for (offset, len) in pieces(payload.len(), max_payload) {
+                end = self.append_with(Kind::Fragment, FRAGMENT_HEADER_BYTES + len, |out| {
+                    write_fragment(out, kind, payload, offset, len)
+                })?;
+            }
+            end
+        };
+        self.settle(end, durability)
+    }
+
+    /// Largest frame that goes into a buffer whole.
+    fn max_frame(&self) -> usize {
+        self.shared.buffer_bytes as usize / 2
+    }
+
+    fn append_with(
+        &self,
+        kind: Kind,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<u64, LogError> {
+        let len = frame_bytes(payload_len);
+        let claim = self.shared.claim(len)?;
+        let end = claim.lsn + len as u64;
+        claim.write(kind, payload_len, fill);
+        let counters = &self.shared.counters;
+        counters.records.fetch_add(1, Ordering::Relaxed);
+        counters.payload_bytes.fetch_add(payload_len as u64, Ordering::Relaxed);
+        counters.log_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(end)
+    }
+
+    /// Gives the records appended up to `end` the durability asked for: nothing more for
+    /// `None`, a flush within the interval for `Buffered`, and for `Sync` returns only once
+    /// they are durable. Returns `end`.
+    pub fn settle(&self, end: u64, durability: Durability) -> Result<u64, LogError> {
+        match durability {
+            Durability::None => {}
+            Durability::Buffered => {
+                self.shared.flush_wanted.fetch_max(end, Ordering::AcqRel);
+            }
+            Durability::Sync => self.shared.wait_durable(end)?,
+        }
+        Ok(end)
+    }
+
+    /// Makes every record appended before the call durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.shared.check_poison()?;
+        self.shared.wait_durable(self.shared.appended.load(Ordering::Acquire))
+    }
+
+    /// End of every record appended so far.
+    pub fn appended(&self) -> u64 {
+        self.shared.appended.load(Ordering::Acquire)
+    }
+
+    /// The superblock as last written.
+    pub fn superblock(&self) -> Superblock {
+        self.superblock.lock().unwrap().current()
+    }
+
+    /// Moves the head to `head` and names `checkpoint` as the one recovery loads; the
+    /// checkpoint's end record must already be durable. Returns the segments now wholly below
+    /// the head: the caller deletes them ([`Segments::remove`]) once no reader can be inside.
+    pub fn advance_head(&self, head: u64, checkpoint: u64) -> Result<Vec<u64>, LogError> {
+        self.shared.check_poison()?;
+        let mut superblock = self.superblock.lock().unwrap();
+        let sb = superblock.current();
+        let durable = self.durable_lsn();
+        assert!(
+            sb.head <= head && head <= durable && checkpoint < durable,
+            "head {head} moved back or past the durable log"
+        );
+        let next = Superblock { checkpoint, ..sb.next(head, sb.tail.max(durable)) };
+        superblock.store(next).map_err(LogError::Superblock)?;
+        let io = |source| LogError::Io { op: "list segments in", path: self.dir.clone(), source };
+        let first_live = self.segments.index_of(head);
+        Ok(self.segments.list().map_err(io)?.into_iter().filter(|&i| i < first_live).collect())
+    }
+
+    /// The log is durable below this address.
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// The failure that poisoned the log, if one did.
+    pub fn poisoned(&self) -> Option<Arc<IoFailure>> {
+        self.shared.poisoned().cloned()
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's counters now.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.shared.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        LogStats {
+            records: get(&c.records),
+            payload_bytes: get(&c.payload_bytes),
+            log_bytes: get(&c.log_bytes),
+            device_bytes: get(&c.device_bytes),
+            writes: get(&c.writes),
+            flushes: get(&c.flushes),
+            group_commits: get(&c.group_commits),
+            fills: get(&c.fills),
+            durable_lsn: self.durable_lsn(),
+            direct_io: self.direct_io,
+        }
+    }
+
+    /// Makes everything durable, records the durable end in the superblock, and stops the I/O
+    /// thread. On error (a poisoned log) the thread is still stopped.
+    pub fn close(self) -> Result<(), LogError> {
+        self.shut_down()
+    }
+
+    /// [`Log::close`] for an owner that only has a reference; later appends fail.
+    pub(crate) fn shut_down(&self) -> Result<(), LogError> {
+        let Some(handle) = self.io.lock().unwrap().take() else { return Ok(()) };
+        let synced = self.sync();
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.doorbell.ring();
+        handle.join().expect("the log's I/O thread panicked");
+        synced?;
+        let mut superblock = self.superblock.lock().unwrap();
+        let sb = superblock.current();
+        let tail = self.durable_lsn().max(sb.tail);
+        superblock.store(sb.next(sb.head, tail)).map_err(LogError::Superblock)
+    }
+
+    /// The segment files' naming and geometry.
+    pub fn segments(&self) -> &Segments {
+        &self.segments
+    }
+}
+
+/// A log whose superblock has been read, not yet replayed (see [`Log::prepare`]).
+pub struct Opening<'c> {
+    dir: PathBuf,
+    config: &'c LogConfig,
+    superblock: SuperblockFile,
+    created: bool,
+    started: Instant,
+}
+
+impl Opening<'_> {
+    /// The superblock the log will be replayed from.
+    pub fn superblock(&self) -> Superblock {
+        self.superblock.current()
+    }
+
+    /// Replays the log, handing every record to `visit`, and starts writing (see [`Log::open`]).
+    pub fn replay(self, mut visit: impl FnMut(Kind, &[u8])) -> Result<(Log, Recovered), LogError> {
+        let Opening { dir, config, mut superblock, created, started } = self;
+        let dir = dir.as_path();
+        let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
         let sb = superblock.current();
         let segments = Segments::new(dir, sb.segment_bytes);
         let mut records = 0;
@@ -145,9 +355,9 @@ impl Log {
             .name("helio-log-io".into())
             .spawn(move || thread.run())
             .map_err(|e| io("start the I/O thread for", e))?;
-        let log = Self {
+        let log = Log {
             shared,
-            io: Some(handle),
+            io: Mutex::new(Some(handle)),
             superblock: Mutex::new(superblock),
             segments,
             large: Mutex::new(()),
@@ -155,151 +365,6 @@ impl Log {
             dir: dir.to_path_buf(),
         };
         Ok((log, Recovered { replayed, records, elapsed, created }))
-    }
-
-    /// Reads the log in `dir` without changing anything (no epoch, no writes, no thread):
-    /// every record, in log order, as [`Log::open`] would replay it. For checking a log and
-    /// for tests.
-    /// `config` gives the geometry the log was written with (how far past a damaged frame to
-    /// look for proof of corruption).
-    pub fn read(
-        dir: &Path,
-        config: &LogConfig,
-        mut visit: impl FnMut(Kind, &[u8]),
-    ) -> Result<Replayed, LogError> {
-        let sb = SuperblockFile::open(dir).map_err(LogError::Superblock)?.current();
-        let segments = Segments::new(dir, sb.segment_bytes);
-        replay_records(&segments, &sb, config.scan_limits(), |kind, payload| visit(kind, payload))
-    }
-
-    /// Appends an op record (a put or a delete) with the given durability; returns the log
-    /// address just past it.
-    pub fn append_op(&self, op: &Op<'_>, durability: Durability) -> Result<u64, LogError> {
-        let len = op.payload_len();
-        if frame_bytes(len) <= self.max_frame() {
-            let end = self.append_with(op.kind(), len, |out| op.write_payload(out))?;
-            return self.settle(end, durability);
-        }
-        let mut payload = vec![0; len];
-        op.write_payload(&mut payload);
-        self.append(op.kind(), &payload, durability)
-    }
-
-    /// Appends a record of `kind` (`Put` or `Delete`) with the given durability; returns the
-    /// log address just past it. Records larger than half a write buffer are written as
-    /// fragments and come back whole on replay.
-    pub fn append(&self, kind: Kind, payload: &[u8], durability: Durability) -> Result<u64, LogError> {
-        assert!(matches!(kind, Kind::Put | Kind::Delete), "only op records are appended ({kind:?})");
-        let end = if frame_bytes(payload.len()) <= self.max_frame() {
-            self.append_with(kind, payload.len(), |out| out.copy_from_slice(payload))?
-        } else {
-            let _one_at_a_time = self.large.lock().unwrap();
-            let max_payload = self.max_frame() - frame_bytes(0);
-            let mut end = 0;
-            for (offset, len) in pieces(payload.len(), max_payload) {
-                end = self.append_with(Kind::Fragment, FRAGMENT_HEADER_BYTES + len, |out| {
-                    write_fragment(out, kind, payload, offset, len)
-                })?;
-            }
-            end
-        };
-        self.settle(end, durability)
-    }
-
-    /// Largest frame that goes into a buffer whole.
-    fn max_frame(&self) -> usize {
-        self.shared.buffer_bytes as usize / 2
-    }
-
-    fn append_with(
-        &self,
-        kind: Kind,
-        payload_len: usize,
-        fill: impl FnOnce(&mut [u8]),
-    ) -> Result<u64, LogError> {
-        let len = frame_bytes(payload_len);
-        let claim = self.shared.claim(len)?;
-        let end = claim.lsn + len as u64;
-        claim.write(kind, payload_len, fill);
-        let counters = &self.shared.counters;
-        counters.records.fetch_add(1, Ordering::Relaxed);
-        counters.payload_bytes.fetch_add(payload_len as u64, Ordering::Relaxed);
-        counters.log_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        Ok(end)
-    }
-
-    fn settle(&self, end: u64, durability: Durability) -> Result<u64, LogError> {
-        match durability {
-            Durability::None => {}
-            Durability::Buffered => {
-                self.shared.flush_wanted.fetch_max(end, Ordering::AcqRel);
-            }
-            Durability::Sync => self.shared.wait_durable(end)?,
-        }
-        Ok(end)
-    }
-
-    /// Makes every record appended before the call durable.
-    pub fn sync(&self) -> Result<(), LogError> {
-        self.shared.check_poison()?;
-        self.shared.wait_durable(self.shared.appended.load(Ordering::Acquire))
-    }
-
-    /// The log is durable below this address.
-    pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable.load(Ordering::Acquire)
-    }
-
-    /// The failure that poisoned the log, if one did.
-    pub fn poisoned(&self) -> Option<Arc<IoFailure>> {
-        self.shared.poisoned().cloned()
-    }
-
-    /// The directory the log lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The log's counters now.
-    pub fn stats(&self) -> LogStats {
-        let c = &self.shared.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        LogStats {
-            records: get(&c.records),
-            payload_bytes: get(&c.payload_bytes),
-            log_bytes: get(&c.log_bytes),
-            device_bytes: get(&c.device_bytes),
-            writes: get(&c.writes),
-            flushes: get(&c.flushes),
-            group_commits: get(&c.group_commits),
-            fills: get(&c.fills),
-            durable_lsn: self.durable_lsn(),
-            direct_io: self.direct_io,
-        }
-    }
-
-    /// Makes everything durable, records the durable end in the superblock, and stops the I/O
-    /// thread. On error (a poisoned log) the thread is still stopped.
-    pub fn close(mut self) -> Result<(), LogError> {
-        self.shut_down()
-    }
-
-    fn shut_down(&mut self) -> Result<(), LogError> {
-        let Some(handle) = self.io.take() else { return Ok(()) };
-        let synced = self.sync();
-        self.shared.closing.store(true, Ordering::Release);
-        self.shared.doorbell.ring();
-        handle.join().expect("the log's I/O thread panicked");
-        synced?;
-        let mut superblock = self.superblock.lock().unwrap();
-        let sb = superblock.current();
-        let tail = self.durable_lsn().max(sb.tail);
-        superblock.store(sb.next(sb.head, tail)).map_err(LogError::Superblock)
-    }
-
-    /// The segment files' naming and geometry.
-    pub fn segments(&self) -> &Segments {
-        &self.segments
     }
 }
 
@@ -326,6 +391,7 @@ fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bo
                 segment_bytes: config.segment_bytes,
                 salt,
                 epoch: 0,
+                checkpoint: NO_CHECKPOINT,
             };
             Ok((SuperblockFile::create(dir, first).map_err(LogError::Superblock)?, true))
         }
@@ -343,7 +409,7 @@ fn replay_records(
     let mut assembler = Assembler::new();
     let mut bad = None;
     let replayed = replay(segments, sb, limits, |frame| match frame.kind {
-        Kind::Put | Kind::Delete => visit(frame.kind, frame.payload),
+        Kind::Pad => {}
         Kind::Fragment => match assembler.push(frame) {
             Ok(Some((kind, payload))) => visit(kind, payload),
             Ok(None) => {}
@@ -351,7 +417,7 @@ fn replay_records(
                 bad.get_or_insert(e.lsn);
             }
         },
-        _ => {}
+        kind => visit(kind, frame.payload),
     })
     .map_err(LogError::Recovery)?;
     if let Some(lsn) = bad {
