@@ -321,9 +321,7 @@ impl Inner {
             end
         };
         self.log.settle(end, durability)?;
-        if end - self.head.load(Ordering::Relaxed) > self.clean_trigger()
-            && !self.clean_requested.swap(true, Ordering::AcqRel)
-        {
+        if self.needs_cleaning() && !self.clean_requested.swap(true, Ordering::AcqRel) {
             self.wake();
         }
         Ok(())
@@ -349,19 +347,29 @@ impl Inner {
         self.wake.1.notify_all();
     }
 
+    /// Whether the log past its head has grown enough to clean.
+    fn needs_cleaning(&self) -> bool {
+        self.log.appended() - self.head.load(Ordering::Acquire) > self.clean_trigger()
+    }
+
     fn run_cleaner(&self) {
         while !self.stop.load(Ordering::Acquire) {
-            if self.clean_requested.load(Ordering::Acquire) {
+            self.clean_requested.store(false, Ordering::Release);
+            // Checked here, not only by writers: writes made during a checkpoint may already
+            // call for the next one.
+            let mut failed = false;
+            if self.needs_cleaning() {
                 // A failed checkpoint leaves the log as it was; a poisoned log also fails every
                 // later write, which is where a user sees the error.
                 if let Err(e) = self.checkpoint() {
                     ::log::warn!("{}: checkpoint failed: {e}", self.log.dir().display());
+                    failed = true;
                 }
-                self.clean_requested.store(false, Ordering::Release);
             }
             self.delete_retired();
             let guard = self.wake.0.lock().unwrap();
-            if !self.clean_requested.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire) {
+            let more = !failed && self.needs_cleaning();
+            if !more && !self.clean_requested.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire) {
                 let _ = self.wake.1.wait_timeout(guard, Duration::from_millis(50)).unwrap();
             }
         }
