@@ -191,6 +191,7 @@ fn buffer_claims_race_a_group_commit_seal() {
                     }
                 }
                 Reserve::Sealed { filled, flush: true } => self.flush(filled),
+                Reserve::Tail { .. } => unreachable!("claims of 24 bytes fill a 96-byte buffer exactly"),
                 Reserve::Sealed { .. } | Reserve::Closed => {}
             }
         }

@@ -1,12 +1,14 @@
 //! The log's figures against the device, each measured in the same run as its peer:
 //!
-//! - **append**: bytes of log per second with 1 MiB buffers (records from 2 writer threads,
+//! - **append**: bytes of log per second with 1 MiB buffers (records from `--writers` threads, 1 by default,
 //!   `Durability::None`, one `sync` at the end) against a plain sequential O_DIRECT io_uring
 //!   writer of 1 MiB blocks (the fio-like limit; queue depth 1 and 4, the better one counts).
 //!   Both write into files zero-filled before the clock starts.
 //! - **sync**: `Durability::Sync` writes per second (100-byte values) with 1, 8 and 64 writer
 //!   threads against one writer doing 4 KiB `pwrite` + `fdatasync` in a loop.
 //! - **replay**: log bytes per second read back by `Log::read` after dropping the page cache.
+//! - **recover**: reopening a shard, the log replayed into its tree (ops only, then from a
+//!   checkpoint).
 //!
 //! Rounds alternate between helio and its peer; medians are reported.
 //! Usage: `logbench [DIR] [--gib N] [--rounds N] [--seconds S]` (DIR defaults to a temporary
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use helio::dma::DmaBuf;
 use helio::log::{Durability, Log, LogConfig};
 use helio::segments::Segments;
+use helio::shard::{Shard, ShardConfig};
 use helio_core::log::frame::Op;
 use io_uring::{opcode, types, IoUring};
 
@@ -34,10 +37,12 @@ struct Args {
     seconds: f64,
     only: Option<String>,
     buffers: usize,
+    writers: u64,
 }
 
 fn args() -> Args {
-    let mut args = Args { dir: PathBuf::from("."), gib: 2, rounds: 3, seconds: 3.0, only: None, buffers: 2 };
+    let mut args =
+        Args { dir: PathBuf::from("."), gib: 2, rounds: 3, seconds: 3.0, only: None, buffers: 2, writers: 1 };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut num = || it.next().expect("a value").parse::<f64>().expect("a number");
@@ -46,6 +51,7 @@ fn args() -> Args {
             "--rounds" => args.rounds = num() as usize,
             "--seconds" => args.seconds = num(),
             "--buffers" => args.buffers = num() as usize,
+            "--writers" => args.writers = num() as u64,
             "--only" => args.only = it.next(),
             dir => args.dir = PathBuf::from(dir),
         }
@@ -124,9 +130,9 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// Log bytes per second appended by two writer threads (4 KiB records, no durability), one
+/// Log bytes per second appended by `writers` threads (4 KiB records, no durability), one
 /// `sync` at the end included.
-fn helio_append(dir: &Path, bytes: u64, buffers: usize) -> f64 {
+fn helio_append(dir: &Path, bytes: u64, buffers: usize, writers: u64) -> f64 {
     let dir = fresh(dir, "append");
     let segment = 1 << 30;
     prepare_segments(&dir, segment, bytes.div_ceil(segment) + 1);
@@ -135,7 +141,7 @@ fn helio_append(dir: &Path, bytes: u64, buffers: usize) -> f64 {
     let value = vec![0x5Au8; 4096 - 64];
     let started = Instant::now();
     std::thread::scope(|s| {
-        for t in 0..2u64 {
+        for t in 0..writers {
             let (log, value) = (&log, &value);
             s.spawn(move || {
                 let mut n = 0u64;
@@ -254,6 +260,48 @@ fn main() {
     if wants("replay") {
         replay(&args, root.path());
     }
+    if wants("recover") {
+        recover(&args, root.path());
+    }
+}
+
+/// Reopening a shard: the log replayed into the tree (pages and index rebuilt), after dropping
+/// the page cache; once from ops only, once from a checkpoint plus ops.
+fn recover(args: &Args, dir: &Path) {
+    let dir = fresh(dir, "recover");
+    let config = ShardConfig {
+        log: LogConfig { segment_bytes: 1 << 30, ..LogConfig::default() },
+        clean_ratio: 100.0,
+        ..ShardConfig::default()
+    };
+    let (shard, _) = Shard::open(&dir, &config).unwrap();
+    let value = [7u8; 100];
+    let mut n = 0u64;
+    while shard.log_stats().log_bytes < args.gib << 30 {
+        let key = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes();
+        shard.put(&key, &value, Durability::None).unwrap();
+        n += 1;
+    }
+    shard.close().unwrap();
+    for label in ["ops", "checkpoint"] {
+        let cold = drop_caches();
+        let (shard, recovery) = Shard::open(&dir, &config).unwrap();
+        let secs = recovery.log.elapsed.as_secs_f64();
+        let bytes = recovery.log.replayed.bytes as f64;
+        let items = recovery.applied.ops + recovery.applied.entries;
+        println!(
+            "recover  from {label:<10}: {:.2} GB/s of log, {:.2} M entries/s ({items} entries, {:.2} s{})",
+            gb(bytes / secs),
+            items as f64 / secs / 1e6,
+            secs,
+            if cold { ", page cache dropped" } else { "" }
+        );
+        if label == "ops" {
+            shard.checkpoint().unwrap();
+        }
+        shard.close().unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 fn gb(bytes_per_second: f64) -> f64 {
@@ -267,7 +315,7 @@ fn append(args: &Args, dir: &Path) {
         let qd1 = plain_writer(dir, bytes, 1);
         let qd4 = plain_writer(dir, bytes, 4);
         plain.push(qd1.max(qd4));
-        helio.push(helio_append(dir, bytes, args.buffers));
+        helio.push(helio_append(dir, bytes, args.buffers, args.writers));
     }
     let (p, h) = (median(plain), median(helio));
     println!(

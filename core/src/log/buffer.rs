@@ -4,7 +4,8 @@
 //! One 64-bit word holds the bytes claimed (low 40 bits), the writers still copying (next 16
 //! bits) and a sealed bit (the top bit). A writer claims space by CAS (offset up, writers up), copies
 //! its record in, and releases (writers down). A writer whose record does not fit seals the
-//! buffer; so may a writer that wants its record durable now (group commit). Whoever leaves a
+//! buffer and claims what is left of it, to pad; a writer that wants its record durable now
+//! (group commit) may seal it where it is. Whoever leaves a
 //! sealed buffer with no writer inside — the sealer, or the last writer to release — is the one
 //! that hands it to I/O: exactly one party, exactly once per seal. Only memory is involved here;
 //! the runtime owns the bytes and the I/O.
@@ -47,6 +48,17 @@ pub enum Reserve {
         filled: u64,
         /// Whether the caller must hand the buffer to I/O.
         flush: bool,
+    },
+    /// The record does not fit; the caller sealed the buffer and claimed what was left of it
+    /// (`len` bytes at offset `at`, at least a frame header's worth): it fills them with a pad
+    /// frame and releases them like any claim (the last writer out hands the buffer to I/O),
+    /// then goes on to the next buffer. Padding keeps the next fill starting where this one's
+    /// capacity ends (a block boundary, when the runtime sizes fills that way).
+    Tail {
+        /// Offset of the claimed remainder.
+        at: u64,
+        /// Its length.
+        len: u64,
     },
     /// Someone else sealed the buffer: go on to the next one.
     Closed,
@@ -95,14 +107,17 @@ impl BufferState {
             let left = capacity - offset;
             // Fits, and leaves either nothing or room for a pad frame.
             let fits = len == left || len + HEADER_BYTES as u64 <= left;
-            let (next, fits) = if fits {
-                assert!((word & WRITERS_MASK) >> OFFSET_BITS < WRITERS_MAX, "too many writers in one buffer");
-                (word + WRITER + len, true)
+            assert!((word & WRITERS_MASK) >> OFFSET_BITS < WRITERS_MAX, "too many writers in one buffer");
+            let next = if fits {
+                word + WRITER + len
+            } else if left > 0 {
+                (word + WRITER + left) | SEALED
             } else {
-                (word | SEALED, false)
+                word | SEALED
             };
             match self.word.compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) if fits => return Reserve::At(offset),
+                Ok(_) if left > 0 => return Reserve::Tail { at: offset, len: left },
                 Ok(_) => return Reserve::Sealed { filled: offset, flush: word & WRITERS_MASK == 0 },
                 Err(actual) => word = actual,
             }
@@ -151,12 +166,14 @@ mod tests {
         assert_eq!(buf.reserve(40), Reserve::At(0));
         // 40 more would fit but leave 20 bytes, too few for a pad frame.
         assert_eq!(buf.reserve(36), Reserve::At(40));
-        // 10 would leave 14: sealed with two writers inside, so the last of them flushes.
-        assert_eq!(buf.reserve(10), Reserve::Sealed { filled: 76, flush: false });
+        // 10 would leave 14, too few for a pad frame: sealed, and the 24 left are the sealer's
+        // to pad; three writers inside, so the last of them flushes.
+        assert_eq!(buf.reserve(10), Reserve::Tail { at: 76, len: 24 });
         assert_eq!(buf.reserve(1), Reserve::Closed);
         assert!(!buf.release());
+        assert!(!buf.release());
         assert!(buf.release(), "the last writer out of a sealed buffer flushes");
-        assert_eq!(buf.filled(), 76);
+        assert_eq!(buf.filled(), 100);
         buf.reset(100);
         assert_eq!(buf.reserve(100), Reserve::At(0));
         assert!(!buf.release());
@@ -172,10 +189,12 @@ mod tests {
         assert_eq!(buf.reserve(100 - HEADER_BYTES as u64), Reserve::At(0));
         assert_eq!(buf.reserve(HEADER_BYTES as u64), Reserve::At(100 - HEADER_BYTES as u64));
         assert!(!buf.release() && !buf.release());
-        // A fill of its own capacity; a claim larger than it seals the fill.
-        assert_eq!(buf.seal(), Some((100, true)));
+        // A full buffer seals with nothing to pad.
+        assert_eq!(buf.reserve(8), Reserve::Sealed { filled: 100, flush: true });
+        // A fill of its own capacity; a claim larger than it pads the whole fill.
         buf.reset(48);
-        assert_eq!(buf.reserve(49), Reserve::Sealed { filled: 0, flush: true });
+        assert_eq!(buf.reserve(49), Reserve::Tail { at: 0, len: 48 });
+        assert!(buf.release());
         buf.reset(48);
         assert_eq!(buf.reserve(48), Reserve::At(0));
         assert!(!buf.release());

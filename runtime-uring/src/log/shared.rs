@@ -233,16 +233,19 @@ impl Shared {
         Ok(shared)
     }
 
-    /// The capacity of a fill starting at `base`: a buffer's worth, cut at the segment end, and
-    /// never leaving a remainder before the segment end too small for a pad frame.
+    /// The capacity of a fill starting at `base`: up to the block boundary a buffer's worth
+    /// on (so that a fill ended by overflow, padded, leaves the next one starting on a block:
+    /// no partial block to carry, and its write need not wait for this one), cut at the segment
+    /// end, and never leaving a remainder before the segment end too small for a pad frame.
     fn fill_capacity(&self, base: u64) -> u64 {
         let room = self.segment_bytes - base % self.segment_bytes;
-        if room <= self.buffer_bytes {
+        let natural = self.buffer_bytes - base % self.block as u64;
+        if room <= natural {
             room
-        } else if room - self.buffer_bytes < HEADER_BYTES as u64 {
+        } else if room - natural < HEADER_BYTES as u64 {
             room - HEADER_BYTES as u64
         } else {
-            self.buffer_bytes
+            natural
         }
     }
 
@@ -268,6 +271,21 @@ impl Shared {
                         written: false,
                     });
                 }
+                Reserve::Tail { at, len: tail } => {
+                    // Pad the rest of the fill, then open the next one.
+                    let base = slot.base.load(Ordering::Acquire);
+                    let seq = slot.seq.load(Ordering::Acquire);
+                    let at_buf = (base % self.block as u64 + at) as usize;
+                    drop(Claim {
+                        shared: self,
+                        slot: index,
+                        at: at_buf,
+                        len: tail as usize,
+                        lsn: base + at,
+                        written: false,
+                    });
+                    self.rotate(seq, base + at + tail)?;
+                }
                 Reserve::Sealed { filled, flush } => self.sealed(index, filled, flush, true)?,
                 Reserve::Closed => self.wait_for(|| self.current.load(Ordering::Acquire) != seq)?,
             }
@@ -276,24 +294,10 @@ impl Shared {
 
     /// The sealer's duties: hand the fill to I/O if nobody is inside (ringing the doorbell
     /// unless the sealer is the I/O thread), open the next fill.
-    fn sealed(&self, index: usize, mut filled: u64, flush: bool, ring: bool) -> Result<(), LogError> {
+    fn sealed(&self, index: usize, filled: u64, flush: bool, ring: bool) -> Result<(), LogError> {
         let slot = &self.slots[index];
         let base = slot.base.load(Ordering::Acquire);
         let seq = slot.seq.load(Ordering::Acquire);
-        if filled == 0 {
-            // Only a fill cut short by the segment end can be too small for a record (records
-            // are at most half a buffer): fill it with one pad frame and move to the next segment.
-            let capacity = slot.state.capacity();
-            debug_assert_eq!((base + capacity) % self.segment_bytes, 0, "empty fill sealed mid-segment");
-            let lead = (base % self.block as u64) as usize;
-            // SAFETY: an empty sealed fill belongs to its sealer.
-            let out = unsafe { slot.bytes(lead, capacity as usize) };
-            let pad = capacity as usize - HEADER_BYTES;
-            encode_with(out, self.stamp, base, self.durable.load(Ordering::Acquire), Kind::Pad, pad, |p| {
-                p.fill(0)
-            });
-            filled = capacity;
-        }
         if flush {
             self.hand_off(index, filled, ring);
         }
