@@ -42,7 +42,7 @@ struct Args {
 
 fn args() -> Args {
     let mut args =
-        Args { dir: PathBuf::from("."), gib: 2, rounds: 3, seconds: 3.0, only: None, buffers: 2, writers: 1 };
+        Args { dir: PathBuf::from("."), gib: 2, rounds: 3, seconds: 3.0, only: None, buffers: 4, writers: 1 };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut num = || it.next().expect("a value").parse::<f64>().expect("a number");

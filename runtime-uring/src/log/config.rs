@@ -43,7 +43,10 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// Size of each write buffer (default 1 MiB; 64 KiB ..= 64 MiB, a power of two).
     pub buffer_bytes: usize,
-    /// How many write buffers (default 2; 2 ..= 64): one fills while the others are written.
+    /// How many write buffers (default 4; 2 ..= 64): one fills while the others are written.
+    /// Four rather than two: with two, each 1 MiB write waits for two thread wake-ups between
+    /// fills, and sequential append reached 0.87 of the device's rate against 0.95 with four
+    /// (`logbench --only append`, same run conditions).
     pub buffers: usize,
     /// Longest a [`Durability::Buffered`] write waits for its flush (default 10 ms; 100 µs ..= 60 s).
     pub flush_interval: Duration,
@@ -61,7 +64,7 @@ impl Default for LogConfig {
         Self {
             segment_bytes: 4 << 30,
             buffer_bytes: 1 << 20,
-            buffers: 2,
+            buffers: 4,
             flush_interval: Duration::from_millis(10),
             direct_io: true,
             ring_depth: 64,
