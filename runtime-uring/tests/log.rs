@@ -176,3 +176,23 @@ fn buffered_writes_become_durable_within_the_interval() {
         assert!(waited.fetch_add(1, Ordering::Relaxed) < 5_000, "never flushed");
     }
 }
+
+/// The page-cache path (taken where O_DIRECT is refused, or by choice) writes the same log.
+#[test]
+fn without_direct_io_the_log_is_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { direct_io: false, ..small() };
+    let (log, _) = reopen(dir.path(), &config);
+    assert!(!log.stats().direct_io);
+    let mut expected = Vec::new();
+    for i in 0..300u64 {
+        let value = record(i);
+        let durability = if i % 11 == 0 { Durability::Sync } else { Durability::None };
+        log.append_op(&Op { sn: i, key: &i.to_be_bytes(), value: Some(&value) }, durability).unwrap();
+        expected.push(op_bytes(i, &value));
+    }
+    log.close().unwrap();
+    let (log, seen) = reopen(dir.path(), &small());
+    assert!(log.stats().direct_io, "O_DIRECT works here; the reopened log uses it");
+    assert_eq!(seen, expected);
+}
