@@ -14,6 +14,9 @@ use std::time::Duration;
 use helio::log::{Durability, LogConfig};
 use helio::shard::{Shard, ShardConfig};
 
+mod common;
+use common::Rng;
+
 const CHILD_ENV: &str = "HELIO_CRASH_CHILD_DIR";
 const THREADS: u64 = 4;
 /// Keys per thread and cycle: each is overwritten many times.
@@ -69,7 +72,7 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
     let dir = tempfile::tempdir().unwrap();
     // Per key: the last acknowledged write number.
     let mut acked: HashMap<[u8; 16], u64> = HashMap::new();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut checkpoints = 0;
     for cycle in 1..=25u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -95,10 +98,7 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
                 })
                 .collect::<Vec<_>>()
         });
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(50 + rng % 250));
+        std::thread::sleep(Duration::from_millis(50 + rng.next() % 250));
         // SAFETY: plain syscall on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();

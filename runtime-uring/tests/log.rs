@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use helio::log::{Durability, Faults, Log, LogConfig, LogError};
 use helio_core::log::frame::{Kind, Op};
 
+mod common;
+use common::op_payload;
+
 /// Small buffers and segments, so that a test crosses many of both.
 fn small() -> LogConfig {
     LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, buffers: 2, ..LogConfig::default() }
@@ -21,14 +24,6 @@ fn record(i: u64) -> Vec<u8> {
         _ => (i as usize * 37) % 300,
     };
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
-}
-
-fn op_bytes(i: u64, value: &[u8]) -> Vec<u8> {
-    let key = i.to_be_bytes();
-    let op = Op { sn: i, key: &key, value: Some(value) };
-    let mut payload = vec![0; op.payload_len()];
-    op.write_payload(&mut payload);
-    payload
 }
 
 fn reopen(dir: &std::path::Path, config: &LogConfig) -> (Log, Vec<Vec<u8>>) {
@@ -56,7 +51,7 @@ fn records_come_back_in_order_across_fills_segments_and_reopens() {
             // Every so often a Sync write ends a fill mid-block (group commit).
             let durability = if i % 17 == 0 { Durability::Sync } else { Durability::None };
             log.append_op(&Op { sn: i, key: &i.to_be_bytes(), value: Some(&value) }, durability).unwrap();
-            expected.push(op_bytes(i, &value));
+            expected.push(op_payload(i, &value));
             i += 1;
         }
         let stats = log.stats();
@@ -89,7 +84,7 @@ fn concurrent_sync_writers_share_flushes_and_all_come_back() {
                     );
                     let end = end.unwrap();
                     assert!(log.durable_lsn() >= end, "acknowledged before durable");
-                    acked.lock().unwrap().push(op_bytes(i, &value));
+                    acked.lock().unwrap().push(op_payload(i, &value));
                 }
             })
         })
@@ -117,7 +112,7 @@ fn faulty_workload(log: &Log) -> (Vec<Vec<u8>>, Option<LogError>) {
         let value = record(i * 7);
         let durability = if i % 5 == 4 { Durability::None } else { Durability::Sync };
         match log.append_op(&Op { sn: i, key: &i.to_be_bytes(), value: Some(&value) }, durability) {
-            Ok(_) if durability == Durability::Sync => acked.push(op_bytes(i, &value)),
+            Ok(_) if durability == Durability::Sync => acked.push(op_payload(i, &value)),
             Ok(_) => {}
             Err(e) => return (acked, Some(e)),
         }
@@ -189,7 +184,7 @@ fn without_direct_io_the_log_is_the_same() {
         let value = record(i);
         let durability = if i % 11 == 0 { Durability::Sync } else { Durability::None };
         log.append_op(&Op { sn: i, key: &i.to_be_bytes(), value: Some(&value) }, durability).unwrap();
-        expected.push(op_bytes(i, &value));
+        expected.push(op_payload(i, &value));
     }
     log.close().unwrap();
     let (log, seen) = reopen(dir.path(), &small());

@@ -9,6 +9,9 @@ use helio::log::{Durability, LogConfig};
 use helio::shard::{Shard, ShardConfig};
 use helio_core::TreeConfig;
 
+mod common;
+use common::Rng;
+
 fn config() -> ShardConfig {
     ShardConfig {
         tree: TreeConfig::default().split_items(16).merge_items(4).consolidate_chain(8),
@@ -23,17 +26,6 @@ fn contents(shard: &Shard) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let snapshot = tree.snapshot();
     let guard = tree.pin();
     tree.range::<[u8], _>(&snapshot, .., &guard).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

@@ -10,6 +10,9 @@ use helio::log::{Durability, Log, LogConfig, LogError};
 use helio::recovery::RecoveryError;
 use helio_core::log::frame::Op;
 
+mod common;
+use common::{op_payload, Rng};
+
 fn config() -> LogConfig {
     LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() }
 }
@@ -21,14 +24,6 @@ struct Image {
     acked_end: u64,
     /// Log address past everything written.
     end: u64,
-}
-
-fn payload(i: u64, value: &[u8]) -> Vec<u8> {
-    let key = i.to_be_bytes();
-    let op = Op { sn: i, key: &key, value: Some(value) };
-    let mut out = vec![0; op.payload_len()];
-    op.write_payload(&mut out);
-    out
 }
 
 /// Acknowledged records, then a tail of records nobody was told about (written and flushed,
@@ -43,7 +38,7 @@ fn write_image(dir: &Path) -> Image {
         acked_end = log
             .append_op(&Op { sn: i, key: &i.to_be_bytes(), value: Some(&value) }, Durability::Sync)
             .unwrap();
-        acked.push(payload(i, &value));
+        acked.push(op_payload(i, &value));
     }
     let mut end = 0;
     for i in 1200..1500u64 {
@@ -92,12 +87,10 @@ fn truncating_the_unacknowledged_tail_anywhere_keeps_every_acknowledged_record()
 fn bit_flips_are_cut_in_the_tail_and_refused_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let image = write_image(dir.path());
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let (mut refused, mut cut) = (0, 0);
     for _ in 0..1500 {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        let rng = rng.next();
         let lsn = rng % (image.end + 4096);
         let bit = 1u8 << (rng >> 60 & 7);
         let (path, offset) = segment_of(dir.path(), lsn);
