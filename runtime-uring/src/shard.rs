@@ -20,6 +20,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use helio_core::log::checkpoint::{begin_payload, end_payload, PageWriter, Replay, ReplayError, ReplayStats};
 use helio_core::log::frame::{frame_bytes, Kind, Op};
 use helio_core::{ConfigError, Error, Mvcc, Snapshot, Tree, TreeConfig};
@@ -117,6 +119,103 @@ pub struct ShardRecovery {
     pub applied: ReplayStats,
 }
 
+/// A shard's counters (see [`Shard::stats`]); sums over shards with [`ShardStats::plus`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardStats {
+    /// `put` calls.
+    pub puts: u64,
+    /// `delete` calls.
+    pub deletes: u64,
+    /// `get` calls.
+    pub gets: u64,
+    /// Key and value bytes written by users.
+    pub user_bytes: u64,
+    /// Bytes written to segment files (whole blocks; checkpoints included).
+    pub device_bytes_written: u64,
+    /// Bytes of log read at open (replay).
+    pub device_bytes_read: u64,
+    /// Log bytes from the head to the end: what the log holds on disk.
+    pub log_bytes: u64,
+    /// Log bytes of the last checkpoint's pages: about the live data.
+    pub live_bytes: u64,
+    /// Checkpoints written (each one cleans the log behind it).
+    pub checkpoints: u64,
+    /// Segment files deleted by cleaning.
+    pub segments_deleted: u64,
+    /// Page consolidations in the tree.
+    pub consolidations: u64,
+    /// Page splits.
+    pub splits: u64,
+    /// Page merges.
+    pub merges: u64,
+    /// Pages in the index.
+    pub pages: u64,
+    /// I/O operations submitted to the ring (writes and flushes).
+    pub io_submitted: u64,
+    /// I/O operations completed.
+    pub io_completed: u64,
+    /// Shards whose log writes with O_DIRECT.
+    pub direct_io_shards: u64,
+}
+
+impl ShardStats {
+    /// Device bytes written per byte users wrote.
+    pub fn write_amplification(&self) -> f64 {
+        self.device_bytes_written as f64 / self.user_bytes.max(1) as f64
+    }
+
+    /// Share of the log that is not live data (0 when the log holds only its checkpoint).
+    pub fn fragmentation(&self) -> f64 {
+        1.0 - (self.live_bytes.min(self.log_bytes) as f64 / self.log_bytes.max(1) as f64)
+    }
+
+    /// The field-by-field sum of two shards' counters.
+    pub fn plus(&self, other: &ShardStats) -> ShardStats {
+        ShardStats {
+            puts: self.puts + other.puts,
+            deletes: self.deletes + other.deletes,
+            gets: self.gets + other.gets,
+            user_bytes: self.user_bytes + other.user_bytes,
+            device_bytes_written: self.device_bytes_written + other.device_bytes_written,
+            device_bytes_read: self.device_bytes_read + other.device_bytes_read,
+            log_bytes: self.log_bytes + other.log_bytes,
+            live_bytes: self.live_bytes + other.live_bytes,
+            checkpoints: self.checkpoints + other.checkpoints,
+            segments_deleted: self.segments_deleted + other.segments_deleted,
+            consolidations: self.consolidations + other.consolidations,
+            splits: self.splits + other.splits,
+            merges: self.merges + other.merges,
+            pages: self.pages + other.pages,
+            io_submitted: self.io_submitted + other.io_submitted,
+            io_completed: self.io_completed + other.io_completed,
+            direct_io_shards: self.direct_io_shards + other.direct_io_shards,
+        }
+    }
+}
+
+/// Per-thread striped counters: threads bump different cache lines, readers sum them.
+struct Striped([CachePadded<AtomicU64>; 16]);
+
+impl Striped {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))))
+    }
+
+    fn add(&self, n: u64) {
+        thread_local! {
+            static STRIPE: usize = {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) as usize % 16
+            };
+        }
+        STRIPE.with(|&i| self.0[i].fetch_add(n, Ordering::Relaxed));
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// Cleaning counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CleanStats {
@@ -150,6 +249,11 @@ struct Inner {
     /// Segments retired by a checkpoint whose readers' epochs have passed: safe to delete.
     deletable: Arc<Mutex<Vec<u64>>>,
     stats: Mutex<CleanStats>,
+    puts: Striped,
+    deletes: Striped,
+    gets: Striped,
+    user_bytes: Striped,
+    replayed_bytes: u64,
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -219,6 +323,11 @@ impl Shard {
             checkpointing: Mutex::new(()),
             deletable: Arc::new(Mutex::new(Vec::new())),
             stats: Mutex::new(CleanStats { head: sb.head, ..CleanStats::default() }),
+            puts: Striped::new(),
+            deletes: Striped::new(),
+            gets: Striped::new(),
+            user_bytes: Striped::new(),
+            replayed_bytes: recovered.replayed.bytes,
         });
         let cleaner = {
             let inner = inner.clone();
@@ -246,6 +355,7 @@ impl Shard {
 
     /// The latest value of `key`, copied out.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
+        self.inner.gets.add(1);
         let guard = self.inner.tree.pin();
         let value = self.inner.tree.get(key, &guard).map_err(ShardError::Refused)?;
         Ok(value.map(<[u8]>::to_vec))
@@ -284,6 +394,33 @@ impl Shard {
         self.inner.log.stats()
     }
 
+    /// The shard's counters now.
+    pub fn stats(&self) -> ShardStats {
+        let inner = &self.inner;
+        let log = inner.log.stats();
+        let clean = self.clean_stats();
+        let tree = inner.tree.stats();
+        ShardStats {
+            puts: inner.puts.sum(),
+            deletes: inner.deletes.sum(),
+            gets: inner.gets.sum(),
+            user_bytes: inner.user_bytes.sum(),
+            device_bytes_written: log.device_bytes,
+            device_bytes_read: inner.replayed_bytes,
+            log_bytes: inner.log.appended() - clean.head,
+            live_bytes: inner.live_bytes.load(Ordering::Relaxed),
+            checkpoints: clean.checkpoints,
+            segments_deleted: clean.segments_deleted,
+            consolidations: tree.consolidations,
+            splits: tree.splits,
+            merges: tree.merges,
+            pages: tree.pages,
+            io_submitted: log.writes + log.syncs,
+            io_completed: log.completions,
+            direct_io_shards: u64::from(log.direct_io),
+        }
+    }
+
     /// Stops the cleaner and closes the log (everything durable).
     pub fn close(mut self) -> Result<(), ShardError> {
         self.shut_down()
@@ -320,6 +457,16 @@ impl Inner {
             .expect("checked above");
             end
         };
+        match value {
+            Some(value) => {
+                self.puts.add(1);
+                self.user_bytes.add((key.len() + value.len()) as u64);
+            }
+            None => {
+                self.deletes.add(1);
+                self.user_bytes.add(key.len() as u64);
+            }
+        }
         self.log.settle(end, durability)?;
         if self.needs_cleaning() && !self.clean_requested.swap(true, Ordering::AcqRel) {
             self.wake();

@@ -55,6 +55,11 @@ pub struct LogConfig {
     pub direct_io: bool,
     /// Entries of the shard's io_uring submission queue (default 64; 8 ..= 4096, a power of two).
     pub ring_depth: u32,
+    /// Kernel-side submission polling (IORING_SETUP_SQPOLL) for the ring (default off: it
+    /// costs a CPU spinning in the kernel).
+    pub sqpoll: bool,
+    /// Pin the I/O thread to this CPU (default: not pinned).
+    pub cpu: Option<usize>,
     /// Failure injection for tests (default: none).
     pub faults: Faults,
 }
@@ -68,6 +73,8 @@ impl Default for LogConfig {
             flush_interval: Duration::from_millis(10),
             direct_io: true,
             ring_depth: 64,
+            sqpoll: false,
+            cpu: None,
             faults: Faults::default(),
         }
     }

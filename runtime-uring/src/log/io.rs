@@ -48,6 +48,7 @@ struct Flush {
 /// The I/O thread's own state.
 pub(crate) struct IoThread {
     shared: Arc<Shared>,
+    cpu: Option<usize>,
     ring: IoUring,
     segments: Segments,
     direct: bool,
@@ -83,8 +84,13 @@ impl IoThread {
         start: u64,
         carry: Vec<u8>,
     ) -> io::Result<Self> {
+        let mut builder = IoUring::builder();
+        if config.sqpoll {
+            builder.setup_sqpoll(50);
+        }
         Ok(Self {
-            ring: IoUring::new(config.ring_depth)?,
+            ring: builder.build(config.ring_depth)?,
+            cpu: config.cpu,
             shared,
             segments,
             direct,
@@ -110,6 +116,9 @@ impl IoThread {
 
     /// Runs until the log closes (after its final sync) with no I/O left in flight.
     pub fn run(mut self) {
+        if let Some(cpu) = self.cpu {
+            pin_to(cpu);
+        }
         self.post_doorbell_read();
         loop {
             self.shared.take_handoffs(&mut self.handed);
@@ -269,6 +278,7 @@ impl IoThread {
             self.unsynced.remove(&segment);
         }
         self.shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.syncs.fetch_add(written.len() as u64, Ordering::Relaxed);
         self.flush = Some(Flush { target, pending: written.len() });
         if written.is_empty() {
             self.flush_done();
@@ -312,6 +322,9 @@ impl IoThread {
         let completions: Vec<(u64, i32)> =
             self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (data, result) in completions {
+            if data & TAG != DOORBELL {
+                self.shared.counters.completions.fetch_add(1, Ordering::Relaxed);
+            }
             match data & TAG {
                 DOORBELL => self.post_doorbell_read(),
                 WRITE => self.write_done(data & !TAG, result),
@@ -426,6 +439,17 @@ impl IoThread {
 
     fn failure(&self, op: &'static str, segment: u64, source: io::Error) -> IoFailure {
         IoFailure { op, path: self.segments.path(segment), source }
+    }
+}
+
+/// Pins the calling thread to `cpu` (best effort: a cpuset that excludes it leaves the thread
+/// where the scheduler puts it).
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

@@ -62,8 +62,12 @@ pub struct LogStats {
     pub device_bytes: u64,
     /// Segment writes submitted.
     pub writes: u64,
-    /// Flushes (fdatasync rounds) submitted.
+    /// Flushes submitted (each one fdatasync per segment written since the last).
     pub flushes: u64,
+    /// fdatasyncs submitted.
+    pub syncs: u64,
+    /// Writes and flushes completed.
+    pub completions: u64,
     /// Buffers sealed early for a group commit.
     pub group_commits: u64,
     /// Buffer fills opened.
@@ -259,6 +263,8 @@ impl Log {
             device_bytes: get(&c.device_bytes),
             writes: get(&c.writes),
             flushes: get(&c.flushes),
+            syncs: get(&c.syncs),
+            completions: get(&c.completions),
             group_commits: get(&c.group_commits),
             fills: get(&c.fills),
             durable_lsn: self.durable_lsn(),

@@ -80,6 +80,8 @@ pub(crate) struct Counters {
     pub device_bytes: AtomicU64,
     pub writes: AtomicU64,
     pub flushes: AtomicU64,
+    pub syncs: AtomicU64,
+    pub completions: AtomicU64,
     pub group_commits: AtomicU64,
     pub fills: AtomicU64,
 }

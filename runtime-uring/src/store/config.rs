@@ -1,0 +1,168 @@
+//! [`Config`]: every knob of a store, with its default and limits, checked at open.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use helio_core::TreeConfig;
+
+use super::error::Error;
+use crate::log::{Durability, LogConfig};
+use crate::shard::ShardConfig;
+
+/// How to open a store: a builder. Every setter documents its default and limits; `Store::open`
+/// checks them all and refuses the first one out of bounds with [`Error::Config`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) dir: PathBuf,
+    pub(crate) shards: usize,
+    pub(crate) durability: Durability,
+    pub(crate) tree: TreeConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) clean_ratio: f64,
+    pub(crate) pin_threads: bool,
+}
+
+/// Most shards a store can have.
+pub const SHARDS_MAX: usize = 1024;
+
+impl Config {
+    /// A store in `dir` (created if missing) with every default.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_path_buf(),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            durability: Durability::Buffered,
+            tree: TreeConfig::default(),
+            log: LogConfig::default(),
+            clean_ratio: ShardConfig::default().clean_ratio,
+            pin_threads: true,
+        }
+    }
+
+    /// Shards, each with its own index, write buffers, log and I/O thread (default: the number of
+    /// CPUs; 1 ..= 1024). Fixed when the store is created.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Durability of `put` and `delete` (default [`Durability::Buffered`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Size of each write buffer (default 1 MiB; a power of two from 64 KiB to 64 MiB).
+    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.log.buffer_bytes = bytes;
+        self
+    }
+
+    /// Write buffers per shard (default 4; 2 ..= 64).
+    pub fn write_buffers(mut self, count: usize) -> Self {
+        self.log.buffers = count;
+        self
+    }
+
+    /// Size of each log segment file (default 4 GiB; 1 MiB ..= 1 TiB, a multiple of the write
+    /// buffer size). Fixed when the store is created.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.log.segment_bytes = bytes;
+        self
+    }
+
+    /// Longest a `Buffered` write waits to be flushed (default 10 ms; 100 µs ..= 60 s).
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.log.flush_interval = interval;
+        self
+    }
+
+    /// Delta records on a page before it is consolidated (default 200; 1 ..= 10 000).
+    pub fn delta_chain(mut self, records: u32) -> Self {
+        self.tree = self.tree.consolidate_chain(records);
+        self
+    }
+
+    /// Entries above which a page splits (default 400; 4 ..= 2^20).
+    pub fn split_items(mut self, items: u32) -> Self {
+        self.tree = self.tree.split_items(items);
+        self
+    }
+
+    /// Entries below which a page merges into its neighbour (default 25; at most a quarter of
+    /// `split_items`).
+    pub fn merge_items(mut self, items: u32) -> Self {
+        self.tree = self.tree.merge_items(items);
+        self
+    }
+
+    /// Largest key in bytes (default 4 KiB; 1 ..= 64 KiB).
+    pub fn key_bytes_max(mut self, bytes: u32) -> Self {
+        self.tree = self.tree.key_bytes_max(bytes);
+        self
+    }
+
+    /// Largest value in bytes (default 1 MiB; 0 ..= 1 GiB).
+    pub fn value_bytes_max(mut self, bytes: u32) -> Self {
+        self.tree = self.tree.value_bytes_max(bytes);
+        self
+    }
+
+    /// Cleaning threshold: a shard's log is cleaned once it exceeds `1 + ratio` times the live
+    /// data (default 0.5; 0.1 ..= 100).
+    pub fn clean_ratio(mut self, ratio: f64) -> Self {
+        self.clean_ratio = ratio;
+        self
+    }
+
+    /// Write segments with O_DIRECT where the filesystem allows it (default true).
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.log.direct_io = on;
+        self
+    }
+
+    /// Entries of each shard's io_uring submission queue (default 64; a power of two, 8 ..= 4096).
+    pub fn ring_depth(mut self, entries: u32) -> Self {
+        self.log.ring_depth = entries;
+        self
+    }
+
+    /// Kernel-side submission polling for each shard's ring (default off: on costs a CPU per
+    /// shard spinning in the kernel, worth it only with spare cores).
+    pub fn sqpoll(mut self, on: bool) -> Self {
+        self.log.sqpoll = on;
+        self
+    }
+
+    /// Pin each shard's I/O thread to CPU `shard % CPUs` (default true).
+    pub fn pin_threads(mut self, on: bool) -> Self {
+        self.pin_threads = on;
+        self
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks every knob.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(1..=SHARDS_MAX).contains(&self.shards) {
+            return Err(Error::Config { knob: "shards", rule: format!("from 1 to {SHARDS_MAX}") });
+        }
+        self.tree.validate().map_err(|e| Error::Config { knob: e.knob, rule: e.to_string() })?;
+        self.log.validate().map_err(|e| Error::Config { knob: e.knob, rule: e.rule.to_string() })?;
+        if !(0.1..=100.0).contains(&self.clean_ratio) {
+            return Err(Error::Config { knob: "clean_ratio", rule: "from 0.1 to 100".into() });
+        }
+        Ok(())
+    }
+
+    /// The configuration of shard `index`.
+    pub(crate) fn shard(&self, index: usize) -> ShardConfig {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut log = self.log.clone();
+        log.cpu = self.pin_threads.then_some(index % cpus);
+        ShardConfig { tree: self.tree.clone(), log, clean_ratio: self.clean_ratio, ..ShardConfig::default() }
+    }
+}

@@ -1,0 +1,215 @@
+//! [`Store`]: the engine as a database links it. A store is a directory of shards; each shard
+//! owns the keys that hash to it, with its own tree, write buffers, log and I/O thread (pinned
+//! to a core). Reads and in-memory writes run on the caller's thread through the lock-free
+//! structures; only I/O goes through a shard's ring. One snapshot sequence spans the shards, so
+//! a snapshot is one point in time across all of them.
+
+mod config;
+mod error;
+mod manifest;
+mod range;
+
+use std::fs::File;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use helio_core::{Mvcc, Snapshot as CoreSnapshot};
+
+pub use config::{Config, SHARDS_MAX};
+pub use error::Error;
+pub use manifest::STORE_FORMAT;
+pub use range::{Entry, Range};
+
+use crate::log::Durability;
+use crate::shard::{Shard, ShardError, ShardStats};
+
+/// An open store. `Send + Sync`: share it (in an `Arc`) between threads; every method may be
+/// called from any thread. Dropping it closes it (errors ignored; [`Store::close`] reports them).
+pub struct Store {
+    shards: Box<[Shard]>,
+    durability: Durability,
+    dir: PathBuf,
+    _lock: File,
+}
+
+/// Counters of a store: per shard and summed.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    /// One entry per shard.
+    pub shards: Vec<ShardStats>,
+    /// The sum over shards.
+    pub total: ShardStats,
+}
+
+impl Store {
+    /// Opens the store `config` describes, creating it if its directory holds none, and
+    /// recovers every shard (in parallel) from its log.
+    pub fn open(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let dir = config.dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| error::io_error("create directory", dir.clone(), e))?;
+        let lock = manifest::lock(&dir)?;
+        match manifest::read(&dir)? {
+            Some(found) if found != config.shards => {
+                return Err(Error::ShardCount { found, configured: config.shards })
+            }
+            Some(_) => {}
+            None => manifest::create(&dir, config.shards)?,
+        }
+        let mvcc = Arc::new(Mvcc::new());
+        let opened: Vec<Result<Shard, Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..config.shards)
+                .map(|i| {
+                    let (config, mvcc, path) = (&config, mvcc.clone(), shard_dir(&dir, i));
+                    s.spawn(move || {
+                        Shard::open_with(&path, &config.shard(i), mvcc)
+                            .map(|(shard, _)| shard)
+                            .map_err(|e| shard_error(&path, e))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a shard's recovery panicked")).collect()
+        });
+        let shards = opened.into_iter().collect::<Result<Box<[Shard]>, Error>>()?;
+        Ok(Self { shards, durability: config.durability, dir, _lock: lock })
+    }
+
+    /// Sets `key` to `value`, with the store's durability.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.put_with(key, value, self.durability)
+    }
+
+    /// Sets `key` to `value`, with the durability given.
+    pub fn put_with(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<(), Error> {
+        Ok(self.shard_of(key).put(key, value, durability)?)
+    }
+
+    /// Removes `key` (a no-op if absent), with the store's durability.
+    pub fn delete(&self, key: &[u8]) -> Result<(), Error> {
+        self.delete_with(key, self.durability)
+    }
+
+    /// Removes `key`, with the durability given.
+    pub fn delete_with(&self, key: &[u8], durability: Durability) -> Result<(), Error> {
+        Ok(self.shard_of(key).delete(key, durability)?)
+    }
+
+    /// The latest value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.shard_of(key).get(key)?)
+    }
+
+    /// The entries with keys in `range`, in key order (`.rev()` for descending), as of now.
+    pub fn range<K: AsRef<[u8]> + ?Sized, R: RangeBounds<K>>(&self, range: R) -> Range<'_> {
+        self.snapshot().range(range)
+    }
+
+    /// A point-in-time view of the whole store.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot { store: self, snapshot: self.shards[0].snapshot() }
+    }
+
+    /// Makes every earlier write durable, on every shard.
+    pub fn sync(&self) -> Result<(), Error> {
+        for shard in self.shards.iter() {
+            shard.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Cleans every shard's log now (what the cleaners do as logs grow).
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        for shard in self.shards.iter() {
+            shard.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> StoreStats {
+        let shards: Vec<ShardStats> = self.shards.iter().map(Shard::stats).collect();
+        let total = shards.iter().fold(ShardStats::default(), |sum, s| sum.plus(s));
+        StoreStats { shards, total }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes everything durable and closes every shard.
+    pub fn close(self) -> Result<(), Error> {
+        let mut first = Ok(());
+        for shard in self.shards.into_vec() {
+            let closed = shard.close().map_err(Error::from);
+            if first.is_ok() {
+                first = closed;
+            }
+        }
+        first
+    }
+
+    fn shard_of(&self, key: &[u8]) -> &Shard {
+        &self.shards[shard_index(key, self.shards.len())]
+    }
+}
+
+/// A point-in-time view of a store: reads see exactly the writes that completed before it was
+/// taken, on every shard.
+pub struct Snapshot<'s> {
+    store: &'s Store,
+    snapshot: CoreSnapshot,
+}
+
+impl<'s> Snapshot<'s> {
+    /// The value of `key` in this view.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let tree = self.store.shard_of(key).tree();
+        let guard = tree.pin();
+        Ok(tree.get_at(&self.snapshot, key, &guard)?.map(<[u8]>::to_vec))
+    }
+
+    /// The entries with keys in `range` in this view, in key order (`.rev()` for descending).
+    pub fn range<K: AsRef<[u8]> + ?Sized, R: RangeBounds<K>>(&self, range: R) -> Range<'s> {
+        let own = |b: Bound<&K>| b.map(|k| k.as_ref().to_vec());
+        Range::new(
+            &self.store.shards,
+            self.snapshot.clone(),
+            own(range.start_bound()),
+            own(range.end_bound()),
+        )
+    }
+}
+
+/// Which shard owns `key`: a fixed hash (the layout on disk depends on it).
+pub(crate) fn shard_index(key: &[u8], shards: usize) -> usize {
+    // FNV-1a, then the splitmix64 finalizer so that the high bits depend on every byte.
+    let mut h =
+        key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (((h >> 32) * shards as u64) >> 32) as usize
+}
+
+fn shard_dir(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("shard-{index:04}"))
+}
+
+/// A shard's error, with replay failures attributed to its directory.
+fn shard_error(path: &Path, e: ShardError) -> Error {
+    match e {
+        ShardError::Replay(e) => {
+            Error::Corrupt { path: path.to_path_buf(), offset: 0, reason: e.to_string() }
+        }
+        other => other.into(),
+    }
+}

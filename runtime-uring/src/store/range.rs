@@ -1,0 +1,161 @@
+//! Ordered iteration over all shards: each shard's part of a range, read in batches at one
+//! snapshot and merged by key, from either end.
+//!
+//! Shards hold disjoint keys, so merging is a pick of the smallest (or largest) head. Batches
+//! are copied out under a short epoch guard, so an open iterator holds no guard and delays no
+//! memory reclamation; the snapshot keeps what it reads from changing.
+
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+use helio_core::Snapshot as CoreSnapshot;
+
+use super::error::Error;
+use crate::shard::Shard;
+
+/// Entries fetched from a shard by its first fetch, and by any fetch at most.
+const BATCH_MIN: usize = 16;
+const BATCH_MAX: usize = 1024;
+
+/// One item of a range: a key and its value, copied out.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// What is left of the range in one shard, and what was fetched of it from each end.
+struct Part {
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    front: VecDeque<Entry>,
+    back: VecDeque<Entry>,
+    /// No more entries to fetch from that end (what is buffered is all).
+    front_done: bool,
+    back_done: bool,
+    /// Size of the next fetch from each end.
+    front_batch: usize,
+    back_batch: usize,
+}
+
+impl Part {
+    fn contains(&self, key: &[u8]) -> bool {
+        let above = match &self.lo {
+            Bound::Included(lo) => key >= lo.as_slice(),
+            Bound::Excluded(lo) => key > lo.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let below = match &self.hi {
+            Bound::Included(hi) => key <= hi.as_slice(),
+            Bound::Excluded(hi) => key < hi.as_slice(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+}
+
+/// An iterator over the entries of a key range at one snapshot, in key order, from both ends
+/// (`.rev()`). Items are `Result` so that reads that go to disk (swapped pages, remote tiers)
+/// can fail; today every read is from memory and succeeds.
+pub struct Range<'s> {
+    shards: &'s [Shard],
+    snapshot: CoreSnapshot,
+    parts: Vec<Part>,
+}
+
+impl<'s> Range<'s> {
+    pub(crate) fn new(
+        shards: &'s [Shard],
+        snapshot: CoreSnapshot,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+    ) -> Self {
+        let parts = shards
+            .iter()
+            .map(|_| Part {
+                lo: lo.clone(),
+                hi: hi.clone(),
+                front: VecDeque::new(),
+                back: VecDeque::new(),
+                front_done: false,
+                back_done: false,
+                front_batch: BATCH_MIN,
+                back_batch: BATCH_MIN,
+            })
+            .collect();
+        Self { shards, snapshot, parts }
+    }
+
+    /// Makes sure shard `i` has entries buffered at the front, if it has any left.
+    fn fill_front(&mut self, i: usize) {
+        let part = &mut self.parts[i];
+        if part.front.is_empty() && !part.front_done {
+            let tree = self.shards[i].tree();
+            let guard = tree.pin();
+            let range = (part.lo.clone(), part.hi.clone());
+            let batch = next_batch(&mut part.front_batch);
+            let entries = tree.range::<Vec<u8>, _>(&self.snapshot, range, &guard).take(batch);
+            part.front.extend(entries.map(|(k, v)| (k.to_vec(), v.to_vec())));
+            part.front_done = part.front.len() < batch;
+        }
+    }
+
+    fn fill_back(&mut self, i: usize) {
+        let part = &mut self.parts[i];
+        if part.back.is_empty() && !part.back_done {
+            let tree = self.shards[i].tree();
+            let guard = tree.pin();
+            let range = (part.lo.clone(), part.hi.clone());
+            let batch = next_batch(&mut part.back_batch);
+            let entries = tree.range::<Vec<u8>, _>(&self.snapshot, range, &guard).rev().take(batch);
+            part.back.extend(entries.map(|(k, v)| (k.to_vec(), v.to_vec())));
+            part.back_done = part.back.len() < batch;
+        }
+    }
+
+    /// Shard `i`'s next key from the front, if its part is not used up.
+    fn front_key(&self, i: usize) -> Option<&[u8]> {
+        let part = &self.parts[i];
+        part.front.front().map(|(k, _)| k.as_slice()).filter(|k| part.contains(k))
+    }
+
+    fn back_key(&self, i: usize) -> Option<&[u8]> {
+        let part = &self.parts[i];
+        part.back.front().map(|(k, _)| k.as_slice()).filter(|k| part.contains(k))
+    }
+}
+
+/// Batches start small (a short scan copies little) and double up to `BATCH_MAX`.
+fn next_batch(batch: &mut usize) -> usize {
+    let this = *batch;
+    *batch = (this * 2).min(BATCH_MAX);
+    this
+}
+
+impl Iterator for Range<'_> {
+    type Item = Result<Entry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for i in 0..self.parts.len() {
+            self.fill_front(i);
+        }
+        let (i, _) = (0..self.parts.len())
+            .filter_map(|i| self.front_key(i).map(|k| (i, k)))
+            .min_by(|a, b| a.1.cmp(b.1))?;
+        let part = &mut self.parts[i];
+        let entry = part.front.pop_front().expect("a key was there");
+        part.lo = Bound::Excluded(entry.0.clone());
+        Some(Ok(entry))
+    }
+}
+
+impl DoubleEndedIterator for Range<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        for i in 0..self.parts.len() {
+            self.fill_back(i);
+        }
+        let (i, _) = (0..self.parts.len())
+            .filter_map(|i| self.back_key(i).map(|k| (i, k)))
+            .max_by(|a, b| a.1.cmp(b.1))?;
+        let part = &mut self.parts[i];
+        let entry = part.back.pop_front().expect("a key was there");
+        part.hi = Bound::Excluded(entry.0.clone());
+        Some(Ok(entry))
+    }
+}

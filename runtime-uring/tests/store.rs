@@ -1,0 +1,268 @@
+//! The `Store` API against models: several threads of random puts, deletes, gets, ranges in
+//! both directions and snapshots, then close, reopen and compare; SIGKILL instead of close for
+//! `Sync` writes; and every kind of bad input giving its typed error and changing nothing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use helio::{Config, Durability, Error, Store};
+
+mod common;
+use common::Rng;
+
+const THREADS: u64 = 4;
+
+fn config(dir: &Path) -> Config {
+    Config::new(dir)
+        .shards(3)
+        .segment_bytes(1 << 20)
+        .write_buffer_bytes(64 << 10)
+        .split_items(16)
+        .merge_items(4)
+        .delta_chain(8)
+        .clean_ratio(0.5)
+}
+
+/// Thread `t`'s keys: its own prefix, so each thread's model is exact.
+fn key(t: u64, k: u64) -> Vec<u8> {
+    format!("t{t}-{k:04}").into_bytes()
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn collect(range: impl Iterator<Item = Result<helio::Entry, Error>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    range.map(Result::unwrap).collect()
+}
+
+/// One thread's random work on its own keys, checked as it goes; returns its model.
+fn work(store: &Store, t: u64, seed: u64, mut model: Model) -> Model {
+    let mut rng = Rng(seed);
+    for _ in 0..2500 {
+        let k = key(t, rng.next() % 300);
+        match rng.next() % 20 {
+            0..=8 => {
+                let value = vec![rng.next() as u8; (rng.next() % 200) as usize];
+                let durability =
+                    [Durability::None, Durability::Buffered, Durability::Sync][(rng.next() % 3) as usize];
+                store.put_with(&k, &value, durability).unwrap();
+                model.insert(k, value);
+            }
+            9..=11 => {
+                store.delete(&k).unwrap();
+                model.remove(&k);
+            }
+            12..=15 => assert_eq!(store.get(&k).unwrap().as_ref(), model.get(&k)),
+            16 | 17 => {
+                let (a, b) = (key(t, rng.next() % 300), key(t, rng.next() % 300));
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                let want: Vec<_> =
+                    model.range(lo.clone()..hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+                assert_eq!(collect(store.range(lo.clone()..hi.clone())), want);
+                let mut back = collect(store.range(lo..hi).rev());
+                back.reverse();
+                assert_eq!(back, want);
+            }
+            _ => {
+                let snap = store.snapshot();
+                let frozen = model.clone();
+                // Writes after the snapshot are invisible to it.
+                let k2 = key(t, rng.next() % 300);
+                store.put(&k2, b"after").unwrap();
+                model.insert(k2, b"after".to_vec());
+                let prefix = key(t, 0)[..3].to_vec();
+                let mine: Vec<_> = collect(snap.range(prefix.clone()..))
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .collect();
+                let want: Vec<_> = frozen.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                assert_eq!(mine, want);
+                assert_eq!(snap.get(&key(t, 7)).unwrap().as_ref(), frozen.get(&key(t, 7)));
+            }
+        }
+    }
+    model
+}
+
+fn everything(store: &Store) -> Model {
+    collect(store.range::<[u8], _>(..)).into_iter().collect()
+}
+
+#[test]
+fn threads_against_models_then_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut models: Vec<Model> = vec![Model::new(); THREADS as usize];
+    for round in 0..3u64 {
+        let store = Store::open(config(dir.path())).unwrap();
+        let all: Model = models.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(everything(&store), all, "round {round} after reopen");
+        models = std::thread::scope(|s| {
+            let handles: Vec<_> = models
+                .into_iter()
+                .enumerate()
+                .map(|(t, model)| {
+                    let store = &store;
+                    s.spawn(move || work(store, t as u64, 0x5EED + round * 100 + t as u64, model))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let all: Model = models.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(everything(&store), all, "round {round} before close");
+        let mut back = collect(store.range::<[u8], _>(..).rev());
+        back.reverse();
+        assert_eq!(back.into_iter().collect::<Model>(), all);
+        if round == 1 {
+            store.checkpoint().unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.shards.len(), 3);
+        assert!(stats.total.puts > 0 && stats.total.io_completed > 0, "{stats:?}");
+        store.close().unwrap();
+    }
+}
+
+const CHILD_ENV: &str = "HELIO_STORE_CRASH_DIR";
+
+#[test]
+fn sigkill_keeps_every_acknowledged_sync_write() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let cycle: u64 = std::env::var("HELIO_STORE_CRASH_CYCLE").unwrap().parse().unwrap();
+        let store = Store::open(config(Path::new(&dir)).durability(Durability::Sync)).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let store = &store;
+                s.spawn(move || {
+                    for n in 0u64.. {
+                        let k = format!("c{cycle}-t{t}-{:03}", n % 200);
+                        store.put(k.as_bytes(), &n.to_be_bytes()).unwrap();
+                        println!("ACK {k} {n}");
+                    }
+                });
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rng = Rng(77);
+    for cycle in 0..12u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigkill_keeps_every_acknowledged_sync_write",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env("HELIO_STORE_CRASH_CYCLE", cycle.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    let mut w = l.strip_prefix("ACK ")?.split(' ');
+                    Some((w.next()?.to_string(), w.next()?.parse::<u64>().ok()?))
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(100 + rng.next() % 300));
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        let lines = reader.join().unwrap();
+        assert!(!lines.is_empty(), "cycle {cycle}: nothing acknowledged");
+        acked.extend(lines);
+        let store = Store::open(config(dir.path())).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        for (k, &n) in &acked {
+            let got = store.get(k.as_bytes()).unwrap().unwrap_or_else(|| panic!("cycle {cycle}: {k} lost"));
+            let found = u64::from_be_bytes(got[..8].try_into().unwrap());
+            assert!(found >= n, "cycle {cycle}: {k}: write {n} acknowledged, {found} found");
+        }
+        store.close().unwrap();
+    }
+}
+
+/// A store with some data, closed; returns its contents.
+fn seeded(dir: &Path) -> Model {
+    let store = Store::open(config(dir)).unwrap();
+    for i in 0..500u32 {
+        store.put(&i.to_be_bytes(), &i.to_le_bytes()).unwrap();
+    }
+    let model = everything(&store);
+    store.close().unwrap();
+    model
+}
+
+fn intact(dir: &Path, model: &Model) {
+    let store = Store::open(config(dir)).unwrap();
+    assert_eq!(&everything(&store), model, "data changed by a refused call");
+    store.close().unwrap();
+}
+
+#[test]
+fn bad_input_gives_typed_errors_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = seeded(dir.path());
+
+    // Oversized key and value.
+    let store = Store::open(config(dir.path()).key_bytes_max(64).value_bytes_max(1000)).unwrap();
+    assert!(matches!(store.put(&[1; 65], b"v"), Err(Error::KeyTooLarge { len: 65, max: 64 })));
+    assert!(matches!(store.put(b"k", &[1; 1001]), Err(Error::ValueTooLarge { len: 1001, max: 1000 })));
+    assert!(matches!(store.delete(&[1; 65]), Err(Error::KeyTooLarge { .. })));
+    // Double open, in this process and (by the same lock) any other.
+    assert!(matches!(Store::open(config(dir.path())), Err(Error::Locked { .. })));
+    store.close().unwrap();
+    intact(dir.path(), &model);
+
+    // Another shard count.
+    assert!(matches!(
+        Store::open(config(dir.path()).shards(2)),
+        Err(Error::ShardCount { found: 3, configured: 2 })
+    ));
+    // Settings out of bounds.
+    assert!(matches!(Store::open(config(dir.path()).shards(0)), Err(Error::Config { knob: "shards", .. })));
+    assert!(matches!(Store::open(config(dir.path()).write_buffer_bytes(1000)), Err(Error::Config { .. })));
+    intact(dir.path(), &model);
+
+    // Another format version: of the store layout, then of a shard's log.
+    let manifest = dir.path().join("MANIFEST");
+    let original = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, b"helio-store 9\nshards 3\n").unwrap();
+    assert!(matches!(
+        Store::open(config(dir.path())),
+        Err(Error::Incompatible { found: 9, expected: 1, .. })
+    ));
+    std::fs::write(&manifest, b"garbage").unwrap();
+    assert!(matches!(Store::open(config(dir.path())), Err(Error::Corrupt { .. })));
+    std::fs::write(&manifest, &original).unwrap();
+    let superblock = dir.path().join("shard-0001/superblock");
+    let sb = std::fs::read(&superblock).unwrap();
+    let mut other = sb.clone();
+    for copy in 0..2 {
+        let block = &mut other[copy * 4096..(copy + 1) * 4096];
+        block[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let crc = helio::core::log::crc32c_of(&block[..4092]);
+        block[4092..].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&superblock, &other).unwrap();
+    let refused = Store::open(config(dir.path()));
+    assert!(matches!(refused, Err(Error::Incompatible { found: 9, .. })), "{:?}", refused.err());
+    std::fs::write(&superblock, vec![0x5A; 8192]).unwrap();
+    assert!(matches!(Store::open(config(dir.path())), Err(Error::Corrupt { .. })));
+    std::fs::write(&superblock, &sb).unwrap();
+    intact(dir.path(), &model);
+
+    // Garbage: a directory of other things is not taken for a store.
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("notes.txt"), b"mine").unwrap();
+    assert!(matches!(Store::open(config(foreign.path())), Err(Error::NotAStore { .. })));
+    assert_eq!(std::fs::read(foreign.path().join("notes.txt")).unwrap(), b"mine");
+    assert!(!foreign.path().join("MANIFEST").exists());
+}
