@@ -127,9 +127,14 @@ impl Log {
         config: &LogConfig,
         mut visit: impl FnMut(Kind, &[u8]),
     ) -> Result<Replayed, LogError> {
-        let sb = SuperblockFile::open(dir).map_err(LogError::Superblock)?.current();
+        let sb = Self::superblock_of(dir)?;
         let segments = Segments::new(dir, sb.segment_bytes);
         replay_records(&segments, &sb, config.scan_limits(), |kind, payload| visit(kind, payload))
+    }
+
+    /// The superblock of the log in `dir`, read without changing anything.
+    pub fn superblock_of(dir: &Path) -> Result<Superblock, LogError> {
+        Ok(SuperblockFile::open(dir).map_err(LogError::Superblock)?.current())
     }
 
     /// Appends an op record (a put or a delete) with the given durability; returns the log

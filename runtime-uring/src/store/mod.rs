@@ -133,6 +133,17 @@ impl Store {
         StoreStats { shards, total }
     }
 
+    /// The shard count of the store in `dir` (from its manifest), or `None` if `dir` holds no
+    /// store. Reads only.
+    pub fn shards_in(dir: &Path) -> Result<Option<usize>, Error> {
+        manifest::read(dir)
+    }
+
+    /// The directory of shard `index` of the store in `dir`.
+    pub fn shard_dir(dir: &Path, index: usize) -> PathBuf {
+        shard_dir(dir, index)
+    }
+
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()

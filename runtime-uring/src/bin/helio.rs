@@ -1,0 +1,210 @@
+//! `helio`: inspect and check a store from the shell.
+//!
+//! ```text
+//! helio stats DIR              counters per shard and in total
+//! helio check DIR              read every record, verify every checksum (exit 1 on corruption)
+//! helio get DIR KEY            print the value (exit 1 if absent)
+//! helio put DIR KEY VALUE      set a key (durable when the command returns)
+//! helio scan DIR [--from K] [--to K] [--limit N] [--rev]
+//! ```
+//! Keys and values are taken and printed as UTF-8 text (bytes that are not are escaped).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use helio::core::log::checkpoint::Replay;
+use helio::core::log::frame::Kind;
+use helio::core::Tree;
+use helio::log::{Log, LogConfig};
+use helio::{Config, Durability, Error, Store};
+
+#[derive(Parser)]
+#[command(name = "helio", version, about = "Inspect and check a Helio store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Counters per shard and in total (opens the store, which recovers it).
+    Stats { dir: PathBuf },
+    /// Read every record of every shard's log and verify every checksum without changing
+    /// anything; exits 1 if anything is corrupt. Run it on a store no process has open.
+    Check { dir: PathBuf },
+    /// Print the value of KEY.
+    Get { dir: PathBuf, key: String },
+    /// Set KEY to VALUE, durably.
+    Put { dir: PathBuf, key: String, value: String },
+    /// Print the entries in a key range.
+    Scan {
+        dir: PathBuf,
+        /// First key (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last key (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Descending order.
+        #[arg(long)]
+        rev: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("helio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Stats { dir } => stats(&dir),
+        Command::Check { dir } => check(&dir),
+        Command::Get { dir, key } => {
+            let store = open(&dir)?;
+            let value = store.get(key.as_bytes())?;
+            store.close()?;
+            Ok(match value {
+                Some(v) => {
+                    println!("{}", show(&v));
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("helio: {key}: not found");
+                    ExitCode::FAILURE
+                }
+            })
+        }
+        Command::Put { dir, key, value } => {
+            let store = open(&dir)?;
+            store.put_with(key.as_bytes(), value.as_bytes(), Durability::Sync)?;
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan { dir, from, to, limit, rev } => {
+            let store = open(&dir)?;
+            let lo = from.map_or(std::ops::Bound::Unbounded, |k| std::ops::Bound::Included(k.into_bytes()));
+            let hi = to.map_or(std::ops::Bound::Unbounded, |k| std::ops::Bound::Excluded(k.into_bytes()));
+            let range = store.range::<Vec<u8>, _>((lo, hi));
+            let items: Box<dyn Iterator<Item = _>> =
+                if rev { Box::new(range.rev()) } else { Box::new(range) };
+            for item in items.take(limit) {
+                let (k, v) = item?;
+                println!("{}\t{}", show(&k), show(&v));
+            }
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Opens an existing store with the shard count it was created with.
+fn open(dir: &Path) -> Result<Store, Error> {
+    let shards = Store::shards_in(dir)?.ok_or_else(|| Error::NotAStore { dir: dir.to_path_buf() })?;
+    Store::open(Config::new(dir).shards(shards))
+}
+
+fn stats(dir: &Path) -> Result<ExitCode, Error> {
+    let store = open(dir)?;
+    let stats = store.stats();
+    println!(
+        "{:>5} {:>10} {:>9} {:>12} {:>12} {:>6} {:>12} {:>6} {:>6} {:>8} {:>8}",
+        "shard",
+        "puts",
+        "deletes",
+        "user bytes",
+        "device bytes",
+        "WA",
+        "log bytes",
+        "frag",
+        "ckpts",
+        "pages",
+        "io done"
+    );
+    let row = |name: String, s: &helio::shard::ShardStats| {
+        println!(
+            "{name:>5} {:>10} {:>9} {:>12} {:>12} {:>6.2} {:>12} {:>6.2} {:>6} {:>8} {:>8}",
+            s.puts,
+            s.deletes,
+            s.user_bytes,
+            s.device_bytes_written,
+            s.write_amplification(),
+            s.log_bytes,
+            s.fragmentation(),
+            s.checkpoints,
+            s.pages,
+            s.io_completed
+        )
+    };
+    for (i, s) in stats.shards.iter().enumerate() {
+        row(i.to_string(), s);
+    }
+    row("total".into(), &stats.total);
+    store.close()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads every shard's log (checksums verified by the replay), applies every record to a
+/// scratch tree (so every record must parse), and reports.
+fn check(dir: &Path) -> Result<ExitCode, Error> {
+    let shards = Store::shards_in(dir)?.ok_or_else(|| Error::NotAStore { dir: dir.to_path_buf() })?;
+    let mut corrupt = false;
+    for i in 0..shards {
+        let path = Store::shard_dir(dir, i);
+        let tree = Tree::new(Default::default()).expect("default tree settings are valid");
+        let checkpoint = match Log::superblock_of(&path) {
+            Ok(sb) => sb.checkpoint,
+            Err(e) => {
+                println!("shard {i}: CORRUPT: {}", Error::from(e));
+                corrupt = true;
+                continue;
+            }
+        };
+        let mut replay = Replay::new(&tree, checkpoint);
+        let mut kinds = [0u64; 8];
+        let mut failed = None;
+        let read = Log::read(&path, &LogConfig::default(), |kind, payload| {
+            kinds[kind as usize] += 1;
+            if failed.is_none() {
+                failed = replay.apply(kind, payload, &tree.pin()).err();
+            }
+        });
+        match (read, failed.map_or_else(|| replay.finish().map(drop), Err)) {
+            (Ok(r), Ok(())) => println!(
+                "shard {i}: ok: {} frames, {} bytes from the head, {} puts, {} deletes, {} checkpoint pages{}",
+                r.frames,
+                r.bytes,
+                kinds[Kind::Put as usize],
+                kinds[Kind::Delete as usize],
+                kinds[Kind::Page as usize],
+                r.torn_at.map_or(String::new(), |at| format!(", torn tail cut at log address {at}"))
+            ),
+            (Err(e), _) => {
+                println!("shard {i}: CORRUPT: {}", Error::from(e));
+                corrupt = true;
+            }
+            (_, Err(e)) => {
+                println!("shard {i}: CORRUPT: {e}");
+                corrupt = true;
+            }
+        }
+    }
+    Ok(if corrupt { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Bytes as text, escaping what is not printable UTF-8.
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => bytes.escape_ascii().to_string(),
+    }
+}
