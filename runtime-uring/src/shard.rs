@@ -130,7 +130,8 @@ pub struct ShardStats {
     pub gets: u64,
     /// Key and value bytes written by users.
     pub user_bytes: u64,
-    /// Bytes written to segment files (whole blocks; checkpoints included).
+    /// Bytes written to segment files: log blocks (checkpoints included) and the zeros
+    /// written ahead of them.
     pub device_bytes_written: u64,
     /// Bytes of log read at open (replay).
     pub device_bytes_read: u64,
@@ -405,7 +406,7 @@ impl Shard {
             deletes: inner.deletes.sum(),
             gets: inner.gets.sum(),
             user_bytes: inner.user_bytes.sum(),
-            device_bytes_written: log.device_bytes,
+            device_bytes_written: log.device_bytes + log.zeroed_bytes,
             device_bytes_read: inner.replayed_bytes,
             log_bytes: inner.log.appended() - clean.head,
             live_bytes: inner.live_bytes.load(Ordering::Relaxed),

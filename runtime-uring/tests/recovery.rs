@@ -23,7 +23,7 @@ struct TestLog {
 
 impl TestLog {
     fn new(segments: Segments) -> Self {
-        segments.create(0).unwrap();
+        segments.create(0, SEGMENT).unwrap();
         Self { segments, lsn: 0, frames: Vec::new() }
     }
 
@@ -42,7 +42,7 @@ impl TestLog {
             encode(&mut pad, STAMP, self.lsn, self.lsn, Kind::Pad, &vec![0; pad_payload]);
             self.write_at(self.lsn, &pad);
             self.lsn += left;
-            self.segments.create(self.segments.index_of(self.lsn)).unwrap();
+            self.segments.create(self.segments.index_of(self.lsn), SEGMENT).unwrap();
         }
         let mut frame = vec![0u8; len];
         encode_with(&mut frame, STAMP, self.lsn, self.lsn, op.kind(), op.payload_len(), |p| {
@@ -52,7 +52,7 @@ impl TestLog {
         self.frames.push((self.lsn, len));
         self.lsn += len as u64;
         if self.lsn % self.segments.segment_bytes() == 0 {
-            self.segments.create(self.segments.index_of(self.lsn)).unwrap();
+            self.segments.create(self.segments.index_of(self.lsn), SEGMENT).unwrap();
         }
     }
 

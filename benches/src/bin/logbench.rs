@@ -68,7 +68,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn prepare_segments(dir: &Path, segment_bytes: u64, count: u64) {
     let segments = Segments::new(dir, segment_bytes);
     for i in 0..count {
-        segments.create(i).unwrap();
+        segments.create(i, segment_bytes).unwrap();
     }
 }
 

@@ -15,7 +15,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -29,6 +28,9 @@ const DOORBELL: u64 = 1 << 62;
 const WRITE: u64 = 2 << 62;
 const FLUSH: u64 = 3 << 62;
 const TAG: u64 = 3 << 62;
+
+/// Segments are zero-filled this far ahead of the writes, a chunk at a time.
+const ZERO_AHEAD: u64 = 16 << 20;
 
 /// A write submitted and not yet completed, in submission (log) order.
 struct InFlight {
@@ -55,7 +57,8 @@ pub(crate) struct IoThread {
     interval: Duration,
     faults: Faults,
     files: BTreeMap<u64, File>,
-    preparing: Option<(u64, JoinHandle<io::Result<()>>)>,
+    /// Bytes zero-filled at the start of each open segment.
+    zeroed: BTreeMap<u64, u64>,
     handed: Vec<Fill>,
     ready: BTreeMap<u64, Fill>,
     next_seq: u64,
@@ -97,7 +100,7 @@ impl IoThread {
             interval: config.flush_interval,
             faults: config.faults,
             files: BTreeMap::new(),
-            preparing: None,
+            zeroed: BTreeMap::new(),
             handed: Vec::new(),
             ready: BTreeMap::new(),
             next_seq: 0,
@@ -139,9 +142,6 @@ impl IoThread {
             self.wait();
             self.reap();
         }
-        if let Some((_, creating)) = self.preparing.take() {
-            let _ = creating.join();
-        }
     }
 
     /// Submits ready fills in log order. A fill that rewrites the previous fill's last block
@@ -170,10 +170,11 @@ impl IoThread {
         assert_eq!(fill.base, self.submitted_end, "fills must be written in log order");
         let block = self.shared.block;
         let segment = self.segments.index_of(fill.base);
-        let fd = self.file(segment)?.as_raw_fd();
-        let slot = &self.shared.slots[fill.slot];
         let end = lead + fill.filled as usize;
         let len = end.next_multiple_of(block);
+        let offset = fill.base - lead as u64 - self.segments.start_of(segment);
+        let fd = self.file(segment, offset + len as u64)?.as_raw_fd();
+        let slot = &self.shared.slots[fill.slot];
         // SAFETY: the fill was handed off: every claim in it was released, and its buffer is
         // not reopened before this write completes. `0..lead` and `end..len` are outside every
         // claim of this fill.
@@ -185,7 +186,6 @@ impl IoThread {
         // SAFETY: as above.
         self.carry.extend_from_slice(unsafe { slot.bytes(end - end % block, end % block) });
         self.submitted_end = fill.base + fill.filled;
-        let offset = fill.base - lead as u64 - self.segments.start_of(segment);
         self.in_flight.push_back(InFlight {
             seq: fill.seq,
             end: self.submitted_end,
@@ -269,7 +269,7 @@ impl IoThread {
             return Err(self.failure("flush segment", written.first().copied().unwrap_or(0), injected()));
         }
         for &segment in &written {
-            let fd = self.file(segment)?.as_raw_fd();
+            let fd = self.file(segment, 0)?.as_raw_fd();
             let entry = opcode::Fsync::new(types::Fd(fd))
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()
@@ -396,23 +396,30 @@ impl IoThread {
         }
     }
 
-    /// The segment's file, open for writing; creates it (and starts creating the next one in
-    /// the background) the first time the log reaches it.
-    fn file(&mut self, segment: u64) -> Result<&File, IoFailure> {
+    /// The segment's file, open for writing, zero-filled at least up to `end`; creates the
+    /// segment the first time the log reaches it, and zero-fills a chunk ahead at a time.
+    fn file(&mut self, segment: u64, end: u64) -> Result<&File, IoFailure> {
         if !self.files.contains_key(&segment) {
             self.open_segment(segment)?;
+        }
+        let ready = self.zeroed[&segment];
+        if ready < end {
+            let to = (end + ZERO_AHEAD).next_multiple_of(ZERO_AHEAD).min(self.segments.segment_bytes());
+            let fill = OpenOptions::new()
+                .write(true)
+                .open(self.segments.path(segment))
+                .and_then(|f| Segments::zero_fill(&f, ready, to));
+            fill.map_err(|e| self.failure("zero-fill segment", segment, e))?;
+            self.shared.counters.zeroed_bytes.fetch_add(to - ready, Ordering::Relaxed);
+            self.zeroed.insert(segment, to);
         }
         Ok(&self.files[&segment])
     }
 
     fn open_segment(&mut self, segment: u64) -> Result<(), IoFailure> {
-        if let Some((index, creating)) = self.preparing.take() {
-            let created = creating.join().expect("segment creation panicked");
-            created.map_err(|e| self.failure("create segment", index, e))?;
-        }
         let path = self.segments.path(segment);
         if !path.exists() {
-            self.segments.create(segment).map_err(|e| self.failure("create segment", segment, e))?;
+            self.segments.create(segment, 0).map_err(|e| self.failure("create segment", segment, e))?;
         }
         let mut options = OpenOptions::new();
         options.write(true);
@@ -420,12 +427,9 @@ impl IoThread {
             options.custom_flags(libc::O_DIRECT);
         }
         let file = options.open(&path).map_err(|e| self.failure("open segment", segment, e))?;
+        let len = file.metadata().map_err(|e| self.failure("stat segment", segment, e))?.len();
+        self.zeroed.insert(segment, len);
         self.files.insert(segment, file);
-        let next = segment + 1;
-        if !self.segments.path(next).exists() {
-            let segments = self.segments.clone();
-            self.preparing = Some((next, std::thread::spawn(move || segments.create(next).map(drop))));
-        }
         Ok(())
     }
 
@@ -435,6 +439,8 @@ impl IoThread {
         let Some(&newest) = self.files.keys().next_back() else { return };
         let unsynced = &self.unsynced;
         self.files.retain(|&s, _| s + 1 >= newest || unsynced.contains(&s));
+        let files = &self.files;
+        self.zeroed.retain(|s, _| files.contains_key(s));
     }
 
     fn failure(&self, op: &'static str, segment: u64, source: io::Error) -> IoFailure {

@@ -60,6 +60,8 @@ pub struct LogStats {
     pub log_bytes: u64,
     /// Bytes written to segment files (whole blocks, partial blocks rewritten).
     pub device_bytes: u64,
+    /// Zeros written ahead of the log into its segments (see `Segments::zero_fill`).
+    pub zeroed_bytes: u64,
     /// Segment writes submitted.
     pub writes: u64,
     /// Flushes submitted (each one fdatasync per segment written since the last).
@@ -266,6 +268,7 @@ impl Log {
             payload_bytes: get(&c.payload_bytes),
             log_bytes: get(&c.log_bytes),
             device_bytes: get(&c.device_bytes),
+            zeroed_bytes: get(&c.zeroed_bytes),
             writes: get(&c.writes),
             flushes: get(&c.flushes),
             syncs: get(&c.syncs),

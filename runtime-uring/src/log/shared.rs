@@ -81,6 +81,7 @@ pub(crate) struct Counters {
     pub writes: AtomicU64,
     pub flushes: AtomicU64,
     pub syncs: AtomicU64,
+    pub zeroed_bytes: AtomicU64,
     pub completions: AtomicU64,
     pub group_commits: AtomicU64,
     pub fills: AtomicU64,
