@@ -266,3 +266,10 @@ fn bad_input_gives_typed_errors_and_changes_nothing() {
     assert_eq!(std::fs::read(foreign.path().join("notes.txt")).unwrap(), b"mine");
     assert!(!foreign.path().join("MANIFEST").exists());
 }
+
+#[test]
+fn store_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Store>();
+    shared::<std::sync::Arc<Store>>();
+}
