@@ -32,6 +32,7 @@ pub mod recovery;
 pub mod segments;
 pub mod shard;
 pub mod store;
+mod striped;
 pub mod superblock_file;
 
 pub use helio_core as core;

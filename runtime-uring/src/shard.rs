@@ -20,13 +20,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-
 use helio_core::log::checkpoint::{begin_payload, end_payload, PageWriter, Replay, ReplayError, ReplayStats};
 use helio_core::log::frame::{frame_bytes, Kind, Op};
 use helio_core::{ConfigError, Error, Mvcc, Snapshot, Tree, TreeConfig};
 
 use crate::log::{Durability, Log, LogConfig, LogError, LogStats, Recovered};
+use crate::striped::Striped;
 
 /// Write stripes per shard: enough that unrelated keys rarely share one.
 const STRIPES: usize = 256;
@@ -191,29 +190,6 @@ impl ShardStats {
             io_completed: self.io_completed + other.io_completed,
             direct_io_shards: self.direct_io_shards + other.direct_io_shards,
         }
-    }
-}
-
-/// Per-thread striped counters: threads bump different cache lines, readers sum them.
-struct Striped([CachePadded<AtomicU64>; 16]);
-
-impl Striped {
-    fn new() -> Self {
-        Self(std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))))
-    }
-
-    fn add(&self, n: u64) {
-        thread_local! {
-            static STRIPE: usize = {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed) as usize % 16
-            };
-        }
-        STRIPE.with(|&i| self.0[i].fetch_add(n, Ordering::Relaxed));
-    }
-
-    fn sum(&self) -> u64 {
-        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 

@@ -219,11 +219,14 @@ impl IoThread {
             return;
         }
         let durable = self.shared.durable.load(Ordering::Acquire);
-        let mut want = self.shared.sync_wanted.load(Ordering::Acquire);
-        let buffered = self.shared.flush_wanted.load(Ordering::Acquire);
-        if buffered > durable && self.last_flush.elapsed() >= self.interval {
-            want = want.max(buffered);
+        if self.shared.buffered_pending.load(Ordering::Acquire) && self.last_flush.elapsed() >= self.interval
+        {
+            // Cleared before reading the end: a Buffered write after this sets it again. The
+            // request stays until met, like a Sync writer's.
+            self.shared.buffered_pending.store(false, Ordering::SeqCst);
+            self.shared.sync_wanted.fetch_max(self.shared.claimed_end(), Ordering::AcqRel);
         }
+        let want = self.shared.sync_wanted.load(Ordering::Acquire);
         if want <= durable {
             return;
         }
@@ -301,8 +304,7 @@ impl IoThread {
 
     /// Sleeps until a completion (or the doorbell) arrives, or a `Buffered` interval runs out.
     fn wait(&mut self) {
-        let durable = self.shared.durable.load(Ordering::Acquire);
-        let buffered = self.shared.flush_wanted.load(Ordering::Acquire) > durable;
+        let buffered = self.shared.buffered_pending.load(Ordering::Acquire);
         let result = if buffered && self.flush.is_none() && self.shared.poisoned().is_none() {
             let left = self.interval.saturating_sub(self.last_flush.elapsed());
             let ts = types::Timespec::new().sec(left.as_secs()).nsec(left.subsec_nanos());

@@ -189,9 +189,9 @@ impl Log {
         let end = claim.lsn + len as u64;
         claim.write(kind, payload_len, fill);
         let counters = &self.shared.counters;
-        counters.records.fetch_add(1, Ordering::Relaxed);
-        counters.payload_bytes.fetch_add(payload_len as u64, Ordering::Relaxed);
-        counters.log_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        counters.records.add(1);
+        counters.payload_bytes.add(payload_len as u64);
+        counters.log_bytes.add(len as u64);
         Ok(end)
     }
 
@@ -201,9 +201,7 @@ impl Log {
     pub fn settle(&self, end: u64, durability: Durability) -> Result<u64, LogError> {
         match durability {
             Durability::None => {}
-            Durability::Buffered => {
-                self.shared.flush_wanted.fetch_max(end, Ordering::AcqRel);
-            }
+            Durability::Buffered => self.shared.want_buffered_flush(),
             Durability::Sync => self.shared.wait_durable(end)?,
         }
         Ok(end)
@@ -212,12 +210,13 @@ impl Log {
     /// Makes every record appended before the call durable.
     pub fn sync(&self) -> Result<(), LogError> {
         self.shared.check_poison()?;
-        self.shared.wait_durable(self.shared.appended.load(Ordering::Acquire))
+        self.shared.wait_durable(self.shared.claimed_end())
     }
 
-    /// End of every record appended so far.
+    /// End of every record claimed so far (with no append in progress: of every record
+    /// appended).
     pub fn appended(&self) -> u64 {
-        self.shared.appended.load(Ordering::Acquire)
+        self.shared.claimed_end()
     }
 
     /// The superblock as last written.
@@ -264,9 +263,9 @@ impl Log {
         let c = &self.shared.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         LogStats {
-            records: get(&c.records),
-            payload_bytes: get(&c.payload_bytes),
-            log_bytes: get(&c.log_bytes),
+            records: c.records.sum(),
+            payload_bytes: c.payload_bytes.sum(),
+            log_bytes: c.log_bytes.sum(),
             device_bytes: get(&c.device_bytes),
             zeroed_bytes: get(&c.zeroed_bytes),
             writes: get(&c.writes),

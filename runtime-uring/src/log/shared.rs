@@ -24,6 +24,7 @@ use helio_core::log::frame::{encode_with, Kind, Stamp, HEADER_BYTES};
 
 use super::error::{IoFailure, LogError};
 use crate::dma::DmaBuf;
+use crate::striped::Striped;
 
 /// One write buffer.
 pub(crate) struct Slot {
@@ -71,12 +72,11 @@ pub(crate) struct Fill {
     pub filled: u64,
 }
 
-/// Counters behind [`super::LogStats`].
-#[derive(Default)]
+/// Counters behind [`super::LogStats`]: writers' on stripes, the I/O thread's plain.
 pub(crate) struct Counters {
-    pub records: AtomicU64,
-    pub payload_bytes: AtomicU64,
-    pub log_bytes: AtomicU64,
+    pub records: Striped,
+    pub payload_bytes: Striped,
+    pub log_bytes: Striped,
     pub device_bytes: AtomicU64,
     pub writes: AtomicU64,
     pub flushes: AtomicU64,
@@ -85,6 +85,24 @@ pub(crate) struct Counters {
     pub completions: AtomicU64,
     pub group_commits: AtomicU64,
     pub fills: AtomicU64,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            records: Striped::new(),
+            payload_bytes: Striped::new(),
+            log_bytes: Striped::new(),
+            device_bytes: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            zeroed_bytes: AtomicU64::new(0),
+            completions: AtomicU64::new(0),
+            group_commits: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
+        }
+    }
 }
 
 /// An eventfd the I/O thread always has a read posted on: writers ring it to wake the thread.
@@ -127,12 +145,11 @@ pub(crate) struct Shared {
     pub block: usize,
     /// The log is durable below this address.
     pub durable: AtomicU64,
-    /// End of the latest record a writer finished copying.
-    pub appended: AtomicU64,
+
     /// Highest address a `Sync` writer or `sync()` waits to see durable.
     pub sync_wanted: AtomicU64,
-    /// Highest address a `Buffered` writer wants durable within the flush interval.
-    pub flush_wanted: AtomicU64,
+    /// A `Buffered` write is waiting for the next interval's flush.
+    pub buffered_pending: AtomicBool,
     pub closing: AtomicBool,
     poison: OnceLock<Arc<IoFailure>>,
     handoffs: Mutex<Vec<Fill>>,
@@ -177,8 +194,6 @@ impl Drop for Claim<'_> {
                 p.fill(0)
             });
         }
-        let end = self.lsn + self.len as u64;
-        self.shared.appended.fetch_max(end, Ordering::AcqRel);
         let slot = &self.shared.slots[self.slot];
         if slot.state.release() {
             self.shared.hand_off(self.slot, slot.state.filled(), true);
@@ -220,9 +235,9 @@ impl Shared {
             buffer_bytes: buffer_bytes as u64,
             block,
             durable: AtomicU64::new(start),
-            appended: AtomicU64::new(start),
+
             sync_wanted: AtomicU64::new(start),
-            flush_wanted: AtomicU64::new(start),
+            buffered_pending: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             poison: OnceLock::new(),
             handoffs: Mutex::new(Vec::new()),
@@ -230,7 +245,7 @@ impl Shared {
             doorbell: Doorbell::new()?,
             lock: Mutex::new(()),
             progress: Condvar::new(),
-            counters: Counters::default(),
+            counters: Counters::new(),
         };
         shared.slots[0].state.reset(shared.fill_capacity(start));
         Ok(shared)
@@ -249,6 +264,26 @@ impl Shared {
             room - HEADER_BYTES as u64
         } else {
             natural
+        }
+    }
+
+    /// End of every claim made so far (some may still be copying): what `sync` must cover.
+    pub fn claimed_end(&self) -> u64 {
+        loop {
+            let seq = self.current.load(Ordering::Acquire);
+            let slot = &self.slots[(seq % self.slots.len() as u64) as usize];
+            let end = slot.base.load(Ordering::Acquire) + slot.state.filled();
+            if self.current.load(Ordering::Acquire) == seq {
+                return end;
+            }
+        }
+    }
+
+    /// Notes that a `Buffered` write wants the next interval's flush (a load, and a store only
+    /// when the flag was clear: writers do not fight over the line).
+    pub fn want_buffered_flush(&self) {
+        if !self.buffered_pending.load(Ordering::Relaxed) {
+            self.buffered_pending.store(true, Ordering::Release);
         }
     }
 
