@@ -34,7 +34,7 @@ fn key(t: u64, k: u64) -> Vec<u8> {
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn collect(range: impl Iterator<Item = Result<helio::Entry, Error>>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    range.map(Result::unwrap).collect()
+    range.map(Result::unwrap).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
 }
 
 /// One thread's random work on its own keys, checked as it goes; returns its model.

@@ -5,13 +5,13 @@
 //! fill and get again with 2 threads (helio on 2 shards) for the scaling figure.
 //!
 //! Usage: `cargo run --release -p helio-bench --features rocksdb-peer --bin vs_rocksdb -- [DIR]`
+//! (`HELIO_ENGINES=helio,rocksdb` to run some engines only).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use helio::{Config, Durability, Store};
 use helio_bench::{key, key_count, run_threads, slice_of, value, Rng, SCAN_LEN};
@@ -162,14 +162,20 @@ fn main() {
             Box::new(rocks(&fresh(&format!("rocksdb{round}")))),
             Box::new(mutex_map(&fresh(&format!("mutex{round}")))),
         ];
-        for engine in &engines {
+        let only = std::env::var("HELIO_ENGINES").ok();
+        for engine in
+            engines.iter().filter(|e| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == e.name())))
+        {
             let f = measure(engine.as_ref(), n, threads);
             println!("{:<22} {threads:>8} {:>12.0} {:>12.0} {:>12.0}", engine.name(), f.fill, f.get, f.scan);
             results.push((engine.name(), threads, f));
         }
     }
-    let find = |name: &str, threads: usize| results.iter().find(|r| r.0 == name && r.1 == threads).unwrap().2;
-    let (h1, r1, h2) = (find("helio", 1), find("rocksdb", 1), find("helio", 2));
+    let find =
+        |name: &str, threads: usize| results.iter().find(|r| r.0 == name && r.1 == threads).map(|r| r.2);
+    let (Some(h1), Some(r1), Some(h2)) = (find("helio", 1), find("rocksdb", 1), find("helio", 2)) else {
+        return;
+    };
     println!();
     println!(
         "helio / rocksdb, 1 thread: fill {:.2}x (target 5), get {:.2}x (target 8), scan {:.2}x (target 3)",

@@ -3,11 +3,13 @@
 //!
 //! Shards hold disjoint keys, so merging is a pick of the smallest (or largest) head. Batches
 //! are copied out under a short epoch guard, so an open iterator holds no guard and delays no
-//! memory reclamation; the snapshot keeps what it reads from changing.
+//! memory reclamation; the snapshot keeps what it reads from changing. A batch is copied into
+//! one buffer, and entries are [`Bytes`] slices of it: no allocation per entry.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use helio_core::Snapshot as CoreSnapshot;
 
 use super::error::Error;
@@ -17,13 +19,13 @@ use crate::shard::Shard;
 const BATCH_MIN: usize = 16;
 const BATCH_MAX: usize = 1024;
 
-/// One item of a range: a key and its value, copied out.
-pub type Entry = (Vec<u8>, Vec<u8>);
+/// One item of a range: a key and its value (cheap to clone; both share their batch's buffer).
+pub type Entry = (Bytes, Bytes);
 
 /// What is left of the range in one shard, and what was fetched of it from each end.
 struct Part {
-    lo: Bound<Vec<u8>>,
-    hi: Bound<Vec<u8>>,
+    lo: Bound<Bytes>,
+    hi: Bound<Bytes>,
     front: VecDeque<Entry>,
     back: VecDeque<Entry>,
     /// No more entries to fetch from that end (what is buffered is all).
@@ -37,13 +39,13 @@ struct Part {
 impl Part {
     fn contains(&self, key: &[u8]) -> bool {
         let above = match &self.lo {
-            Bound::Included(lo) => key >= lo.as_slice(),
-            Bound::Excluded(lo) => key > lo.as_slice(),
+            Bound::Included(lo) => key >= lo.as_ref(),
+            Bound::Excluded(lo) => key > lo.as_ref(),
             Bound::Unbounded => true,
         };
         let below = match &self.hi {
-            Bound::Included(hi) => key <= hi.as_slice(),
-            Bound::Excluded(hi) => key < hi.as_slice(),
+            Bound::Included(hi) => key <= hi.as_ref(),
+            Bound::Excluded(hi) => key < hi.as_ref(),
             Bound::Unbounded => true,
         };
         above && below
@@ -66,6 +68,7 @@ impl<'s> Range<'s> {
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
     ) -> Self {
+        let (lo, hi) = (lo.map(Bytes::from), hi.map(Bytes::from));
         let parts = shards
             .iter()
             .map(|_| Part {
@@ -90,8 +93,8 @@ impl<'s> Range<'s> {
             let guard = tree.pin();
             let range = (part.lo.clone(), part.hi.clone());
             let batch = next_batch(&mut part.front_batch);
-            let entries = tree.range::<Vec<u8>, _>(&self.snapshot, range, &guard).take(batch);
-            part.front.extend(entries.map(|(k, v)| (k.to_vec(), v.to_vec())));
+            let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard).take(batch);
+            copy_batch(entries, batch, &mut part.front);
             part.front_done = part.front.len() < batch;
         }
     }
@@ -103,8 +106,8 @@ impl<'s> Range<'s> {
             let guard = tree.pin();
             let range = (part.lo.clone(), part.hi.clone());
             let batch = next_batch(&mut part.back_batch);
-            let entries = tree.range::<Vec<u8>, _>(&self.snapshot, range, &guard).rev().take(batch);
-            part.back.extend(entries.map(|(k, v)| (k.to_vec(), v.to_vec())));
+            let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard).rev().take(batch);
+            copy_batch(entries, batch, &mut part.back);
             part.back_done = part.back.len() < batch;
         }
     }
@@ -112,12 +115,34 @@ impl<'s> Range<'s> {
     /// Shard `i`'s next key from the front, if its part is not used up.
     fn front_key(&self, i: usize) -> Option<&[u8]> {
         let part = &self.parts[i];
-        part.front.front().map(|(k, _)| k.as_slice()).filter(|k| part.contains(k))
+        part.front.front().map(|(k, _)| k.as_ref()).filter(|k| part.contains(k))
     }
 
     fn back_key(&self, i: usize) -> Option<&[u8]> {
         let part = &self.parts[i];
-        part.back.front().map(|(k, _)| k.as_slice()).filter(|k| part.contains(k))
+        part.back.front().map(|(k, _)| k.as_ref()).filter(|k| part.contains(k))
+    }
+}
+
+/// Copies `entries` into one buffer and queues them as slices of it.
+fn copy_batch<'g>(
+    entries: impl Iterator<Item = (&'g [u8], &'g [u8])>,
+    batch: usize,
+    into: &mut VecDeque<Entry>,
+) {
+    let mut buf = BytesMut::with_capacity(batch * 128);
+    let mut ends = Vec::with_capacity(batch);
+    for (k, v) in entries {
+        buf.put_slice(k);
+        let key_end = buf.len();
+        buf.put_slice(v);
+        ends.push((key_end, buf.len()));
+    }
+    let buf = buf.freeze();
+    let mut start = 0;
+    for (key_end, end) in ends {
+        into.push_back((buf.slice(start..key_end), buf.slice(key_end..end)));
+        start = end;
     }
 }
 
