@@ -15,7 +15,9 @@ use helio_core::Snapshot as CoreSnapshot;
 use super::error::Error;
 use crate::shard::Shard;
 
-/// Entries fetched from a shard by its first fetch, and by any fetch at most.
+/// Entries the first fetches from all shards together aim at, the least one shard's first
+/// fetch takes, and the most any fetch takes.
+const FIRST_FETCHES: usize = 128;
 const BATCH_MIN: usize = 16;
 const BATCH_MAX: usize = 1024;
 
@@ -69,6 +71,7 @@ impl<'s> Range<'s> {
         hi: Bound<Vec<u8>>,
     ) -> Self {
         let (lo, hi) = (lo.map(Bytes::from), hi.map(Bytes::from));
+        let first = (FIRST_FETCHES / shards.len()).max(BATCH_MIN);
         let parts = shards
             .iter()
             .map(|_| Part {
@@ -78,8 +81,8 @@ impl<'s> Range<'s> {
                 back: VecDeque::new(),
                 front_done: false,
                 back_done: false,
-                front_batch: BATCH_MIN,
-                back_batch: BATCH_MIN,
+                front_batch: first,
+                back_batch: first,
             })
             .collect();
         Self { shards, snapshot, parts }
@@ -146,7 +149,9 @@ fn copy_batch<'g>(
     }
 }
 
-/// Batches start small (a short scan copies little) and double up to `BATCH_MAX`.
+/// Batches double up to `BATCH_MAX`. The first ones split `FIRST_FETCHES` between the shards:
+/// a re-seek costs about as much as copying tens of entries, so a scan of ~100 should need one
+/// fetch per shard, and a short one should not copy much more.
 fn next_batch(batch: &mut usize) -> usize {
     let this = *batch;
     *batch = (this * 2).min(BATCH_MAX);
