@@ -150,6 +150,9 @@ pub struct ShardStats {
     pub merges: u64,
     /// Pages in the index.
     pub pages: u64,
+    /// Bytes of entries the pages hold in memory (see `Tree::page_bytes`; allocator and index
+    /// overhead not included).
+    pub memory_bytes: u64,
     /// I/O operations submitted to the ring (writes and flushes).
     pub io_submitted: u64,
     /// I/O operations completed.
@@ -186,6 +189,7 @@ impl ShardStats {
             splits: self.splits + other.splits,
             merges: self.merges + other.merges,
             pages: self.pages + other.pages,
+            memory_bytes: self.memory_bytes + other.memory_bytes,
             io_submitted: self.io_submitted + other.io_submitted,
             io_completed: self.io_completed + other.io_completed,
             direct_io_shards: self.direct_io_shards + other.direct_io_shards,
@@ -392,6 +396,7 @@ impl Shard {
             splits: tree.splits,
             merges: tree.merges,
             pages: tree.pages,
+            memory_bytes: inner.tree.page_bytes(&inner.tree.pin()),
             io_submitted: log.writes + log.syncs,
             io_completed: log.completions,
             direct_io_shards: u64::from(log.direct_io),

@@ -120,6 +120,10 @@ fn threads_against_models_then_reopen() {
         let stats = store.stats();
         assert_eq!(stats.shards.len(), 3);
         assert!(stats.total.puts > 0 && stats.total.io_completed > 0, "{stats:?}");
+        // Memory: the live entries, plus per-entry encoding and old versions not yet dropped.
+        let live: u64 = all.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        let memory = stats.total.memory_bytes;
+        assert!(memory >= live && memory < 4 * live + 4096, "memory {memory} for {live} live bytes");
         store.close().unwrap();
     }
 }

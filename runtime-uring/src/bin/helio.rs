@@ -132,7 +132,7 @@ fn stats(dir: &Path) -> Result<ExitCode, Error> {
     );
     let row = |name: String, s: &helio::shard::ShardStats| {
         println!(
-            "{name:>5} {:>10} {:>9} {:>12} {:>12} {:>6.2} {:>12} {:>6.2} {:>6} {:>8} {:>8}",
+            "{name:>5} {:>10} {:>9} {:>12} {:>12} {:>6.2} {:>12} {:>6.2} {:>6} {:>8} {:>12} {:>8}",
             s.puts,
             s.deletes,
             s.user_bytes,
@@ -142,6 +142,7 @@ fn stats(dir: &Path) -> Result<ExitCode, Error> {
             s.fragmentation(),
             s.checkpoints,
             s.pages,
+            s.memory_bytes,
             s.io_completed
         )
     };
