@@ -1,6 +1,6 @@
 //! A shard log's segment files: the log's u64 address space cut into files of `segment_bytes`
-//! each, named by their index. The writer zero-fills a segment ahead of where it writes
-//! ([`Segments::zero_fill`], a chunk at a time), so that its writes land on written extents:
+//! each, named by their index. The writer zero-fills a segment ahead of where it writes (a
+//! chunk at a time, through its direct descriptor), so that its writes land on written extents:
 //! writing into merely allocated (or unallocated) space makes every fdatasync convert extents
 //! and commit metadata, which halved the durable-write rate measured here. Bytes past a file's
 //! end read as zeros (never written).
@@ -67,7 +67,7 @@ impl Segments {
     }
 
     /// Writes zeros over `from..to` of `file` and makes them durable.
-    pub fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
         let zeros = vec![0u8; ZERO_CHUNK.min((to.saturating_sub(from)) as usize)];
         let mut at = from;
         while at < to {

@@ -22,6 +22,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use super::config::{Faults, LogConfig};
 use super::error::IoFailure;
 use super::shared::{Fill, Shared};
+use crate::dma::DmaBuf;
 use crate::segments::Segments;
 
 const DOORBELL: u64 = 1 << 62;
@@ -59,6 +60,8 @@ pub(crate) struct IoThread {
     files: BTreeMap<u64, File>,
     /// Bytes zero-filled at the start of each open segment.
     zeroed: BTreeMap<u64, u64>,
+    /// An aligned buffer of zeros for zero-filling.
+    zeros: DmaBuf,
     handed: Vec<Fill>,
     ready: BTreeMap<u64, Fill>,
     next_seq: u64,
@@ -87,6 +90,8 @@ impl IoThread {
         start: u64,
         carry: Vec<u8>,
     ) -> io::Result<Self> {
+        let zeros =
+            DmaBuf::new(1 << 20, shared.block).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
         let mut builder = IoUring::builder();
         if config.sqpoll {
             builder.setup_sqpoll(50);
@@ -101,6 +106,7 @@ impl IoThread {
             faults: config.faults,
             files: BTreeMap::new(),
             zeroed: BTreeMap::new(),
+            zeros,
             handed: Vec::new(),
             ready: BTreeMap::new(),
             next_seq: 0,
@@ -164,8 +170,9 @@ impl IoThread {
         }
     }
 
-    /// Writes `fill` with a flush linked behind it (the kernel starts the fdatasync when the
-    /// write completes, without a round trip through this thread).
+    /// Writes `fill`. With `link`, the flush queued right after it is linked behind it: the
+    /// kernel starts the fdatasync when the write completes, without a round trip through this
+    /// thread.
     fn submit_write(&mut self, fill: Fill, lead: usize, link: bool) -> Result<(), IoFailure> {
         assert_eq!(fill.base, self.submitted_end, "fills must be written in log order");
         let block = self.shared.block;
@@ -407,10 +414,9 @@ impl IoThread {
         let ready = self.zeroed[&segment];
         if ready < end {
             let to = (end + ZERO_AHEAD).next_multiple_of(ZERO_AHEAD).min(self.segments.segment_bytes());
-            let fill = OpenOptions::new()
-                .write(true)
-                .open(self.segments.path(segment))
-                .and_then(|f| Segments::zero_fill(&f, ready, to));
+            // Through the same (direct) descriptor: zeros that went through the page cache
+            // would make every later direct write there invalidate cached pages first.
+            let fill = zero_fill(&self.files[&segment], &self.zeros, ready, to);
             fill.map_err(|e| self.failure("zero-fill segment", segment, e))?;
             self.shared.counters.zeroed_bytes.fetch_add(to - ready, Ordering::Relaxed);
             self.zeroed.insert(segment, to);
@@ -448,6 +454,19 @@ impl IoThread {
     fn failure(&self, op: &'static str, segment: u64, source: io::Error) -> IoFailure {
         IoFailure { op, path: self.segments.path(segment), source }
     }
+}
+
+/// Writes zeros over `from..to` of `file` from `zeros` (aligned, so this works on a direct
+/// descriptor; `from` and `to` are block multiples) and makes them durable.
+fn zero_fill(file: &File, zeros: &DmaBuf, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = from;
+    while at < to {
+        let n = zeros.len().min((to - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()
 }
 
 /// Pins the calling thread to `cpu` (best effort: a cpuset that excludes it leaves the thread

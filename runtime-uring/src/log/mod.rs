@@ -60,7 +60,7 @@ pub struct LogStats {
     pub log_bytes: u64,
     /// Bytes written to segment files (whole blocks, partial blocks rewritten).
     pub device_bytes: u64,
-    /// Zeros written ahead of the log into its segments (see `Segments::zero_fill`).
+    /// Zeros written ahead of the log into its segments (see [`crate::segments`]).
     pub zeroed_bytes: u64,
     /// Segment writes submitted.
     pub writes: u64,
