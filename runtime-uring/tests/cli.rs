@@ -57,6 +57,19 @@ fn put_get_scan_stats_check_and_corruption() {
     assert!(out.contains("shard 0: CORRUPT") && out.contains("segment-0000000000000000 at offset"), "{out}");
     assert!(out.contains("shard 1: ok"), "{out}");
 
+    // A store open elsewhere is not checked under its writer's feet.
+    std::fs::write(&segment, &{
+        let mut b = bytes.clone();
+        b[5000] ^= 0x40;
+        b
+    })
+    .unwrap();
+    let open = Store::open(config(&dir)).unwrap();
+    let locked = helio(&["check", d]);
+    assert_eq!(locked.status.code(), Some(1));
+    assert!(text(&locked.stderr).contains("open in another process"), "{}", text(&locked.stderr));
+    open.close().unwrap();
+
     // Errors are one line, not a panic.
     let nothing = helio(&["get", tmp.path().join("absent").to_str().unwrap(), "k"]);
     assert_eq!(nothing.status.code(), Some(1));

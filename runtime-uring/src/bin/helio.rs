@@ -31,7 +31,7 @@ enum Command {
     /// Counters per shard and in total (opens the store, which recovers it).
     Stats { dir: PathBuf },
     /// Read every record of every shard's log and verify every checksum without changing
-    /// anything; exits 1 if anything is corrupt. Run it on a store no process has open.
+    /// anything; exits 1 if anything is corrupt. Refuses a store another process has open.
     Check { dir: PathBuf },
     /// Print the value of KEY.
     Get { dir: PathBuf, key: String },
@@ -158,6 +158,7 @@ fn stats(dir: &Path) -> Result<ExitCode, Error> {
 /// scratch tree (so every record must parse), and reports.
 fn check(dir: &Path) -> Result<ExitCode, Error> {
     let shards = Store::shards_in(dir)?.ok_or_else(|| Error::NotAStore { dir: dir.to_path_buf() })?;
+    let _lock = Store::lock_dir(dir)?;
     let mut corrupt = false;
     for i in 0..shards {
         let path = Store::shard_dir(dir, i);

@@ -139,6 +139,12 @@ impl Store {
         manifest::read(dir)
     }
 
+    /// Takes the lock of the store in `dir` without opening it (for tools that read its files):
+    /// `Locked` while a `Store` has it open. The lock lasts as long as the returned file.
+    pub fn lock_dir(dir: &Path) -> Result<File, Error> {
+        manifest::lock(dir)
+    }
+
     /// The directory of shard `index` of the store in `dir`.
     pub fn shard_dir(dir: &Path, index: usize) -> PathBuf {
         shard_dir(dir, index)
