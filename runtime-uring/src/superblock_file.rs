@@ -14,6 +14,9 @@ use helio_core::log::superblock::{Superblock, SuperblockError, BLOCK_BYTES};
 /// The file's name in a shard's directory.
 pub const FILE_NAME: &str = "superblock";
 
+/// Name of a superblock being created (renamed to [`FILE_NAME`] once whole and durable).
+pub const ASIDE_NAME: &str = "superblock.new";
+
 /// Why the superblock file could not be read or written.
 #[derive(Debug)]
 pub enum SuperblockFileError {
@@ -63,20 +66,28 @@ pub struct SuperblockFile {
 
 impl SuperblockFile {
     /// Creates the file in `dir` (which must not have one) holding `first` in its slot, durably:
-    /// the file's data and its directory entry.
+    /// written aside, synced, renamed into place, directory synced, so that a crash leaves
+    /// either no superblock or a whole one.
     pub fn create(dir: &Path, first: Superblock) -> Result<Self, SuperblockFileError> {
         let path = dir.join(FILE_NAME);
+        let aside = dir.join(ASIDE_NAME);
         let io = |op, source| SuperblockFileError::Io { op, path: path.clone(), source };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)
+            .create(true)
+            .truncate(true)
+            .open(&aside)
             .map_err(|e| io("create superblock", e))?;
         file.set_len(2 * BLOCK_BYTES as u64).map_err(|e| io("size superblock", e))?;
-        let mut this = Self { file, path: path.clone(), current: first };
+        let mut this = Self { file, path: aside.clone(), current: first };
         this.write_copy(first)?;
+        if path.exists() {
+            return Err(io("create superblock", std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
+        }
+        std::fs::rename(&aside, &path).map_err(|e| io("rename superblock", e))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync directory of", e))?;
+        this.path = path;
         Ok(this)
     }
 

@@ -260,8 +260,16 @@ fn bad_input_gives_typed_errors_and_changes_nothing() {
     assert!(matches!(refused, Err(Error::Incompatible { found: 9, .. })), "{:?}", refused.err());
     std::fs::write(&superblock, vec![0x5A; 8192]).unwrap();
     assert!(matches!(Store::open(config(dir.path())), Err(Error::Corrupt { .. })));
+    // A superblock lost next to its segments: refused, never replaced by a fresh empty log.
+    std::fs::remove_file(&superblock).unwrap();
+    assert!(matches!(Store::open(config(dir.path())), Err(Error::Corrupt { .. })));
     std::fs::write(&superblock, &sb).unwrap();
     intact(dir.path(), &model);
+
+    // A crash while the store was being created (a manifest half-made) is not garbage.
+    let half = tempfile::tempdir().unwrap();
+    std::fs::write(half.path().join("MANIFEST.new"), b"helio-sto").unwrap();
+    Store::open(config(half.path())).unwrap().close().unwrap();
 
     // Garbage: a directory of other things is not taken for a store.
     let foreign = tempfile::tempdir().unwrap();

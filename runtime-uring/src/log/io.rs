@@ -256,8 +256,12 @@ impl IoThread {
         for fill in self.handed.drain(..) {
             self.ready.insert(fill.seq, fill);
         }
+        // Only when the sealed fill is the one fill to write (with more buffers, an earlier
+        // fill may have been handed over meanwhile: then the ordinary path writes both).
+        if self.ready.len() != 1 || !self.in_flight.is_empty() {
+            return self.submit_ready();
+        }
         let Some(fill) = self.ready.remove(&self.next_seq) else { return };
-        debug_assert!(self.ready.is_empty() && self.in_flight.is_empty());
         self.next_seq += 1;
         let lead = (fill.base % self.shared.block as u64) as usize;
         let segment = self.segments.index_of(fill.base);
@@ -273,8 +277,11 @@ impl IoThread {
         let target = if linked.is_some() { self.submitted_end } else { self.written_end };
         self.last_flush = Instant::now();
         self.flushes += 1;
+        // Every segment written since its last flush, busy or not: the target covers only
+        // completed writes, and an fdatasync issued now covers those.
         let mut written: Vec<u64> = linked.into_iter().collect();
-        written.extend(self.unsynced_written().into_iter().filter(|&s| Some(s) != linked));
+        written.extend(self.unsynced.iter().copied().filter(|&s| Some(s) != linked));
+        let busy: BTreeSet<u64> = self.in_flight.iter().map(|w| w.segment).collect();
         if self.faults.fail_flush == Some(self.flushes) {
             return Err(self.failure("flush segment", written.first().copied().unwrap_or(0), injected()));
         }
@@ -285,7 +292,11 @@ impl IoThread {
                 .build()
                 .user_data(FLUSH | segment);
             self.push(&entry);
-            self.unsynced.remove(&segment);
+            // A write still in flight there is not covered: the segment stays unflushed. (The
+            // linked write is: its flush runs after it.)
+            if Some(segment) == linked || !busy.contains(&segment) {
+                self.unsynced.remove(&segment);
+            }
         }
         self.shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.shared.counters.syncs.fetch_add(written.len() as u64, Ordering::Relaxed);
@@ -294,13 +305,6 @@ impl IoThread {
             self.flush_done();
         }
         Ok(())
-    }
-
-    /// Segments with completed writes not yet flushed (a segment with a write still in flight
-    /// is flushed with it, later).
-    fn unsynced_written(&self) -> Vec<u64> {
-        let busy: BTreeSet<u64> = self.in_flight.iter().map(|w| w.segment).collect();
-        self.unsynced.iter().copied().filter(|s| !busy.contains(s)).collect()
     }
 
     fn flush_done(&mut self) {

@@ -364,9 +364,17 @@ impl Opening<'_> {
         let thread =
             io::IoThread::new(shared.clone(), segments.clone(), config, direct.is_some(), start, carry)
                 .map_err(|e| io("set up io_uring for", e))?;
+        let on_panic = (shared.clone(), dir.to_path_buf());
         let handle = std::thread::Builder::new()
             .name("helio-log-io".into())
-            .spawn(move || thread.run())
+            .spawn(move || {
+                // A panic here (a bug) must not leave writers parked forever: poison instead.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run())).is_err() {
+                    let (shared, path) = on_panic;
+                    let source = std::io::Error::other("the log's I/O thread panicked");
+                    shared.poison(IoFailure { op: "run the I/O thread of", path, source });
+                }
+            })
             .map_err(|e| io("start the I/O thread for", e))?;
         let log = Log {
             shared,
@@ -387,11 +395,24 @@ impl Drop for Log {
     }
 }
 
-/// Opens the superblock in `dir`, or creates a log there if the directory has none.
+/// Opens the superblock in `dir`, or creates a log there if the directory has none. Segment
+/// files without a superblock are refused (creating a new log over them would lose them).
 fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bool), LogError> {
     match SuperblockFile::open(dir) {
         Ok(file) => Ok((file, false)),
-        Err(SuperblockFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(SuperblockFileError::Io { source, path, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let listed = Segments::new(dir, config.segment_bytes).list();
+            let orphans = listed.map_err(|source| LogError::Io {
+                op: "list segments in",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            if !orphans.is_empty() {
+                let error = helio_core::log::superblock::SuperblockError::Corrupt;
+                return Err(LogError::Superblock(SuperblockFileError::Format { path, error }));
+            }
             let salt = random_salt().map_err(|source| LogError::Io {
                 op: "draw a salt for",
                 path: dir.to_path_buf(),

@@ -282,8 +282,11 @@ impl Shared {
     /// Notes that a `Buffered` write wants the next interval's flush (a load, and a store only
     /// when the flag was clear: writers do not fight over the line).
     pub fn want_buffered_flush(&self) {
-        if !self.buffered_pending.load(Ordering::Relaxed) {
-            self.buffered_pending.store(true, Ordering::Release);
+        if !self.buffered_pending.load(Ordering::Relaxed)
+            && !self.buffered_pending.swap(true, Ordering::AcqRel)
+        {
+            // The I/O thread may be asleep with no timeout: wake it to start the interval.
+            self.doorbell.ring();
         }
     }
 
@@ -297,7 +300,13 @@ impl Shared {
             let slot = &self.slots[index];
             match slot.state.reserve(len as u64) {
                 Reserve::At(offset) => {
-                    // Read after the claim: a delayed writer may have landed in a later fill.
+                    // Read after the claim: a delayed writer may have landed in a later fill,
+                    // one its opener has not published yet. Publish it, so that `current`
+                    // (and `claimed_end`, and so `sync`) never lags a completed claim.
+                    let fill = slot.seq.load(Ordering::Acquire);
+                    if self.current.load(Ordering::Acquire) < fill {
+                        self.current.fetch_max(fill, Ordering::AcqRel);
+                    }
                     let base = slot.base.load(Ordering::Acquire);
                     let at = (base % self.block as u64 + offset) as usize;
                     return Ok(Claim {
@@ -351,7 +360,9 @@ impl Shared {
         slot.seq.store(next, Ordering::Relaxed);
         slot.base.store(base, Ordering::Release);
         slot.state.reset(self.fill_capacity(base));
-        self.current.store(next, Ordering::Release);
+        // A max, not a store: a delayed writer may already have claimed in this fill and
+        // published it (or even moved past it) between the reset and here.
+        self.current.fetch_max(next, Ordering::AcqRel);
         self.counters.fills.fetch_add(1, Ordering::Relaxed);
         self.notify();
         Ok(())
@@ -400,9 +411,9 @@ impl Shared {
         if self.durable.load(Ordering::Acquire) >= end {
             return Ok(());
         }
-        let pending = self.sync_wanted.fetch_max(end, Ordering::AcqRel);
+        let pending = self.sync_wanted.fetch_max(end, Ordering::SeqCst);
         self.durable_waiters.lock().unwrap().push((end, std::thread::current()));
-        if pending <= self.durable.load(Ordering::Acquire) {
+        if pending <= self.durable.load(Ordering::SeqCst) {
             self.doorbell.ring();
         }
         loop {
@@ -410,8 +421,12 @@ impl Shared {
                 return Ok(());
             }
             self.check_poison()?;
-            // The timeout only bounds the cost of a lost unpark; none is expected.
+            // The timeout only bounds the cost of a lost unpark or doorbell; none is expected,
+            // and ringing again after one is harmless.
             std::thread::park_timeout(Duration::from_millis(5));
+            if self.durable.load(Ordering::Acquire) < end {
+                self.doorbell.ring();
+            }
         }
     }
 

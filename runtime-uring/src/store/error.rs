@@ -64,7 +64,8 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The device is full; nothing was acknowledged that is not durable.
+    /// The device is full. The shard that hit it takes no more writes (as if poisoned);
+    /// nothing was acknowledged that is not durable; reopen once there is space.
     NoSpace {
         /// What was being written.
         path: PathBuf,
@@ -112,7 +113,11 @@ impl fmt::Display for Error {
             Error::Corrupt { path, offset, reason } => {
                 write!(f, "corrupt data in {} at offset {offset}: {reason}", path.display())
             }
-            Error::NoSpace { path } => write!(f, "no space left on the device writing {}", path.display()),
+            Error::NoSpace { path } => write!(
+                f,
+                "no space left on the device writing {}; the shard takes no more writes until the store is reopened",
+                path.display()
+            ),
             Error::Busy => f.write_str("the store is busy closing"),
             Error::Poisoned(failure) => write!(f, "a shard stopped taking writes after an I/O failure ({failure})"),
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),

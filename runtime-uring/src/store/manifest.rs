@@ -18,6 +18,7 @@ pub const STORE_FORMAT: u32 = 1;
 
 const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";
+const ASIDE: &str = "MANIFEST.new";
 
 /// Takes the directory's lock: `Locked` if another process or store holds it. The lock lasts as
 /// long as the returned file is open.
@@ -48,7 +49,9 @@ pub fn read(dir: &Path) -> Result<Option<usize>, Error> {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir.to_path_buf(), e))?;
-            let foreign = entries.filter_map(Result::ok).any(|e| e.file_name() != LOCK);
+            // LOCK, and a manifest a crash left half-made, are ours.
+            let foreign =
+                entries.filter_map(Result::ok).any(|e| e.file_name() != LOCK && e.file_name() != ASIDE);
             return if foreign { Err(Error::NotAStore { dir: dir.to_path_buf() }) } else { Ok(None) };
         }
         Err(e) => return Err(io_error("read", path, e)),
@@ -77,7 +80,7 @@ pub fn read(dir: &Path) -> Result<Option<usize>, Error> {
 /// synced): a crash leaves either no manifest or a whole one.
 pub fn create(dir: &Path, shards: usize) -> Result<(), Error> {
     let path = dir.join(MANIFEST);
-    let aside = dir.join("MANIFEST.new");
+    let aside = dir.join(ASIDE);
     let io = |op, e| io_error(op, aside.clone(), e);
     let mut file = File::create(&aside).map_err(|e| io("create", e))?;
     write!(file, "helio-store {STORE_FORMAT}\nshards {shards}\n").map_err(|e| io("write", e))?;

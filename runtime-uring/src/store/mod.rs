@@ -14,6 +14,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use helio_core::log::checkpoint::ReplayError;
 use helio_core::{Mvcc, Snapshot as CoreSnapshot};
 
 pub use config::{Config, SHARDS_MAX};
@@ -224,6 +225,11 @@ fn shard_dir(dir: &Path, index: usize) -> PathBuf {
 /// A shard's error, with replay failures attributed to its directory.
 fn shard_error(path: &Path, e: ShardError) -> Error {
     match e {
+        // The data is fine; the configuration is too small for it.
+        ShardError::Replay(ReplayError::Refused(e)) => Error::Config {
+            knob: "key_bytes_max / value_bytes_max",
+            rule: format!("at least what {} holds ({e})", path.display()),
+        },
         ShardError::Replay(e) => {
             Error::Corrupt { path: path.to_path_buf(), offset: 0, reason: e.to_string() }
         }
