@@ -64,12 +64,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Zero-filled files, as the log uses them, created before timing starts.
-fn prepare_segments(dir: &Path, segment_bytes: u64, count: u64) {
-    let segments = Segments::new(dir, segment_bytes);
+/// A new, empty log in `dir` whose first `count` segments are zero-filled whole, as the
+/// writer leaves them once it has passed, before timing starts (the plain writer's file is
+/// zero-filled too).
+fn prepared_log(dir: &Path, config: &LogConfig, count: u64) -> Log {
+    Log::open(dir, config, |_, _| {}).unwrap().0.close().unwrap();
+    let segments = Segments::new(dir, config.segment_bytes);
     for i in 0..count {
-        segments.create(i, segment_bytes).unwrap();
+        segments.create(i, config.segment_bytes).unwrap();
     }
+    Log::open(dir, config, |_, _| {}).unwrap().0
 }
 
 /// The fio-like limit: sequential 1 MiB O_DIRECT writes through io_uring at queue depth `qd`.
@@ -135,9 +139,8 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
 fn helio_append(dir: &Path, bytes: u64, buffers: usize, writers: u64) -> f64 {
     let dir = fresh(dir, "append");
     let segment = 1 << 30;
-    prepare_segments(&dir, segment, bytes.div_ceil(segment) + 1);
     let config = LogConfig { segment_bytes: segment, buffers, ..LogConfig::default() };
-    let (log, _) = Log::open(&dir, &config, |_, _| {}).unwrap();
+    let log = prepared_log(&dir, &config, bytes.div_ceil(segment) + 1);
     let value = vec![0x5Au8; 4096 - 64];
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -186,9 +189,8 @@ fn fdatasync_rate(dir: &Path, seconds: f64) -> f64 {
 fn helio_sync(dir: &Path, threads: u64, seconds: f64, buffers: usize) -> (f64, f64) {
     let dir = fresh(dir, "sync");
     let segment = 256 * MIB;
-    prepare_segments(&dir, segment, 2);
     let config = LogConfig { segment_bytes: segment, buffers, ..LogConfig::default() };
-    let (log, _) = Log::open(&dir, &config, |_, _| {}).unwrap();
+    let log = prepared_log(&dir, &config, 2);
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
     let value = [0x42u8; 100];
