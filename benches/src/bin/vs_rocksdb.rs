@@ -166,6 +166,10 @@ fn main() {
         for engine in
             engines.iter().filter(|e| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == e.name())))
         {
+            // Let the previous engine's dirty pages reach the disk first, so that its writeback
+            // does not run during this engine's phases.
+            // SAFETY: plain syscall.
+            unsafe { libc::sync() };
             let f = measure(engine.as_ref(), n, threads);
             println!("{:<22} {threads:>8} {:>12.0} {:>12.0} {:>12.0}", engine.name(), f.fill, f.get, f.scan);
             results.push((engine.name(), threads, f));
