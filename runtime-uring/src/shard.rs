@@ -14,6 +14,7 @@
 //! `helio_core::log::checkpoint`.
 
 use std::fmt;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -29,6 +30,9 @@ use crate::striped::Striped;
 
 /// Write stripes per shard: enough that unrelated keys rarely share one.
 const STRIPES: usize = 256;
+
+/// Entries a checkpoint reads under one epoch guard.
+const SCAN_CHUNK: usize = 4096;
 
 /// How a shard is set up.
 #[derive(Clone, Debug)]
@@ -310,6 +314,12 @@ impl Shard {
             user_bytes: Striped::new(),
             replayed_bytes: recovered.replayed.bytes,
         });
+        // Segments a checkpoint retired before a crash or close: nothing can be reading them now.
+        let dead = inner.log.segments().list().unwrap_or_default();
+        let first_live = inner.log.segments().index_of(sb.head);
+        for index in dead.into_iter().filter(|&i| i < first_live) {
+            let _ = inner.log.segments().remove(index);
+        }
         let cleaner = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -414,6 +424,7 @@ impl Shard {
             self.inner.wake();
             cleaner.join().expect("the cleaner panicked");
         }
+        self.inner.delete_retired();
         Ok(self.inner.log.shut_down()?)
     }
 }
@@ -523,12 +534,30 @@ impl Inner {
             bytes += frame_bytes(page.len()) as u64;
             Ok(())
         };
-        {
-            let guard = self.tree.pin();
-            for (key, value) in self.tree.range::<[u8], _>(&snapshot, .., &guard) {
-                if let Some(page) = pages.push(key, value) {
-                    append_page(page)?;
+        // In chunks, each under its own short epoch guard: appending may wait for I/O, and a
+        // guard held across the whole scan would hold back memory reclamation everywhere.
+        let mut from = Bound::Unbounded;
+        loop {
+            let mut full = Vec::new();
+            let mut last: Option<Vec<u8>> = None;
+            {
+                let guard = self.tree.pin();
+                let range = (from.clone(), Bound::Unbounded);
+                let mut read = 0;
+                for (key, value) in self.tree.range::<Vec<u8>, _>(&snapshot, range, &guard).take(SCAN_CHUNK) {
+                    full.extend(pages.push(key, value));
+                    read += 1;
+                    if read == SCAN_CHUNK {
+                        last = Some(key.to_vec());
+                    }
                 }
+            }
+            for page in full {
+                append_page(page)?;
+            }
+            match last {
+                Some(key) => from = Bound::Excluded(key),
+                None => break,
             }
         }
         if let Some(page) = pages.finish() {
