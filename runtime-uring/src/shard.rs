@@ -49,6 +49,11 @@ pub struct ShardConfig {
     pub clean_ratio: f64,
     /// Target size of one page record in a checkpoint (default 64 KiB; 4 KiB ..= 16 MiB).
     pub page_bytes: usize,
+    /// Bytes of entries this shard may hold in memory (default: no limit). Until pages can be
+    /// swapped out, a full shard refuses puts ([`ShardError::MemoryQuota`]) and still takes
+    /// deletes, like a cache with no eviction policy. Measured by walking the pages every
+    /// 50 ms, so a burst can pass the quota by what it writes in that time.
+    pub memory_quota: Option<u64>,
 }
 
 impl Default for ShardConfig {
@@ -58,6 +63,7 @@ impl Default for ShardConfig {
             log: LogConfig::default(),
             clean_ratio: 0.5,
             page_bytes: 64 << 10,
+            memory_quota: None,
         }
     }
 }
@@ -81,6 +87,13 @@ pub enum ShardError {
     Log(LogError),
     /// A record read back from the log could not be applied; nothing was changed on disk.
     Replay(ReplayError),
+    /// The shard holds its memory quota of entries: puts are refused until deletes free room.
+    MemoryQuota {
+        /// Bytes of entries held (as last measured).
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
 }
 
 impl fmt::Display for ShardError {
@@ -91,6 +104,9 @@ impl fmt::Display for ShardError {
             ShardError::Config { knob, rule } => write!(f, "shard setting {knob}: must be {rule}"),
             ShardError::Log(e) => e.fmt(f),
             ShardError::Replay(e) => write!(f, "replaying the log: {e}"),
+            ShardError::MemoryQuota { used, quota } => {
+                write!(f, "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room")
+            }
         }
     }
 }
@@ -102,7 +118,7 @@ impl std::error::Error for ShardError {
             ShardError::TreeConfig(e) => Some(e),
             ShardError::Log(e) => Some(e),
             ShardError::Replay(e) => Some(e),
-            ShardError::Config { .. } => None,
+            ShardError::Config { .. } | ShardError::MemoryQuota { .. } => None,
         }
     }
 }
@@ -157,6 +173,8 @@ pub struct ShardStats {
     /// Bytes of entries the pages hold in memory (see `Tree::page_bytes`; allocator and index
     /// overhead not included).
     pub memory_bytes: u64,
+    /// The memory quota (0: none).
+    pub memory_quota: u64,
     /// I/O operations submitted to the ring (writes and flushes).
     pub io_submitted: u64,
     /// I/O operations completed.
@@ -194,6 +212,7 @@ impl ShardStats {
             merges: self.merges + other.merges,
             pages: self.pages + other.pages,
             memory_bytes: self.memory_bytes + other.memory_bytes,
+            memory_quota: self.memory_quota + other.memory_quota,
             io_submitted: self.io_submitted + other.io_submitted,
             io_completed: self.io_completed + other.io_completed,
             direct_io_shards: self.direct_io_shards + other.direct_io_shards,
@@ -239,6 +258,9 @@ struct Inner {
     gets: Striped,
     user_bytes: Striped,
     replayed_bytes: u64,
+    memory_quota: Option<u64>,
+    /// Bytes of entries in the pages, as last measured by the cleaner thread.
+    memory: AtomicU64,
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -313,7 +335,10 @@ impl Shard {
             gets: Striped::new(),
             user_bytes: Striped::new(),
             replayed_bytes: recovered.replayed.bytes,
+            memory_quota: config.memory_quota,
+            memory: AtomicU64::new(0),
         });
+        inner.measure_memory();
         // Segments a checkpoint retired before a crash or close: nothing can be reading them now.
         let dead = inner.log.segments().list().unwrap_or_default();
         let first_live = inner.log.segments().index_of(sb.head);
@@ -407,6 +432,7 @@ impl Shard {
             merges: tree.merges,
             pages: tree.pages,
             memory_bytes: inner.tree.page_bytes(&inner.tree.pin()),
+            memory_quota: inner.memory_quota.unwrap_or(0),
             io_submitted: log.writes + log.syncs,
             io_completed: log.completions,
             direct_io_shards: u64::from(log.direct_io),
@@ -438,6 +464,12 @@ impl Drop for Shard {
 impl Inner {
     fn write(&self, key: &[u8], value: Option<&[u8]>, durability: Durability) -> Result<(), ShardError> {
         self.tree.check_write(key, value).map_err(ShardError::Refused)?;
+        if let (Some(quota), Some(_)) = (self.memory_quota, value) {
+            let used = self.memory.load(Ordering::Relaxed);
+            if used >= quota {
+                return Err(ShardError::MemoryQuota { used, quota });
+            }
+        }
         let op = Op { sn: 0, key, value };
         let end = {
             let _stripe = self.stripe(key).lock().unwrap();
@@ -487,6 +519,11 @@ impl Inner {
         self.wake.1.notify_all();
     }
 
+    /// Measures the bytes of entries the pages hold (for the quota and the stats).
+    fn measure_memory(&self) {
+        self.memory.store(self.tree.page_bytes(&self.tree.pin()), Ordering::Relaxed);
+    }
+
     /// Whether the log past its head has grown enough to clean.
     fn needs_cleaning(&self) -> bool {
         self.log.appended() - self.head.load(Ordering::Acquire) > self.clean_trigger()
@@ -507,6 +544,7 @@ impl Inner {
                 }
             }
             self.delete_retired();
+            self.measure_memory();
             let guard = self.wake.0.lock().unwrap();
             let more = !failed && self.needs_cleaning();
             if !more && !self.clean_requested.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire) {

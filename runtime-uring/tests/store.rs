@@ -233,6 +233,10 @@ fn bad_input_gives_typed_errors_and_changes_nothing() {
     // Settings out of bounds.
     assert!(matches!(Store::open(config(dir.path()).shards(0)), Err(Error::Config { knob: "shards", .. })));
     assert!(matches!(Store::open(config(dir.path()).write_buffer_bytes(1000)), Err(Error::Config { .. })));
+    assert!(matches!(
+        Store::open(config(dir.path()).memory_quota(1000)),
+        Err(Error::Config { knob: "memory_quota", .. })
+    ));
     intact(dir.path(), &model);
 
     // Another format version: of the store layout, then of a shard's log.
@@ -284,4 +288,41 @@ fn store_is_send_and_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Store>();
     shared::<std::sync::Arc<Store>>();
+}
+
+/// With a memory quota and no page swapping yet, a full shard refuses puts (typed, nothing
+/// written) and still takes deletes; once deletes free room, puts go through again.
+#[test]
+fn a_full_memory_quota_refuses_puts_and_takes_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let quota = 4u64 << 20;
+    let store = Store::open(config(dir.path()).shards(1).memory_quota(quota)).unwrap();
+    let value = vec![7u8; 1000];
+    let mut written = 0u32;
+    let refused = loop {
+        match store.put(&written.to_be_bytes(), &value) {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        if written % 100 == 0 {
+            // Slower than the 50 ms measurement, so the overshoot stays small.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(written < 100_000, "the quota never held");
+    };
+    assert!(matches!(refused, Error::MemoryQuota { used, quota: q } if used >= q && q == quota), "{refused}");
+    let held = u64::from(written) * 1004;
+    assert!(held >= quota / 2 && held < quota + (2 << 20), "{written} entries held under a quota of {quota}");
+    assert_eq!(store.get(&(written - 1).to_be_bytes()).unwrap().as_deref(), Some(&value[..]));
+    assert!(store.get(&written.to_be_bytes()).unwrap().is_none(), "a refused put wrote nothing");
+    for i in 0..written / 2 {
+        store.delete(&i.to_be_bytes()).unwrap();
+    }
+    let started = std::time::Instant::now();
+    while store.put(b"again", b"v").is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "deletes never made room");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(store.get(&(written - 1).to_be_bytes()).unwrap().as_deref(), Some(&value[..]));
+    store.close().unwrap();
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub(crate) log: LogConfig,
     pub(crate) clean_ratio: f64,
     pub(crate) pin_threads: bool,
+    pub(crate) memory_quota: Option<u64>,
 }
 
 /// Most shards a store can have.
@@ -36,6 +37,7 @@ impl Config {
             log: LogConfig::default(),
             clean_ratio: ShardConfig::default().clean_ratio,
             pin_threads: true,
+            memory_quota: None,
         }
     }
 
@@ -134,6 +136,16 @@ impl Config {
         self
     }
 
+    /// Bytes of entries the store may hold in memory, split evenly between shards (default: no
+    /// limit; at least 1 MiB per shard). Until pages can be swapped out to the log, a shard at
+    /// its share refuses puts with [`Error::MemoryQuota`] and still takes deletes (a cache with
+    /// no eviction policy). Measured every 50 ms, so a burst can pass it by what it writes in
+    /// that time.
+    pub fn memory_quota(mut self, bytes: u64) -> Self {
+        self.memory_quota = Some(bytes);
+        self
+    }
+
     /// Pin each shard's I/O thread to CPU `shard % CPUs` (default true).
     pub fn pin_threads(mut self, on: bool) -> Self {
         self.pin_threads = on;
@@ -152,6 +164,9 @@ impl Config {
         }
         self.tree.validate().map_err(|e| Error::Config { knob: e.knob, rule: e.to_string() })?;
         self.log.validate().map_err(|e| Error::Config { knob: e.knob, rule: e.rule.to_string() })?;
+        if self.memory_quota.is_some_and(|q| q / (self.shards as u64) < 1 << 20) {
+            return Err(Error::Config { knob: "memory_quota", rule: "at least 1 MiB per shard".into() });
+        }
         if !(0.1..=100.0).contains(&self.clean_ratio) {
             return Err(Error::Config { knob: "clean_ratio", rule: "from 0.1 to 100".into() });
         }
@@ -163,6 +178,12 @@ impl Config {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut log = self.log.clone();
         log.cpu = self.pin_threads.then_some(index % cpus);
-        ShardConfig { tree: self.tree.clone(), log, clean_ratio: self.clean_ratio, ..ShardConfig::default() }
+        ShardConfig {
+            tree: self.tree.clone(),
+            log,
+            clean_ratio: self.clean_ratio,
+            memory_quota: self.memory_quota.map(|q| q / self.shards as u64),
+            ..ShardConfig::default()
+        }
     }
 }

@@ -72,6 +72,14 @@ pub enum Error {
     },
     /// The store cannot take the request now (it is closing).
     Busy,
+    /// The shard this key belongs to holds its share of the memory quota: puts are refused
+    /// until deletes make room (nothing was written).
+    MemoryQuota {
+        /// Bytes of entries the shard holds (as last measured).
+        used: u64,
+        /// The shard's share of the quota.
+        quota: u64,
+    },
     /// A write or flush failed earlier: this shard takes no more writes (reads go on); reopen
     /// the store to recover what reached the disk.
     Poisoned(Arc<IoFailure>),
@@ -119,6 +127,10 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Busy => f.write_str("the store is busy closing"),
+            Error::MemoryQuota { used, quota } => write!(
+                f,
+                "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room"
+            ),
             Error::Poisoned(failure) => write!(f, "a shard stopped taking writes after an I/O failure ({failure})"),
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::Remote(e) => write!(f, "remote store: {e}"),
@@ -157,6 +169,7 @@ impl From<ShardError> for Error {
             ShardError::Replay(e) => {
                 Error::Corrupt { path: PathBuf::new(), offset: 0, reason: e.to_string() }
             }
+            ShardError::MemoryQuota { used, quota } => Error::MemoryQuota { used, quota },
         }
     }
 }
