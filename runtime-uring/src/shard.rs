@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use helio_core::log::checkpoint::{begin_payload, end_payload, PageWriter, Replay, ReplayError, ReplayStats};
 use helio_core::log::frame::{frame_bytes, Kind, Op};
@@ -261,6 +261,8 @@ struct Inner {
     memory_quota: Option<u64>,
     /// Bytes of entries in the pages, as last measured by the cleaner thread.
     memory: AtomicU64,
+    /// When the quota last made the cleaner consolidate every page.
+    last_compact: Mutex<Option<Instant>>,
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -337,6 +339,7 @@ impl Shard {
             replayed_bytes: recovered.replayed.bytes,
             memory_quota: config.memory_quota,
             memory: AtomicU64::new(0),
+            last_compact: Mutex::new(None),
         });
         inner.measure_memory();
         // Segments a checkpoint retired before a crash or close: nothing can be reading them now.
@@ -519,9 +522,22 @@ impl Inner {
         self.wake.1.notify_all();
     }
 
-    /// Measures the bytes of entries the pages hold (for the quota and the stats).
+    /// Measures the bytes of entries the pages hold (for the quota and the stats). At the quota,
+    /// first consolidates every page (at most once a second): deleted entries and old versions
+    /// leave memory only when their page is consolidated, and a page with a few deletes may not
+    /// reach its chain threshold for a long time.
     fn measure_memory(&self) {
-        self.memory.store(self.tree.page_bytes(&self.tree.pin()), Ordering::Relaxed);
+        let guard = self.tree.pin();
+        let mut used = self.tree.page_bytes(&guard);
+        if self.memory_quota.is_some_and(|quota| used >= quota) {
+            let mut last = self.last_compact.lock().unwrap();
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                self.tree.compact(&guard);
+                used = self.tree.page_bytes(&guard);
+                *last = Some(Instant::now());
+            }
+        }
+        self.memory.store(used, Ordering::Relaxed);
     }
 
     /// Whether the log past its head has grown enough to clean.

@@ -18,6 +18,7 @@ fn config() -> ShardConfig {
         log: LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() },
         clean_ratio: 0.5,
         page_bytes: 4096,
+        memory_quota: None,
     }
 }
 
