@@ -295,6 +295,9 @@ impl Shared {
         debug_assert!(len as u64 <= self.buffer_bytes / 2);
         loop {
             self.check_poison()?;
+            if self.closing.load(Ordering::Acquire) {
+                return Err(LogError::Closed);
+            }
             let seq = self.current.load(Ordering::Acquire);
             let index = (seq % self.slots.len() as u64) as usize;
             let slot = &self.slots[index];
