@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every check CI makes, in order: formatting, lints, the no_std build of the core, all tests, and
-# the loom model checks. Installs what it needs itself; runs from any directory.
+# Every check CI makes, in order: formatting, lints, the no_std build of the core, the API docs,
+# all tests, and the loom model checks. Installs what it needs itself; runs from any directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "helio-core without std (no_std + alloc)"
 cargo build -p helio-core --no-default-features
+
+step "API docs (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "tests"
 cargo test --workspace --release

@@ -1,5 +1,5 @@
 //! The superblock file of one shard's log: two 4 KiB copies of
-//! [`Superblock`](helio_core::log::superblock::Superblock), written alternately and made durable
+//! [`Superblock`], written alternately and made durable
 //! before a write returns. The format and the choice between copies are the core's; this module
 //! moves the bytes.
 
