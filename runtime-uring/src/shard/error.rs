@@ -1,0 +1,69 @@
+//! Why a shard operation fails.
+
+use std::fmt;
+
+use helio_core::log::checkpoint::ReplayError;
+use helio_core::{ConfigError, Error};
+
+use crate::log::LogError;
+
+/// Why a shard operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// The write is over the configured limits; nothing was written.
+    Refused(Error),
+    /// A tree setting is out of its limits.
+    TreeConfig(ConfigError),
+    /// A shard setting is out of its limits.
+    Config {
+        /// The setting.
+        knob: &'static str,
+        /// What it must be.
+        rule: &'static str,
+    },
+    /// The log failed (see [`LogError`]).
+    Log(LogError),
+    /// A record read back from the log could not be applied; nothing was changed on disk.
+    Replay(ReplayError),
+    /// The shard holds its memory quota of entries: puts are refused until deletes free room.
+    MemoryQuota {
+        /// Bytes of entries held (as last measured).
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
+}
+
+impl fmt::Display for ShardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardError::Refused(e) => e.fmt(f),
+            ShardError::TreeConfig(e) => e.fmt(f),
+            ShardError::Config { knob, rule } => write!(f, "shard setting {knob}: must be {rule}"),
+            ShardError::Log(e) => e.fmt(f),
+            ShardError::Replay(e) => write!(f, "replaying the log: {e}"),
+            ShardError::MemoryQuota { used, quota } => {
+                write!(f, "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShardError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShardError::Refused(e) => Some(e),
+            ShardError::TreeConfig(e) => Some(e),
+            ShardError::Log(e) => Some(e),
+            ShardError::Replay(e) => Some(e),
+            ShardError::Config { .. } | ShardError::MemoryQuota { .. } => None,
+        }
+    }
+}
+
+impl From<LogError> for ShardError {
+    fn from(e: LogError) -> Self {
+        ShardError::Log(e)
+    }
+}

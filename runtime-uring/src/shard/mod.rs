@@ -1,0 +1,330 @@
+//! One shard: an in-memory [`Tree`] made durable by its own [`Log`], with checkpoints that let
+//! the log be cleaned.
+//!
+//! Writes: the op record is appended to the log, then applied to the tree, both under one of
+//! the shard's write stripes (by key hash), so two writes of one key reach the log in the order
+//! they reach the tree; the stripe is released before any wait for durability (the copy into a
+//! write buffer waits for I/O only when every buffer is full). Reads go to the tree only.
+//!
+//! Cleaning (`clean.rs`): when the log since its head grows past `(1 + clean_ratio)` times the
+//! data of the last checkpoint, the shard's cleaner thread writes a new checkpoint (every live
+//! entry, as page records, while writes go on), makes it durable, moves the head to the
+//! checkpoint's cover address, and deletes the segments below it once no reader pinned before
+//! that can be inside them (epoch-based, on the tree's collector). The format and the replay
+//! rules are in `helio_core::log::checkpoint`. Settings, errors and counters are in
+//! `config.rs`, `error.rs` and `stats.rs`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use helio_core::log::checkpoint::{Replay, ReplayStats};
+use helio_core::log::frame::Op;
+use helio_core::{Mvcc, Snapshot, Tree};
+
+use crate::log::{Durability, Log, LogError, LogStats, Recovered};
+use crate::striped::Striped;
+
+mod clean;
+mod config;
+mod error;
+mod stats;
+
+pub use config::ShardConfig;
+pub use error::ShardError;
+pub use stats::{CleanStats, ShardStats};
+
+/// Write stripes per shard: enough that unrelated keys rarely share one.
+const STRIPES: usize = 256;
+
+/// What opening a shard found.
+#[derive(Clone, Debug)]
+pub struct ShardRecovery {
+    /// The log's replay.
+    pub log: Recovered,
+    /// What was applied to the tree.
+    pub applied: ReplayStats,
+}
+
+struct Inner {
+    tree: Tree,
+    log: Log,
+    stripes: Box<[Mutex<()>]>,
+    clean_ratio: f64,
+    page_bytes: usize,
+    /// Head of the log (cached from the superblock).
+    head: AtomicU64,
+    /// Log bytes of the last checkpoint (or of the replayed log before the first).
+    live_bytes: AtomicU64,
+    clean_requested: AtomicBool,
+    stop: AtomicBool,
+    wake: (Mutex<()>, Condvar),
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
+    /// Segments retired by a checkpoint whose readers' epochs have passed: safe to delete.
+    deletable: Arc<Mutex<Vec<u64>>>,
+    stats: Mutex<CleanStats>,
+    puts: Striped,
+    deletes: Striped,
+    gets: Striped,
+    user_bytes: Striped,
+    replayed_bytes: u64,
+    memory_quota: Option<u64>,
+    /// Bytes of entries in the pages, as last measured by the cleaner thread.
+    memory: AtomicU64,
+    /// When the quota last made the cleaner consolidate every page.
+    last_compact: Mutex<Option<Instant>>,
+}
+
+/// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
+pub struct Shard {
+    inner: Arc<Inner>,
+    cleaner: Option<JoinHandle<()>>,
+}
+
+impl Shard {
+    /// Opens (or creates) the shard in `dir` with its own snapshot sequence.
+    pub fn open(dir: &Path, config: &ShardConfig) -> Result<(Self, ShardRecovery), ShardError> {
+        Self::open_with(dir, config, Arc::new(Mvcc::new()))
+    }
+
+    /// Opens (or creates) the shard in `dir`, tagging writes from `mvcc` (shared by the shards
+    /// of one store, so that a snapshot is one point in time across them).
+    pub fn open_with(
+        dir: &Path,
+        config: &ShardConfig,
+        mvcc: Arc<Mvcc>,
+    ) -> Result<(Self, ShardRecovery), ShardError> {
+        if !(0.1..=100.0).contains(&config.clean_ratio) {
+            return Err(ShardError::Config { knob: "clean_ratio", rule: "from 0.1 to 100" });
+        }
+        if !(4 << 10..=16 << 20).contains(&config.page_bytes) {
+            return Err(ShardError::Config { knob: "page_bytes", rule: "from 4 KiB to 16 MiB" });
+        }
+        let collector = crossbeam_epoch::default_collector().clone();
+        let tree = Tree::with_parts(config.tree.clone(), collector, mvcc).map_err(ShardError::TreeConfig)?;
+        let opening = Log::prepare(dir, &config.log)?;
+        let sb = opening.superblock();
+        let mut replay = Replay::new(&tree, sb.checkpoint);
+        let mut failed = None;
+        let mut guard = tree.pin();
+        let mut since_pin = 0u32;
+        let (log, recovered) = opening.replay(|kind, payload| {
+            if failed.is_none() {
+                failed = replay.apply(kind, payload, &guard).err();
+            }
+            // Re-pin now and then, so that replay does not hold back memory reclamation.
+            since_pin += 1;
+            if since_pin == 4096 {
+                since_pin = 0;
+                guard.repin();
+            }
+        })?;
+        drop(guard);
+        let applied = match failed.map_or_else(|| replay.finish(), Err) {
+            Ok(applied) => applied,
+            Err(e) => {
+                log.close().ok();
+                return Err(ShardError::Replay(e));
+            }
+        };
+        let end = recovered.replayed.end_lsn;
+        let inner = Arc::new(Inner {
+            tree,
+            log,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            clean_ratio: config.clean_ratio,
+            page_bytes: config.page_bytes,
+            head: AtomicU64::new(sb.head),
+            live_bytes: AtomicU64::new(end - sb.head),
+            clean_requested: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            wake: (Mutex::new(()), Condvar::new()),
+            checkpointing: Mutex::new(()),
+            deletable: Arc::new(Mutex::new(Vec::new())),
+            stats: Mutex::new(CleanStats { head: sb.head, ..CleanStats::default() }),
+            puts: Striped::new(),
+            deletes: Striped::new(),
+            gets: Striped::new(),
+            user_bytes: Striped::new(),
+            replayed_bytes: recovered.replayed.bytes,
+            memory_quota: config.memory_quota,
+            memory: AtomicU64::new(0),
+            last_compact: Mutex::new(None),
+        });
+        inner.measure_memory();
+        // Segments a checkpoint retired before a crash or close: nothing can be reading them now.
+        let dead = inner.log.segments().list().unwrap_or_default();
+        let first_live = inner.log.segments().index_of(sb.head);
+        for index in dead.into_iter().filter(|&i| i < first_live) {
+            let _ = inner.log.segments().remove(index);
+        }
+        let cleaner = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("helio-cleaner".into())
+                .spawn(move || inner.run_cleaner())
+                .map_err(|source| LogError::Io {
+                    op: "start the cleaner for",
+                    path: dir.to_path_buf(),
+                    source,
+                })?
+        };
+        Ok((Self { inner, cleaner: Some(cleaner) }, ShardRecovery { log: recovered, applied }))
+    }
+
+    /// Sets `key` to `value` with the given durability.
+    pub fn put(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<(), ShardError> {
+        self.inner.write(key, Some(value), durability)
+    }
+
+    /// Removes `key` with the given durability.
+    pub fn delete(&self, key: &[u8], durability: Durability) -> Result<(), ShardError> {
+        self.inner.write(key, None, durability)
+    }
+
+    /// The latest value of `key`, copied out.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
+        self.inner.gets.add(1);
+        let guard = self.inner.tree.pin();
+        let value = self.inner.tree.get(key, &guard).map_err(ShardError::Refused)?;
+        Ok(value.map(<[u8]>::to_vec))
+    }
+
+    /// The in-memory tree (for reads, ranges and snapshots).
+    pub fn tree(&self) -> &Tree {
+        &self.inner.tree
+    }
+
+    /// A point-in-time view of the shard.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.tree.snapshot()
+    }
+
+    /// Makes every earlier write durable.
+    pub fn sync(&self) -> Result<(), ShardError> {
+        Ok(self.inner.log.sync()?)
+    }
+
+    /// Writes a checkpoint now and cleans the log behind it (what the cleaner does when the log
+    /// has grown). Returns the counters after it.
+    pub fn checkpoint(&self) -> Result<CleanStats, ShardError> {
+        self.inner.checkpoint()?;
+        self.inner.delete_retired();
+        Ok(self.clean_stats())
+    }
+
+    /// Cleaning counters.
+    pub fn clean_stats(&self) -> CleanStats {
+        self.inner.stats.lock().unwrap().clone()
+    }
+
+    /// The log's counters.
+    pub fn log_stats(&self) -> LogStats {
+        self.inner.log.stats()
+    }
+
+    /// The shard's counters now.
+    pub fn stats(&self) -> ShardStats {
+        let inner = &self.inner;
+        let log = inner.log.stats();
+        let clean = self.clean_stats();
+        let tree = inner.tree.stats();
+        ShardStats {
+            puts: inner.puts.sum(),
+            deletes: inner.deletes.sum(),
+            gets: inner.gets.sum(),
+            user_bytes: inner.user_bytes.sum(),
+            device_bytes_written: log.device_bytes + log.zeroed_bytes,
+            device_bytes_read: inner.replayed_bytes,
+            log_bytes: inner.log.appended() - clean.head,
+            live_bytes: inner.live_bytes.load(Ordering::Relaxed),
+            checkpoints: clean.checkpoints,
+            segments_deleted: clean.segments_deleted,
+            consolidations: tree.consolidations,
+            splits: tree.splits,
+            merges: tree.merges,
+            pages: tree.pages,
+            memory_bytes: inner.tree.page_bytes(&inner.tree.pin()),
+            memory_quota: inner.memory_quota.unwrap_or(0),
+            io_submitted: log.writes + log.syncs,
+            io_completed: log.completions,
+            direct_io_shards: u64::from(log.direct_io),
+        }
+    }
+
+    /// Stops the cleaner and closes the log (everything durable).
+    pub fn close(mut self) -> Result<(), ShardError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), ShardError> {
+        if let Some(cleaner) = self.cleaner.take() {
+            self.inner.stop.store(true, Ordering::Release);
+            self.inner.wake();
+            cleaner.join().expect("the cleaner panicked");
+        }
+        self.inner.delete_retired();
+        Ok(self.inner.log.shut_down()?)
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+impl Inner {
+    fn write(&self, key: &[u8], value: Option<&[u8]>, durability: Durability) -> Result<(), ShardError> {
+        self.tree.check_write(key, value).map_err(ShardError::Refused)?;
+        if let (Some(quota), Some(_)) = (self.memory_quota, value) {
+            let used = self.memory.load(Ordering::Relaxed);
+            if used >= quota {
+                return Err(ShardError::MemoryQuota { used, quota });
+            }
+        }
+        let op = Op { sn: 0, key, value };
+        let end = {
+            let _stripe = self.stripe(key).lock().unwrap();
+            let end = self.log.append_op(&op, Durability::None)?;
+            let guard = self.tree.pin();
+            match value {
+                Some(value) => self.tree.put(key, value, &guard),
+                None => self.tree.delete(key, &guard),
+            }
+            .expect("checked above");
+            end
+        };
+        match value {
+            Some(value) => {
+                self.puts.add(1);
+                self.user_bytes.add((key.len() + value.len()) as u64);
+            }
+            None => {
+                self.deletes.add(1);
+                self.user_bytes.add(key.len() as u64);
+            }
+        }
+        self.log.settle(end, durability)?;
+        if self.needs_cleaning() && !self.clean_requested.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    fn stripe(&self, key: &[u8]) -> &Mutex<()> {
+        // FNV-1a: cheap, and spreads short keys well enough for striping.
+        let hash = key
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        &self.stripes[(hash % STRIPES as u64) as usize]
+    }
+
+    fn wake(&self) {
+        let _guard = self.wake.0.lock().unwrap();
+        self.wake.1.notify_all();
+    }
+}

@@ -1,0 +1,98 @@
+//! A shard's counters.
+
+/// A shard's counters (see [`Shard::stats`]); sums over shards with [`ShardStats::plus`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardStats {
+    /// `put` calls.
+    pub puts: u64,
+    /// `delete` calls.
+    pub deletes: u64,
+    /// `get` calls.
+    pub gets: u64,
+    /// Key and value bytes written by users.
+    pub user_bytes: u64,
+    /// Bytes written to segment files: log blocks (checkpoints included) and the zeros
+    /// written ahead of them.
+    pub device_bytes_written: u64,
+    /// Bytes of log read at open (replay).
+    pub device_bytes_read: u64,
+    /// Log bytes from the head to the end: what the log holds on disk.
+    pub log_bytes: u64,
+    /// Log bytes of the last checkpoint's pages: about the live data.
+    pub live_bytes: u64,
+    /// Checkpoints written (each one cleans the log behind it).
+    pub checkpoints: u64,
+    /// Segment files deleted by cleaning.
+    pub segments_deleted: u64,
+    /// Page consolidations in the tree.
+    pub consolidations: u64,
+    /// Page splits.
+    pub splits: u64,
+    /// Page merges.
+    pub merges: u64,
+    /// Pages in the index.
+    pub pages: u64,
+    /// Bytes of entries the pages hold in memory (see `Tree::page_bytes`; allocator and index
+    /// overhead not included).
+    pub memory_bytes: u64,
+    /// The memory quota (0: none).
+    pub memory_quota: u64,
+    /// I/O operations submitted to the ring (writes and flushes).
+    pub io_submitted: u64,
+    /// I/O operations completed.
+    pub io_completed: u64,
+    /// Shards whose log writes with O_DIRECT.
+    pub direct_io_shards: u64,
+}
+
+impl ShardStats {
+    /// Device bytes written per byte users wrote.
+    pub fn write_amplification(&self) -> f64 {
+        self.device_bytes_written as f64 / self.user_bytes.max(1) as f64
+    }
+
+    /// Share of the log that is not live data (0 when the log holds only its checkpoint).
+    pub fn fragmentation(&self) -> f64 {
+        1.0 - (self.live_bytes.min(self.log_bytes) as f64 / self.log_bytes.max(1) as f64)
+    }
+
+    /// The field-by-field sum of two shards' counters.
+    pub fn plus(&self, other: &ShardStats) -> ShardStats {
+        ShardStats {
+            puts: self.puts + other.puts,
+            deletes: self.deletes + other.deletes,
+            gets: self.gets + other.gets,
+            user_bytes: self.user_bytes + other.user_bytes,
+            device_bytes_written: self.device_bytes_written + other.device_bytes_written,
+            device_bytes_read: self.device_bytes_read + other.device_bytes_read,
+            log_bytes: self.log_bytes + other.log_bytes,
+            live_bytes: self.live_bytes + other.live_bytes,
+            checkpoints: self.checkpoints + other.checkpoints,
+            segments_deleted: self.segments_deleted + other.segments_deleted,
+            consolidations: self.consolidations + other.consolidations,
+            splits: self.splits + other.splits,
+            merges: self.merges + other.merges,
+            pages: self.pages + other.pages,
+            memory_bytes: self.memory_bytes + other.memory_bytes,
+            memory_quota: self.memory_quota + other.memory_quota,
+            io_submitted: self.io_submitted + other.io_submitted,
+            io_completed: self.io_completed + other.io_completed,
+            direct_io_shards: self.direct_io_shards + other.direct_io_shards,
+        }
+    }
+}
+
+/// Cleaning counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// Log bytes of the last checkpoint's pages (about the live data).
+    pub last_checkpoint_bytes: u64,
+    /// Entries the last checkpoint wrote.
+    pub last_checkpoint_entries: u64,
+    /// Segment files deleted.
+    pub segments_deleted: u64,
+    /// The log's head.
+    pub head: u64,
+}
