@@ -20,7 +20,7 @@ pub struct ShardConfig {
     /// Target size of one page record in a checkpoint (default 64 KiB; 4 KiB ..= 16 MiB).
     pub page_bytes: usize,
     /// Bytes of entries this shard may hold in memory (default: no limit). Until pages can be
-    /// swapped out, a full shard refuses puts ([`ShardError::MemoryQuota`]) and still takes
+    /// swapped out, a full shard refuses puts ([`ShardError::MemoryQuota`](super::ShardError::MemoryQuota)) and still takes
     /// deletes, like a cache with no eviction policy. Measured by walking the pages every
     /// 50 ms, so a burst can pass the quota by what it writes in that time.
     pub memory_quota: Option<u64>,

@@ -1,6 +1,6 @@
 //! A shard's counters.
 
-/// A shard's counters (see [`Shard::stats`]); sums over shards with [`ShardStats::plus`].
+/// A shard's counters (see [`Shard::stats`](super::Shard::stats)); sums over shards with [`ShardStats::plus`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardStats {
     /// `put` calls.
