@@ -60,22 +60,11 @@ impl Segments {
     /// size), durably (data and directory entry), and opens it for reading and writing.
     pub fn create(&self, index: u64, zeroed: u64) -> io::Result<File> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(index))?;
-        Self::zero_fill(&file, 0, zeroed.min(self.segment_bytes))?;
+        let zeros = vec![0u8; ZERO_CHUNK];
+        zero_fill(&file, &zeros, 0, zeroed.min(self.segment_bytes))?;
         file.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
         Ok(file)
-    }
-
-    /// Writes zeros over `from..to` of `file` and makes them durable.
-    fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
-        let zeros = vec![0u8; ZERO_CHUNK.min((to.saturating_sub(from)) as usize)];
-        let mut at = from;
-        while at < to {
-            let n = zeros.len().min((to - at) as usize);
-            file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
-        file.sync_data()
     }
 
     /// Deletes segment `index` (already gone is fine).
@@ -100,4 +89,16 @@ impl Segments {
         indices.sort_unstable();
         Ok(indices)
     }
+}
+
+/// Writes zeros over `from..to` of `file`, `zeros.len()` bytes at a time, and makes them
+/// durable. On a direct descriptor, `zeros` must be aligned and `from`, `to` block multiples.
+pub fn zero_fill(file: &File, zeros: &[u8], from: u64, to: u64) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = zeros.len().min((to - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()
 }

@@ -23,7 +23,7 @@ use super::config::{Faults, LogConfig};
 use super::error::IoFailure;
 use super::shared::{Fill, Shared};
 use crate::dma::DmaBuf;
-use crate::segments::Segments;
+use crate::segments::{zero_fill, Segments};
 
 const DOORBELL: u64 = 1 << 62;
 const WRITE: u64 = 2 << 62;
@@ -458,19 +458,6 @@ impl IoThread {
     fn failure(&self, op: &'static str, segment: u64, source: io::Error) -> IoFailure {
         IoFailure { op, path: self.segments.path(segment), source }
     }
-}
-
-/// Writes zeros over `from..to` of `file` from `zeros` (aligned, so this works on a direct
-/// descriptor; `from` and `to` are block multiples) and makes them durable.
-fn zero_fill(file: &File, zeros: &DmaBuf, from: u64, to: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut at = from;
-    while at < to {
-        let n = zeros.len().min((to - at) as usize);
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_data()
 }
 
 /// Pins the calling thread to `cpu` (best effort: a cpuset that excludes it leaves the thread
