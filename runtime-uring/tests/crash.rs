@@ -6,16 +6,14 @@
 //! earlier kills and over checkpoints cut short.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use helio::log::{Durability, LogConfig};
 use helio::shard::{Shard, ShardConfig};
 
 mod common;
-use common::Rng;
+use common::{kill_child_after, Rng};
 
 const CHILD_ENV: &str = "HELIO_CRASH_CHILD_DIR";
 const THREADS: u64 = 4;
@@ -75,34 +73,16 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut checkpoints = 0;
     for cycle in 1..=25u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigkill_never_loses_an_acknowledged_sync_write",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("HELIO_CRASH_CYCLE", cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            lines
-                .filter_map(|line| {
-                    let mut words = line.strip_prefix("ACK ")?.split(' ').map(|w| w.parse::<u64>().unwrap());
-                    Some((words.next()?, words.next()?))
+        let env = [(CHILD_ENV, dir.path().display().to_string()), ("HELIO_CRASH_CYCLE", cycle.to_string())];
+        let run = Duration::from_millis(50 + rng.next() % 250);
+        let this_cycle: Vec<(u64, u64)> =
+            kill_child_after("sigkill_never_loses_an_acknowledged_sync_write", &env, run)
+                .iter()
+                .map(|ack| {
+                    let mut words = ack.split(' ').map(|w| w.parse::<u64>().unwrap());
+                    (words.next().unwrap(), words.next().unwrap())
                 })
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(50 + rng.next() % 250));
-        // SAFETY: plain syscall on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        child.wait().unwrap();
-        let this_cycle = reader.join().unwrap();
+                .collect();
         assert!(!this_cycle.is_empty(), "cycle {cycle}: the child acknowledged nothing");
         for (t, n) in this_cycle {
             acked.insert(key(cycle, t, n), n);

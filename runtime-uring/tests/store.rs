@@ -3,15 +3,13 @@
 //! `Sync` writes; and every kind of bad input giving its typed error and changing nothing.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use helio::{Config, Durability, Error, Store};
 
 mod common;
-use common::Rng;
+use common::{kill_child_after, Rng};
 
 const THREADS: u64 = 4;
 
@@ -152,35 +150,17 @@ fn sigkill_keeps_every_acknowledged_sync_write() {
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
     let mut rng = Rng(77);
     for cycle in 0..12u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigkill_keeps_every_acknowledged_sync_write",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("HELIO_STORE_CRASH_CYCLE", cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    let mut w = l.strip_prefix("ACK ")?.split(' ');
-                    Some((w.next()?.to_string(), w.next()?.parse::<u64>().ok()?))
+        let env =
+            [(CHILD_ENV, dir.path().display().to_string()), ("HELIO_STORE_CRASH_CYCLE", cycle.to_string())];
+        let run = Duration::from_millis(100 + rng.next() % 300);
+        let lines: Vec<(String, u64)> =
+            kill_child_after("sigkill_keeps_every_acknowledged_sync_write", &env, run)
+                .iter()
+                .map(|ack| {
+                    let (key, n) = ack.split_once(' ').unwrap();
+                    (key.to_string(), n.parse().unwrap())
                 })
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(100 + rng.next() % 300));
-        // SAFETY: plain syscall on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        child.wait().unwrap();
-        let lines = reader.join().unwrap();
+                .collect();
         assert!(!lines.is_empty(), "cycle {cycle}: nothing acknowledged");
         acked.extend(lines);
         let store = Store::open(config(dir.path())).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));

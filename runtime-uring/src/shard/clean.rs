@@ -42,7 +42,13 @@ impl Inner {
 
     /// Whether the log past its head has grown enough to clean.
     pub(super) fn needs_cleaning(&self) -> bool {
-        self.log.appended() - self.head.load(Ordering::Acquire) > self.clean_trigger()
+        self.log_grown_to(self.log.appended())
+    }
+
+    /// Whether a log ending at `end` has grown enough past its head to clean. Writers pass the
+    /// end of their own record rather than read the log's end off its busiest cache line.
+    pub(super) fn log_grown_to(&self, end: u64) -> bool {
+        end.saturating_sub(self.head.load(Ordering::Acquire)) > self.clean_trigger()
     }
 
     pub(super) fn run_cleaner(&self) {

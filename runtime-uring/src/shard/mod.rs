@@ -309,7 +309,7 @@ impl Inner {
             }
         }
         self.log.settle(end, durability)?;
-        if self.needs_cleaning() && !self.clean_requested.swap(true, Ordering::AcqRel) {
+        if self.log_grown_to(end) && !self.clean_requested.swap(true, Ordering::AcqRel) {
             self.wake();
         }
         Ok(())

@@ -24,18 +24,21 @@ const BATCH_MAX: usize = 1024;
 /// One item of a range: a key and its value (cheap to clone; both share their batch's buffer).
 pub type Entry = (Bytes, Bytes);
 
+/// What was fetched of one shard's part from one end, nearest first.
+struct End {
+    buf: VecDeque<Entry>,
+    /// No more entries to fetch from this end (what is buffered is all).
+    done: bool,
+    /// Size of the next fetch.
+    batch: usize,
+}
+
 /// What is left of the range in one shard, and what was fetched of it from each end.
 struct Part {
     lo: Bound<Bytes>,
     hi: Bound<Bytes>,
-    front: VecDeque<Entry>,
-    back: VecDeque<Entry>,
-    /// No more entries to fetch from that end (what is buffered is all).
-    front_done: bool,
-    back_done: bool,
-    /// Size of the next fetch from each end.
-    front_batch: usize,
-    back_batch: usize,
+    front: End,
+    back: End,
 }
 
 impl Part {
@@ -51,6 +54,21 @@ impl Part {
             Bound::Unbounded => true,
         };
         above && below
+    }
+
+    fn end(&mut self, forward: bool) -> &mut End {
+        if forward {
+            &mut self.front
+        } else {
+            &mut self.back
+        }
+    }
+
+    /// The next key from one end, if the part is not used up from there (the other end may
+    /// already have taken what was buffered).
+    fn next_key(&self, forward: bool) -> Option<&[u8]> {
+        let end = if forward { &self.front } else { &self.back };
+        end.buf.front().map(|(k, _)| k.as_ref()).filter(|k| self.contains(k))
     }
 }
 
@@ -72,58 +90,51 @@ impl<'s> Range<'s> {
     ) -> Self {
         let (lo, hi) = (lo.map(Bytes::from), hi.map(Bytes::from));
         let first = (FIRST_FETCHES / shards.len()).max(BATCH_MIN);
+        let end = || End { buf: VecDeque::new(), done: false, batch: first };
         let parts = shards
             .iter()
-            .map(|_| Part {
-                lo: lo.clone(),
-                hi: hi.clone(),
-                front: VecDeque::new(),
-                back: VecDeque::new(),
-                front_done: false,
-                back_done: false,
-                front_batch: first,
-                back_batch: first,
-            })
+            .map(|_| Part { lo: lo.clone(), hi: hi.clone(), front: end(), back: end() })
             .collect();
         Self { shards, snapshot, parts }
     }
 
-    /// Makes sure shard `i` has entries buffered at the front, if it has any left.
-    fn fill_front(&mut self, i: usize) {
+    /// Makes sure shard `i` has entries buffered at one end, if it has any left there.
+    fn fill(&mut self, i: usize, forward: bool) {
         let part = &mut self.parts[i];
-        if part.front.is_empty() && !part.front_done {
-            let tree = self.shards[i].tree();
-            let guard = tree.pin();
-            let range = (part.lo.clone(), part.hi.clone());
-            let batch = next_batch(&mut part.front_batch);
-            let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard).take(batch);
-            copy_batch(entries, batch, &mut part.front);
-            part.front_done = part.front.len() < batch;
+        let range = (part.lo.clone(), part.hi.clone());
+        let end = part.end(forward);
+        if !end.buf.is_empty() || end.done {
+            return;
         }
+        let tree = self.shards[i].tree();
+        let guard = tree.pin();
+        let batch = next_batch(&mut end.batch);
+        let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard);
+        if forward {
+            copy_batch(entries.take(batch), batch, &mut end.buf);
+        } else {
+            copy_batch(entries.rev().take(batch), batch, &mut end.buf);
+        }
+        end.done = end.buf.len() < batch;
     }
 
-    fn fill_back(&mut self, i: usize) {
+    /// The next entry from one end: the smallest (or largest) next key over the shards.
+    fn next_from(&mut self, forward: bool) -> Option<Entry> {
+        for i in 0..self.parts.len() {
+            self.fill(i, forward);
+        }
+        let keys = (0..self.parts.len()).filter_map(|i| self.parts[i].next_key(forward).map(|k| (i, k)));
+        let (i, _) =
+            if forward { keys.min_by(|a, b| a.1.cmp(b.1)) } else { keys.max_by(|a, b| a.1.cmp(b.1)) }?;
         let part = &mut self.parts[i];
-        if part.back.is_empty() && !part.back_done {
-            let tree = self.shards[i].tree();
-            let guard = tree.pin();
-            let range = (part.lo.clone(), part.hi.clone());
-            let batch = next_batch(&mut part.back_batch);
-            let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard).rev().take(batch);
-            copy_batch(entries, batch, &mut part.back);
-            part.back_done = part.back.len() < batch;
+        let entry = part.end(forward).buf.pop_front().expect("a key was there");
+        let taken = Bound::Excluded(entry.0.clone());
+        if forward {
+            part.lo = taken;
+        } else {
+            part.hi = taken;
         }
-    }
-
-    /// Shard `i`'s next key from the front, if its part is not used up.
-    fn front_key(&self, i: usize) -> Option<&[u8]> {
-        let part = &self.parts[i];
-        part.front.front().map(|(k, _)| k.as_ref()).filter(|k| part.contains(k))
-    }
-
-    fn back_key(&self, i: usize) -> Option<&[u8]> {
-        let part = &self.parts[i];
-        part.back.front().map(|(k, _)| k.as_ref()).filter(|k| part.contains(k))
+        Some(entry)
     }
 }
 
@@ -162,30 +173,12 @@ impl Iterator for Range<'_> {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        for i in 0..self.parts.len() {
-            self.fill_front(i);
-        }
-        let (i, _) = (0..self.parts.len())
-            .filter_map(|i| self.front_key(i).map(|k| (i, k)))
-            .min_by(|a, b| a.1.cmp(b.1))?;
-        let part = &mut self.parts[i];
-        let entry = part.front.pop_front().expect("a key was there");
-        part.lo = Bound::Excluded(entry.0.clone());
-        Some(Ok(entry))
+        self.next_from(true).map(Ok)
     }
 }
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        for i in 0..self.parts.len() {
-            self.fill_back(i);
-        }
-        let (i, _) = (0..self.parts.len())
-            .filter_map(|i| self.back_key(i).map(|k| (i, k)))
-            .max_by(|a, b| a.1.cmp(b.1))?;
-        let part = &mut self.parts[i];
-        let entry = part.back.pop_front().expect("a key was there");
-        part.hi = Bound::Excluded(entry.0.clone());
-        Some(Ok(entry))
+        self.next_from(false).map(Ok)
     }
 }

@@ -1,6 +1,10 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use helio_core::log::frame::Op;
 
 /// The payload of a put of `value` under key `i` (big-endian), with snapshot number `i`: what
@@ -24,4 +28,27 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// Runs the test `test` of this test binary again as a child process with `env` set, lets it
+/// run for `run`, kills it with SIGKILL, and returns what it printed after `ACK ` on each line:
+/// the writes it acknowledged before it died.
+pub fn kill_child_after(test: &str, env: &[(&str, String)], run: Duration) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        lines.filter_map(|line| line.strip_prefix("ACK ").map(str::to_string)).collect::<Vec<_>>()
+    });
+    std::thread::sleep(run);
+    // SAFETY: plain syscall on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    reader.join().unwrap()
 }
