@@ -32,8 +32,8 @@ impl Default for TreeConfig {
         Self {
             consolidate_chain: 200,
             read_consolidate_chain: 16,
-            split_items: 400,
-            merge_items: 25,
+            split_items: 800,
+            merge_items: 50,
             page_bytes_max: 128 * 1024,
             key_bytes_max: 4096,
             value_bytes_max: 1 << 20,
@@ -59,14 +59,14 @@ impl TreeConfig {
         self
     }
 
-    /// Entries (versions) on a page above which consolidation splits it in two. Default 400, limits
+    /// Entries (versions) on a page above which consolidation splits it in two. Default 800, limits
     /// 4..=1048576.
     pub fn split_items(mut self, items: u32) -> Self {
         self.split_items = items;
         self
     }
 
-    /// Entries on a page below which consolidation merges it into its left sibling. Default 25,
+    /// Entries on a page below which consolidation merges it into its left sibling. Default 50,
     /// limits 0..=`split_items / 4` (0 disables merging); the gap keeps a merged page from splitting
     /// straight away.
     pub fn merge_items(mut self, items: u32) -> Self {

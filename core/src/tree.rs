@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::index::{CellBox, Index, IndexKey};
 use crate::iter::Iter;
 use crate::mvcc::{Mvcc, Snapshot, LATEST};
-use crate::page::base::Version;
+use crate::page::base::{prefix, Version};
 use crate::page::record::{free_chain, merge_state, Body, Header, PageCell, Record};
 use crate::page::{self, garbage_collect, Gathered, GcScratch};
 use crate::stats::{Counters, TreeStats};
@@ -264,6 +264,10 @@ impl Tree {
 
     /// Finds the page for `target` and loads its head, helping any merge in the way.
     pub(crate) fn locate<'g>(&self, target: Target<'_>, guard: &'g Guard) -> (&'g PageCell, &'g Record) {
+        let key_prefix = match target {
+            Target::Key(key) | Target::Below(key) => prefix(key),
+            Target::Last => 0,
+        };
         'restart: loop {
             let mut cell = self.index_start(target, guard);
             loop {
@@ -272,11 +276,10 @@ impl Tree {
                     self.complete_merge(cell, head, guard);
                     continue 'restart;
                 }
-                let go_right = match (target, head.hdr.high()) {
-                    (_, None) => false,
-                    (Target::Key(key), Some(high)) => key >= high,
-                    (Target::Below(key), Some(high)) => high < key,
-                    (Target::Last, Some(_)) => true,
+                let go_right = match target {
+                    Target::Key(key) => head.hdr.cmp_high(key, key_prefix).is_some_and(|o| o.is_ge()),
+                    Target::Below(key) => head.hdr.cmp_high(key, key_prefix).is_some_and(|o| o.is_gt()),
+                    Target::Last => head.hdr.high().is_some(),
                 };
                 if !go_right {
                     // SAFETY: the lifetimes of both are bounded by the guard (see `PageCell::load`).
@@ -355,6 +358,7 @@ impl Tree {
             return false;
         }
         let mut gathered = Gathered::default();
+        gathered.deltas.reserve(head.hdr.chain_len as usize);
         gathered.gather(head, Bound::Unbounded, head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded));
         // Live snapshots are read after the head: see `Mvcc::snapshot` for why this order matters.
         let mut live = Vec::new();
@@ -477,7 +481,7 @@ impl Tree {
         );
         if !cell.install(head, remove) {
             // SAFETY: never published; frees only the remove record, not the chain below.
-            unsafe { drop(Box::from_raw(remove)) };
+            unsafe { Record::free(remove) };
             return;
         }
         self.counters.merges.fetch_add(1, Ordering::Relaxed);
@@ -519,7 +523,7 @@ impl Tree {
                 break;
             }
             // SAFETY: never published; frees the merge record only.
-            unsafe { drop(Box::from_raw(merge)) };
+            unsafe { Record::free(merge) };
         }
         self.unlink(low, remove, guard);
     }

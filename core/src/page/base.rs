@@ -115,9 +115,13 @@ impl Base {
     pub(crate) fn seek(&self, key: &[u8], inclusive: bool) -> usize {
         let p = prefix(key);
         // The first slot with a prefix >= p lies in the block after the last fence below p.
+        // Each binary search touches every line of its array in the worst case, one miss after
+        // another; asking for all of them first overlaps those misses.
+        prefetch(&self.fences);
         let block = self.fences.partition_point(|&f| f < p).saturating_sub(1);
         let start = block * FENCE_STRIDE;
         let end = (start + FENCE_STRIDE + 1).min(self.len());
+        prefetch(&self.slots[start..end]);
         let lo = start + self.slots[start..end].partition_point(|s| { s.prefix } < p);
         // Usually no slot or one shares the prefix; long runs (keys with a common 8-byte start)
         // fall back to a binary search.
@@ -206,6 +210,34 @@ pub(crate) fn prefix(key: &[u8]) -> u64 {
     let n = key.len().min(8);
     bytes[..n].copy_from_slice(&key[..n]);
     u64::from_be_bytes(bytes)
+}
+
+/// Asks the CPU to bring every cache line of `items` in, without waiting for any.
+#[inline]
+fn prefetch<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = items.as_ptr().cast::<i8>();
+        for line in (0..core::mem::size_of_val(items)).step_by(64) {
+            // SAFETY: a prefetch is a hint; the address is within `items`.
+            unsafe { core::arch::x86_64::_mm_prefetch(start.add(line), core::arch::x86_64::_MM_HINT_T0) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}
+
+/// Byte-wise order of two keys, deciding most pairs on their first 8 bytes as one integer
+/// comparison instead of a call to `memcmp` (which showed in profiles of short-key workloads).
+#[inline]
+pub(crate) fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
+    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    a.cmp(b)
 }
 
 fn varint_len(mut v: u64) -> usize {

@@ -12,7 +12,7 @@ pub(crate) mod record;
 use alloc::vec::Vec;
 use core::ops::Bound;
 
-use base::{Base, Version};
+use base::{cmp_keys, Base, Version};
 use record::{Body, Record};
 
 use crate::mvcc;
@@ -108,14 +108,14 @@ impl<'g> Gathered<'g> {
     pub(crate) fn sorted(&mut self, out: &mut Vec<Version<'g>>) {
         out.clear();
         // Stable: keeps chain order (newest first) among one key's versions.
-        self.deltas.sort_by(|a, b| a.key.cmp(b.key));
-        self.bases.sort_by(|a, b| a.0.key(a.1).cmp(b.0.key(b.1)));
+        self.deltas.sort_by(|a, b| cmp_keys(a.key, b.key));
+        self.bases.sort_by(|a, b| cmp_keys(a.0.key(a.1), b.0.key(b.1)));
         let base_versions =
             self.bases.iter().flat_map(|&(base, first, end)| (first..end).map(|i| base.get(i)));
         let mut deltas = self.deltas.iter().copied().peekable();
         for b in base_versions {
             // Deltas are newer than any base version of the same key, so they go first on ties.
-            while let Some(d) = deltas.next_if(|d| d.key <= b.key) {
+            while let Some(d) = deltas.next_if(|d| cmp_keys(d.key, b.key).is_le()) {
                 out.push(d);
             }
             out.push(b);
@@ -163,14 +163,14 @@ pub(crate) struct GcScratch {
 
 fn within(key: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     let above = match lo {
-        Bound::Included(k) => key >= k,
-        Bound::Excluded(k) => key > k,
+        Bound::Included(k) => cmp_keys(key, k).is_ge(),
+        Bound::Excluded(k) => cmp_keys(key, k).is_gt(),
         Bound::Unbounded => true,
     };
     above
         && match hi {
-            Bound::Included(k) => key <= k,
-            Bound::Excluded(k) => key < k,
+            Bound::Included(k) => cmp_keys(key, k).is_le(),
+            Bound::Excluded(k) => cmp_keys(key, k).is_lt(),
             Bound::Unbounded => true,
         }
 }

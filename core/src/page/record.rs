@@ -5,8 +5,11 @@
 //! the merge state of a remove record, which only moves forward), so a reader that loaded a head
 //! sees a consistent page for as long as its epoch guard is held.
 
+use alloc::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use alloc::boxed::Box;
+use core::cmp::Ordering as KeyOrder;
 use core::ptr::{self, NonNull};
+use core::slice;
 
 use super::base::{prefix, Base, Version};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
@@ -24,6 +27,9 @@ pub(crate) struct Header {
     /// Exclusive upper bound of the page's keys; `None` for the last page. Points at bytes owned by
     /// this record or by a record below it, which live exactly as long as this record.
     high: Option<NonNull<[u8]>>,
+    /// `prefix(high)`: routing decides most keys against it without touching the high key's
+    /// bytes, which live in another allocation (a cache miss on every lookup otherwise).
+    high_prefix: u64,
     /// The page holding keys from `high` on; null when `high` is `None`.
     right: *const PageCell,
 }
@@ -36,6 +42,7 @@ impl Header {
             items: saturate(items),
             bytes: saturate(bytes),
             high: high.map(NonNull::from),
+            high_prefix: high.map_or(0, prefix),
             right,
         }
     }
@@ -55,6 +62,15 @@ impl Header {
         // SAFETY: `high` points into this record or a record below it in the same chain; those
         // are freed together with this record, never before it.
         self.high.map(|p| unsafe { p.as_ref() })
+    }
+
+    /// How `key`, whose [`prefix`] is `key_prefix`, orders against the high key; `None` when the
+    /// page is unbounded above. A difference in prefixes decides without reading the high key.
+    #[inline]
+    pub(crate) fn cmp_high(&self, key: &[u8], key_prefix: u64) -> Option<KeyOrder> {
+        let high = self.high?;
+        // SAFETY: as in `high`.
+        Some(key_prefix.cmp(&self.high_prefix).then_with(|| key.cmp(unsafe { high.as_ref() })))
     }
 
     /// The right sibling, which holds keys from `high` on.
@@ -84,6 +100,11 @@ pub(crate) mod merge_state {
 }
 
 /// One record of a delta chain.
+///
+/// An insert or delete record carries its key and value bytes in the same allocation, right
+/// after the struct (see [`Record::write`]): one allocation per write, and a chain walk that
+/// compares keys touches one cache line run, not two. Records are therefore only ever handled by
+/// pointer and freed with [`Record::free`].
 pub(crate) struct Record {
     pub hdr: Header,
     /// The next older record; null only below a base.
@@ -99,12 +120,12 @@ unsafe impl Sync for Record {}
 
 /// The kinds of record.
 pub(crate) enum Body {
-    /// A new version of a key: `kv` holds the key then the value. `prefix` is the key's first
-    /// bytes (see [`base::prefix`](super::base::prefix)), so a chain walk skips records of other
-    /// keys without touching their bytes: one cache miss fewer per record.
-    Insert { sn: u64, prefix: u64, key_len: u32, kv: Box<[u8]> },
-    /// A tombstone for a key, with its prefix as above.
-    Delete { sn: u64, prefix: u64, key: Box<[u8]> },
+    /// A new version of a key, whose bytes follow the record. `prefix` is the key's first bytes
+    /// (see [`base::prefix`](super::base::prefix)), so a chain walk skips records of other keys
+    /// without touching their bytes.
+    Insert { sn: u64, prefix: u64, key_len: u32, value_len: u32 },
+    /// A tombstone for a key, whose bytes follow the record, with its prefix as above.
+    Delete { sn: u64, prefix: u64, key_len: u32 },
     /// Keys from `sep` on moved to the right sibling named in the header.
     Split { sep: Box<[u8]> },
     /// The right sibling (whose low key is `sep`) was absorbed: keys from `sep` on are found in
@@ -121,28 +142,78 @@ pub(crate) enum Body {
 }
 
 impl Record {
-    /// Allocates a record and returns the owning raw pointer.
+    /// The layout of a record followed by `tail` bytes.
+    fn layout(tail: usize) -> Layout {
+        let bytes = Layout::array::<u8>(tail).expect("a record's bytes fit in memory");
+        Layout::new::<Record>().extend(bytes).expect("a record fits in memory").0.pad_to_align()
+    }
+
+    /// Allocates a record followed by `tail` bytes written by `fill`; returns the owning pointer.
+    fn alloc_with(
+        hdr: Header,
+        next: *mut Record,
+        body: Body,
+        tail: usize,
+        fill: impl FnOnce(*mut u8),
+    ) -> *mut Record {
+        let layout = Self::layout(tail);
+        // SAFETY: the layout has a non-zero size (it holds a `Record`).
+        let rec = unsafe { alloc(layout) }.cast::<Record>();
+        if rec.is_null() {
+            handle_alloc_error(layout);
+        }
+        // SAFETY: `rec` is fresh, aligned and big enough for the record and its tail, which
+        // starts right after the struct (`layout` extends the struct's own layout).
+        unsafe {
+            rec.write(Record { hdr, next, body });
+            fill(rec.add(1).cast::<u8>());
+        }
+        rec
+    }
+
+    /// Allocates a record without bytes of its own and returns the owning raw pointer.
     pub(crate) fn alloc(hdr: Header, next: *mut Record, body: Body) -> *mut Record {
-        Box::into_raw(Box::new(Record { hdr, next, body }))
+        debug_assert_eq!(body.tail_len(), 0, "writes are made by `Record::write`");
+        Self::alloc_with(hdr, next, body, 0, |_| {})
     }
 
     /// An insert or delete record not yet placed on any page.
     pub(crate) fn write(key: &[u8], value: Option<&[u8]>) -> *mut Record {
+        let (prefix, key_len) = (prefix(key), key.len() as u32);
         let body = match value {
-            Some(value) => {
-                let mut kv = alloc::vec::Vec::with_capacity(key.len() + value.len());
-                kv.extend_from_slice(key);
-                kv.extend_from_slice(value);
-                Body::Insert {
-                    sn: 0,
-                    prefix: prefix(key),
-                    key_len: key.len() as u32,
-                    kv: kv.into_boxed_slice(),
-                }
-            }
-            None => Body::Delete { sn: 0, prefix: prefix(key), key: key.into() },
+            Some(value) => Body::Insert { sn: 0, prefix, key_len, value_len: value.len() as u32 },
+            None => Body::Delete { sn: 0, prefix, key_len },
         };
-        Self::alloc(Header::fresh(0, 0, None, ptr::null()), ptr::null_mut(), body)
+        let value = value.unwrap_or_default();
+        let hdr = Header::fresh(0, 0, None, ptr::null());
+        Self::alloc_with(hdr, ptr::null_mut(), body, key.len() + value.len(), |tail| {
+            // SAFETY: the tail holds exactly the key then the value.
+            unsafe {
+                ptr::copy_nonoverlapping(key.as_ptr(), tail, key.len());
+                ptr::copy_nonoverlapping(value.as_ptr(), tail.add(key.len()), value.len());
+            }
+        })
+    }
+
+    /// Frees one record (not the records it points at) and its bytes.
+    ///
+    /// # Safety
+    /// `rec` was made by [`Record::alloc`] or [`Record::write`], is owned by the caller and is
+    /// unreachable by every other thread.
+    pub(crate) unsafe fn free(rec: *mut Record) {
+        // SAFETY: per the contract, `rec` is a live record allocated with this layout.
+        unsafe {
+            let layout = Self::layout((*rec).body.tail_len());
+            ptr::drop_in_place(rec);
+            dealloc(rec.cast::<u8>(), layout);
+        }
+    }
+
+    /// The bytes that follow an insert or delete record: its key, then its value.
+    fn tail(&self) -> &[u8] {
+        // SAFETY: records live only in allocations made by `alloc_with`, whose tail of
+        // `tail_len` bytes follows the struct.
+        unsafe { slice::from_raw_parts((self as *const Record).add(1).cast::<u8>(), self.body.tail_len()) }
     }
 
     /// A base record holding `versions`, bounded above by `high`.
@@ -161,11 +232,11 @@ impl Record {
     /// The version an insert or delete record carries.
     pub(crate) fn version(&self) -> Option<Version<'_>> {
         match &self.body {
-            Body::Insert { sn, key_len, kv, .. } => {
-                let (key, value) = kv.split_at(*key_len as usize);
+            Body::Insert { sn, key_len, .. } => {
+                let (key, value) = self.tail().split_at(*key_len as usize);
                 Some(Version { key, value: Some(value), sn: *sn })
             }
-            Body::Delete { sn, key, .. } => Some(Version { key, value: None, sn: *sn }),
+            Body::Delete { sn, .. } => Some(Version { key: self.tail(), value: None, sn: *sn }),
             _ => None,
         }
     }
@@ -202,13 +273,27 @@ impl Record {
 /// The chain must be unreachable by every thread, and owned by the caller.
 pub(crate) unsafe fn free_chain(mut rec: *mut Record) {
     while !rec.is_null() {
-        // SAFETY: the caller owns the chain; each record was made by `Record::alloc`.
-        let owned = unsafe { Box::from_raw(rec) };
-        if let Body::Merge { right, .. } = owned.body {
-            // SAFETY: a merge record owns the absorbed chain.
-            unsafe { free_chain(right) };
+        // SAFETY: the caller owns the chain; each record was made by `Record::alloc` or `write`.
+        unsafe {
+            if let Body::Merge { right, .. } = (*rec).body {
+                // A merge record owns the absorbed chain.
+                free_chain(right);
+            }
+            let next = (*rec).next;
+            Record::free(rec);
+            rec = next;
         }
-        rec = owned.next;
+    }
+}
+
+impl Body {
+    /// Bytes that follow a record with this body.
+    fn tail_len(&self) -> usize {
+        match *self {
+            Body::Insert { key_len, value_len, .. } => key_len as usize + value_len as usize,
+            Body::Delete { key_len, .. } => key_len as usize,
+            _ => 0,
+        }
     }
 }
 

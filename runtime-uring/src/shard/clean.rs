@@ -22,11 +22,15 @@ impl Inner {
         (((1.0 + self.clean_ratio) * live) as u64).max(floor)
     }
 
-    /// Measures the bytes of entries the pages hold (for the quota and the stats). At the quota,
-    /// first consolidates every page (at most once a second): deleted entries and old versions
-    /// leave memory only when their page is consolidated, and a page with a few deletes may not
-    /// reach its chain threshold for a long time.
+    /// Measures the bytes of entries the pages hold, for the quota (without one, nothing reads
+    /// the figure and the walk over every page is skipped; `stats()` measures on its own). At the
+    /// quota, first consolidates every page (at most once a second): deleted entries and old
+    /// versions leave memory only when their page is consolidated, and a page with a few deletes
+    /// may not reach its chain threshold for a long time.
     pub(super) fn measure_memory(&self) {
+        if self.memory_quota.is_none() {
+            return;
+        }
         let guard = self.tree.pin();
         let mut used = self.tree.page_bytes(&guard);
         if self.memory_quota.is_some_and(|quota| used >= quota) {

@@ -85,13 +85,13 @@ impl Config {
         self
     }
 
-    /// Entries above which a page splits (default 400; 4 ..= 2^20).
+    /// Entries above which a page splits (default 800; 4 ..= 2^20).
     pub fn split_items(mut self, items: u32) -> Self {
         self.tree = self.tree.split_items(items);
         self
     }
 
-    /// Entries below which a page merges into its neighbour (default 25; at most a quarter of
+    /// Entries below which a page merges into its neighbour (default 50; at most a quarter of
     /// `split_items`).
     pub fn merge_items(mut self, items: u32) -> Self {
         self.tree = self.tree.merge_items(items);
