@@ -10,6 +10,12 @@
 //! - the key count is [`key_count`]: `HELIO_BENCH_KEYS` from the environment, 1,000,000 unless set.
 //!
 //! Each structure is driven through the small [`Store`] trait so the benchmarks are written once.
+//!
+//! The benchmark binaries (all but `memory`, which counts bytes with its own allocator) run on
+//! mimalloc, as Helio's own binaries do: records retired by the epoch collector are usually freed
+//! by another thread than the one that allocated them, and glibc's malloc then serialises threads
+//! on the owning arena's lock (it cost 2-thread fill a third of its throughput; see
+//! `docs/store.md`, "Allocator"). C++ peers (RocksDB) keep their own allocation paths.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

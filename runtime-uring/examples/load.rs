@@ -7,6 +7,11 @@
 //! (defaults: a temporary directory under the current one, 1,000,000 keys of 16 bytes with
 //! 100-byte values).
 
+/// Freed chains are collected by whichever thread next passes an epoch, usually not the one that
+/// allocated them; glibc's malloc then takes the owning arena's lock (see docs/store.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -14,6 +14,10 @@
 //! Usage: `logbench [DIR] [--gib N] [--rounds N] [--seconds S]` (DIR defaults to a temporary
 //! directory under the current one).
 
+// mimalloc, as in Helio's binaries: see the crate docs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};

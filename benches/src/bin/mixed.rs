@@ -4,6 +4,10 @@
 //!
 //! `cargo run --release -p helio-bench --bin mixed` (keys: `HELIO_BENCH_KEYS`, default 1M).
 
+// mimalloc, as in Helio's binaries: see the crate docs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use helio_bench::{key, key_count, run_threads, value, Rng};

@@ -7,6 +7,10 @@
 //! Usage: `cargo run --release -p helio-bench --features rocksdb-peer --bin vs_rocksdb -- [DIR]`
 //! (`HELIO_ENGINES=helio,rocksdb` to run some engines only).
 
+// mimalloc, as in Helio's binaries: see the crate docs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};

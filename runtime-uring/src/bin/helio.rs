@@ -9,6 +9,12 @@
 //! ```
 //! Keys and values are taken and printed as UTF-8 text (bytes that are not are escaped).
 
+/// Freed chains are collected by whichever thread next passes an epoch, usually not the one that
+/// allocated them; glibc's malloc then takes the owning arena's lock (see docs/store.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
