@@ -17,6 +17,8 @@
 //! on the owning arena's lock (it cost 2-thread fill a third of its throughput; see
 //! `docs/store.md`, "Allocator"). C++ peers (RocksDB) keep their own allocation paths.
 
+pub mod runner;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;

@@ -4,7 +4,7 @@
 //! write options, WAL on and not synced), random gets, and seek + scan of 100 entries; then
 //! fill and get again with 2 threads (helio on 2 shards) for the scaling figure.
 //!
-//! Usage: `cargo run --release -p helio-bench --features rocksdb-peer --bin vs_rocksdb -- [DIR]`
+//! Usage: `cargo run --release -p helio-bench --features rocksdb --bin vs_rocksdb -- [DIR]`
 //! (`HELIO_ENGINES=helio,rocksdb` to run some engines only).
 
 // mimalloc, as in Helio's binaries: see the crate docs.

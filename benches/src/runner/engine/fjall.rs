@@ -1,0 +1,76 @@
+//! fjall: one database, one keyspace, a block cache holding the data set; each write goes to
+//! the journal's OS buffers (fjall's default), `Sync` persists the journal with `SyncData`.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use crate::runner::spec::Durability;
+use crate::runner::Result;
+
+struct Fjall {
+    db: Database,
+    items: Keyspace,
+}
+
+pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
+    let db = Database::builder(dir).cache_size(PEER_CACHE_BYTES).worker_threads(options.threads.clamp(1, 4)).open()?;
+    let items = db.keyspace("items", KeyspaceCreateOptions::default)?;
+    let config = format!(
+        "fjall 3: one keyspace, defaults (LZ4, leveled compaction), {} MiB cache, {} worker threads; \
+         Buffered/None = journal written to OS buffers per write (fjall's default), Sync = \
+         persist(SyncData) after each write; compact = major_compact",
+        PEER_CACHE_BYTES >> 20,
+        options.threads.clamp(1, 4)
+    );
+    Ok(Opened { engine: Box::new(Fjall { db, items }), config })
+}
+
+impl Engine for Fjall {
+    fn write(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        for w in batch {
+            match *w {
+                Write::Put(k, v) => self.items.insert(k, v)?,
+                Write::Delete(k) => self.items.remove(k)?,
+            }
+        }
+        if d == Durability::Sync {
+            self.db.persist(PersistMode::SyncData)?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+        Ok(match self.items.get(key)? {
+            Some(v) => {
+                out.clear();
+                out.extend_from_slice(&v);
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
+        let mut seen = 0;
+        for guard in self.items.range(from..).take(limit) {
+            let (k, v) = guard.into_inner()?;
+            visit(&k, &v);
+            seen += 1;
+        }
+        Ok(seen)
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+
+    fn compact(&self) -> Result<()> {
+        Ok(self.items.major_compact()?)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
