@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
 # Every check CI makes, in order: formatting, lints, the no_std build of the core, the API docs,
-# all tests, and the loom model checks. Installs what it needs itself; runs from any directory.
+# all tests (the workload runner with every peer engine, RocksDB included), and the loom model
+# checks. Installs what it needs itself; runs from any directory.
+#
+# Builds go to $HELIO_BUILD_CACHE (default ~/.cache/helio-build), outside the checkout, so a
+# machine that ran this before reuses RocksDB's ~10 minute C++ build; a fresh machine builds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+
+export CARGO_TARGET_DIR="${HELIO_BUILD_CACHE:-$HOME/.cache/helio-build}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+step "system packages (clang + libclang for RocksDB's bindings, a TrueType font for the plots)"
+missing=()
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
 
 step "toolchain components"
 for component in rustfmt clippy; do
@@ -16,8 +34,9 @@ done
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+# Release profile, so that the test build below reuses its build-script outputs (RocksDB's C++).
+step "cargo clippy (all targets, every peer engine, warnings are errors)"
+cargo clippy --release --workspace --all-targets --features helio-bench/peers -- -D warnings
 
 step "helio-core without std (no_std + alloc)"
 cargo build -p helio-core --no-default-features
@@ -25,8 +44,8 @@ cargo build -p helio-core --no-default-features
 step "API docs (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-step "tests"
-cargo test --workspace --release
+step "tests (the workload runner with every peer engine)"
+cargo test --workspace --release --features helio-bench/peers
 
 step "loom model checks of the CAS protocols"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p helio-core --test loom --release
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" cargo test -p helio-core --test loom --release

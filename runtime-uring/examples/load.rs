@@ -1,5 +1,5 @@
-//! Helio's main job until the workload runner lands: a `Store` in a local directory with one
-//! shard and one thread per core; loads keys with `Buffered` durability, reads them back,
+//! A `Store` alone, without the workload runner: in a local directory with one shard and one
+//! thread per core; loads keys with `Buffered` durability, reads them back,
 //! scans, then closes, reopens (recovery) and checks a sample. Prints throughput per phase and
 //! the store's counters.
 //!

@@ -83,7 +83,10 @@ fn spec(args: Args) -> std::result::Result<Spec, String> {
         [all] if all == "all" => Workload::ALL.to_vec(),
         names => names
             .iter()
-            .map(|n| <Workload as clap::ValueEnum>::from_str(n, true).map_err(|_| format!("unknown workload {n:?}")))
+            .map(|n| {
+                <Workload as clap::ValueEnum>::from_str(n, true)
+                    .map_err(|_| format!("unknown workload {n:?}"))
+            })
             .collect::<std::result::Result<_, _>>()?,
     };
     let engines = if args.engines.is_empty() { EngineKind::available() } else { args.engines };
@@ -122,7 +125,11 @@ fn run_engine(spec: &Spec, kind: EngineKind, cores: usize, bars: &Bars) -> Resul
     let root = tempfile::Builder::new().prefix("helio-bench-").tempdir_in(&spec.dir)?;
     let dir = root.path().join(format!("{}-{cores}", kind.name()));
     std::fs::create_dir_all(&dir)?;
-    let options = Options { threads: cores, memory_quota: spec.memory_quota, data_bytes: spec.keys * spec.entry_bytes() };
+    let options = Options {
+        threads: cores,
+        memory_quota: spec.memory_quota,
+        data_bytes: spec.keys * spec.entry_bytes(),
+    };
     let opened = engine::open(kind, &dir, &options)?;
     let presence = Presence::new(spec.keys, spec.ops * spec.workloads.len() as u64);
     let (written, device_written, generation) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU32::new(1));
@@ -156,11 +163,15 @@ struct Bars {
 fn bars(phases: u64) -> Bars {
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(phases));
-    overall.set_style(ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} workloads, {elapsed}").expect("valid template"));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} workloads, {elapsed}")
+            .expect("valid template"),
+    );
     overall.set_prefix("run");
     let phase = multi.add(ProgressBar::new(1));
     phase.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {per_sec:>12} {msg}").expect("valid template"),
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {per_sec:>12} {msg}")
+            .expect("valid template"),
     );
     phase.set_prefix("phase");
     Bars { overall, phase }
@@ -204,7 +215,17 @@ fn run(spec: Spec, command: String) -> Result<()> {
     let targets = report::targets(&results, &spec);
     let scaling = report::scaling(&results, &spec);
     let out = spec.out.clone();
-    let report = Report { format: 1, started_unix, command, machine: Machine::describe(), spec, engines, results, targets, scaling };
+    let report = Report {
+        format: 1,
+        started_unix,
+        command,
+        machine: Machine::describe(),
+        spec,
+        engines,
+        results,
+        targets,
+        scaling,
+    };
     println!("{}", report::table(&report));
     let files = report::write(&report, &out)?;
     println!("\nreport: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));

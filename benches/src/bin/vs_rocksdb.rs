@@ -41,7 +41,12 @@ impl Engine for Helio {
         self.0.get(key).unwrap().map(|v| v.len())
     }
     fn scan(&self, from: &[u8], n: usize) -> usize {
-        self.0.range(from..).take(n).map(|e| e.unwrap().1.len()).count()
+        let mut seen = 0;
+        for entry in self.0.range(from..).take(n) {
+            std::hint::black_box(entry.unwrap());
+            seen += 1;
+        }
+        seen
     }
 }
 
@@ -72,7 +77,10 @@ impl Engine for Rocks {
 
 /// The baseline the issue names: one mutex around a `BTreeMap`, every write also appended to a
 /// buffered file.
-struct MutexMap(Mutex<(BTreeMap<Vec<u8>, Vec<u8>>, BufWriter<File>)>);
+struct MutexMap(Mutex<MapAndLog>);
+
+/// The map and the file every write is appended to.
+type MapAndLog = (BTreeMap<Vec<u8>, Vec<u8>>, BufWriter<File>);
 
 impl Engine for MutexMap {
     fn name(&self) -> &'static str {
@@ -92,12 +100,12 @@ impl Engine for MutexMap {
     }
     fn scan(&self, from: &[u8], n: usize) -> usize {
         let guard = self.0.lock().unwrap();
-        guard
-            .0
-            .range(from.to_vec()..)
-            .take(n)
-            .map(|(k, v)| std::hint::black_box((k.clone(), v.clone())))
-            .count()
+        let mut seen = 0;
+        for (k, v) in guard.0.range(from.to_vec()..).take(n) {
+            std::hint::black_box((k.clone(), v.clone()));
+            seen += 1;
+        }
+        seen
     }
 }
 

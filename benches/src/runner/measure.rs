@@ -25,9 +25,7 @@ impl Sample {
     pub fn now() -> Self {
         let io = fs::read_to_string("/proc/self/io").unwrap_or_default();
         let field = |name: &str| {
-            io.lines()
-                .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-                .unwrap_or(0)
+            io.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
         };
         Self {
             device_write_bytes: field("write_bytes:"),

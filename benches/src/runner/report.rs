@@ -54,7 +54,9 @@ impl Machine {
         let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
         let cpu_model = read("/proc/cpuinfo")
             .lines()
-            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         let memory_bytes = read("/proc/meminfo")
             .lines()
@@ -123,7 +125,14 @@ pub fn targets(results: &[Figures], spec: &Spec) -> Vec<Target> {
     let throughput = |w: &str, peer: &str, bound: f64, cores: usize, out: &mut Vec<Target>| {
         if let (Some(h), Some(p)) = (find(results, "helio", w, cores), find(results, peer, w, cores)) {
             let value = h.ops_per_sec / p.ops_per_sec;
-            out.push(Target { name: format!("{w}: helio / {peer}"), cores, value, bound, at_most: false, met: value >= bound });
+            out.push(Target {
+                name: format!("{w}: helio / {peer}"),
+                cores,
+                value,
+                bound,
+                at_most: false,
+                met: value >= bound,
+            });
         }
     };
     for &cores in &spec.cores {
@@ -133,7 +142,9 @@ pub fn targets(results: &[Figures], spec: &Spec) -> Vec<Target> {
         throughput("readrandom", "lmdb", 1.5, cores, &mut out);
         throughput("seekrandom", "rocksdb", 3.0, cores, &mut out);
         throughput("seekrandom", "lmdb", 1.0, cores, &mut out);
-        if let (Some(h), Some(r)) = (find(results, "helio", "overwrite", cores), find(results, "rocksdb", "overwrite", cores)) {
+        if let (Some(h), Some(r)) =
+            (find(results, "helio", "overwrite", cores), find(results, "rocksdb", "overwrite", cores))
+        {
             if let (Some(hw), Some(rw)) = (h.cumulative_write_amp, r.cumulative_write_amp) {
                 let value = hw / rw;
                 out.push(Target {
@@ -163,7 +174,14 @@ pub fn targets(results: &[Figures], spec: &Spec) -> Vec<Target> {
         for w in ["fillrandom", "readrandom"] {
             if let (Some(one), Some(two)) = (find(results, "helio", w, 1), find(results, "helio", w, 2)) {
                 let value = two.ops_per_sec / one.ops_per_sec;
-                out.push(Target { name: format!("{w}: helio 2 cores / 1 core"), cores: 2, value, bound: 1.7, at_most: false, met: value >= 1.7 });
+                out.push(Target {
+                    name: format!("{w}: helio 2 cores / 1 core"),
+                    cores: 2,
+                    value,
+                    bound: 1.7,
+                    at_most: false,
+                    met: value >= 1.7,
+                });
             }
         }
     }
@@ -287,8 +305,16 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
         s,
         "{} keys of {} bytes, values of {} bytes; {} operations per read or mixed workload; \
          durability {:?}; YCSB keys {:?}; scans of {}; fillsync: {} writes from {:?} threads; cores {:?}.\n",
-        spec.keys, spec.key_size, spec.value_size, spec.ops, spec.durability, spec.distribution, spec.scan_len,
-        spec.sync_ops, spec.sync_threads, spec.cores
+        spec.keys,
+        spec.key_size,
+        spec.value_size,
+        spec.ops,
+        spec.durability,
+        spec.distribution,
+        spec.scan_len,
+        spec.sync_ops,
+        spec.sync_threads,
+        spec.cores
     );
     let _ = writeln!(
         s,
@@ -326,7 +352,8 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
     if report.targets.is_empty() {
         let _ = writeln!(s, "No target could be computed from this run's engines and workloads.");
     } else {
-        let _ = writeln!(s, "| target | cores | measured | bound | met |\n| --- | ---: | ---: | ---: | --- |");
+        let _ =
+            writeln!(s, "| target | cores | measured | bound | met |\n| --- | ---: | ---: | ---: | --- |");
         for t in &report.targets {
             let _ = writeln!(
                 s,
@@ -430,10 +457,9 @@ const FONTS: [&str; 3] = [
 fn register_font() -> std::result::Result<(), String> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
-        let bytes = FONTS
-            .iter()
-            .find_map(|p| fs::read(p).ok())
-            .ok_or_else(|| format!("no TrueType font found (looked for {}; install fonts-dejavu-core)", FONTS[0]))?;
+        let bytes = FONTS.iter().find_map(|p| fs::read(p).ok()).ok_or_else(|| {
+            format!("no TrueType font found (looked for {}; install fonts-dejavu-core)", FONTS[0])
+        })?;
         plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
             .map_err(|_| "the font file could not be parsed".to_string())
     })
@@ -450,7 +476,14 @@ fn plot_all(report: &Report, out: &Path) -> Result<Vec<String>> {
     let path = out.join(name);
     let root = BitMapBackend::new(&path, (1800, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    bars(&root, &format!("Throughput at {cores} core(s), operations/s (log scale)"), &results, &engines, &workloads, |f| f.ops_per_sec)?;
+    bars(
+        &root,
+        &format!("Throughput at {cores} core(s), operations/s (log scale)"),
+        &results,
+        &engines,
+        &workloads,
+        |f| f.ops_per_sec,
+    )?;
     root.present()?;
     files.push(name.to_string());
 
@@ -459,7 +492,7 @@ fn plot_all(report: &Report, out: &Path) -> Result<Vec<String>> {
     let root = BitMapBackend::new(&path, (1800, 1500)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((3, 1));
-    let metrics: [(&str, fn(&Figures) -> f64); 3] =
+    let metrics: [(&str, Metric); 3] =
         [("p50", |f| f.p50_us), ("p99", |f| f.p99_us), ("p99.9", |f| f.p999_us)];
     for (panel, (label, metric)) in panels.iter().zip(metrics) {
         let title = format!("{label} latency of one call at {cores} core(s), microseconds (log scale)");
@@ -476,9 +509,18 @@ fn plot_all(report: &Report, out: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
+/// One figure of a phase, for a plot.
+type Metric = fn(&Figures) -> f64;
+
 fn color(i: usize) -> RGBColor {
-    const COLORS: [RGBColor; 6] =
-        [RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(214, 39, 40),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
     COLORS[i % COLORS.len()]
 }
 
@@ -508,7 +550,11 @@ where
         .build_cartesian_2d(-0.5f64..workloads.len() as f64 - 0.5, (lo..hi).log_scale())?;
     let label_at = |x: &f64| {
         let w = x.round();
-        if (x - w).abs() < 1e-6 && w >= 0.0 { workloads.get(w as usize).cloned().unwrap_or_default() } else { String::new() }
+        if (x - w).abs() < 1e-6 && w >= 0.0 {
+            workloads.get(w as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
     };
     chart
         .configure_mesh()
@@ -536,7 +582,12 @@ where
             .label(engine.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color(e).filled()));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
     Ok(())
 }
 
@@ -566,19 +617,29 @@ fn scaling_plot(report: &Report, engines: &[String], path: &Path) -> Result<()> 
         for (k, workload) in PLOTTED.into_iter().enumerate() {
             let mut points = vec![(base, 1.0)];
             points.extend(
-                report.scaling.iter().filter(|s| &s.engine == engine && s.workload == workload).map(|s| (s.cores as f64, s.speedup)),
+                report
+                    .scaling
+                    .iter()
+                    .filter(|s| &s.engine == engine && s.workload == workload)
+                    .map(|s| (s.cores as f64, s.speedup)),
             );
             if points.len() < 2 {
                 continue;
             }
             let style = if k == 0 { color(e).stroke_width(3) } else { color(e).stroke_width(1) };
-            chart
-                .draw_series(LineSeries::new(points, style))?
-                .label(format!("{engine} {workload}"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color(e).stroke_width(if k == 0 { 3 } else { 1 })));
+            chart.draw_series(LineSeries::new(points, style))?.label(format!("{engine} {workload}")).legend(
+                move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color(e).stroke_width(if k == 0 { 3 } else { 1 }))
+                },
+            );
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
     root.present()?;
     Ok(())
 }

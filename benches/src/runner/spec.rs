@@ -184,7 +184,10 @@ impl Spec {
             (self.key_size >= 8 && self.key_size <= 1024, "--key-size must be 8..=1024"),
             (self.value_size >= 16 && self.value_size <= 1 << 20, "--value-size must be 16..=1048576"),
             (self.keys >= 1, "--keys must be at least 1"),
-            (!self.cores.is_empty() && self.cores.iter().all(|&c| (1..=1024).contains(&c)), "--cores: 1..=1024 each"),
+            (
+                !self.cores.is_empty() && self.cores.iter().all(|&c| (1..=1024).contains(&c)),
+                "--cores: 1..=1024 each",
+            ),
             (self.sync_threads.iter().all(|&c| (1..=1024).contains(&c)), "--sync-threads: 1..=1024 each"),
             (self.scan_len >= 1, "--scan-len must be at least 1"),
             (!self.engines.is_empty(), "--engines: at least one engine"),

@@ -106,7 +106,12 @@ struct ThreadResult {
 
 impl ThreadResult {
     fn new() -> Self {
-        Self { latencies: Histogram::new(3).expect("3 significant digits is valid"), ops: 0, user_write_bytes: 0, checked: 0 }
+        Self {
+            latencies: Histogram::new(3).expect("3 significant digits is valid"),
+            ops: 0,
+            user_write_bytes: 0,
+            checked: 0,
+        }
     }
 
     fn record(&mut self, started: Instant, entries: u64) {
@@ -140,9 +145,9 @@ impl Context<'_> {
             self.phase(name, threads, ops, calls_entries, body).map(|f| vec![f])
         };
         match workload {
-            Workload::Fillseq => one("fillseq", t, n, 0, &|th, r, stop| {
-                self.write_keys(th, t, n, |j| j, d, false, r, stop)
-            }),
+            Workload::Fillseq => {
+                one("fillseq", t, n, 0, &|th, r, stop| self.write_keys(th, t, n, |j| j, d, false, r, stop))
+            }
             Workload::Fillrandom | Workload::Overwrite => {
                 let order = Permutation::new(n, seed);
                 one(workload.name(), t, n, 0, &|th, r, stop| {
@@ -159,7 +164,15 @@ impl Context<'_> {
                 let mut rng = Rng::new(seed ^ th as u64);
                 self.reads(slice(spec.ops, th, t).count() as u64, r, stop, || rng.below(n))
             }),
-            Workload::Readseq => one("readseq", t, self.presence.live(), 1000, &|th, r, stop| self.read_seq(th, t, r, stop)),
+            Workload::Readseq => {
+                let live = self.presence.live();
+                let f = self.phase("readseq", t, live, 1000, &|th, r, stop| self.read_seq(th, t, r, stop))?;
+                if f.checked != live {
+                    return Err(self
+                        .fail("readseq", format!("a full scan saw {} keys, {live} are present", f.checked)));
+                }
+                Ok(vec![f])
+            }
             Workload::Seekrandom => {
                 let seeks = (spec.ops / 10).max(1);
                 one("seekrandom", t, seeks, 1, &|th, r, stop| {
@@ -189,7 +202,16 @@ impl Context<'_> {
                     let order = Permutation::new(n, seed ^ threads as u64);
                     let ops = spec.sync_ops;
                     self.phase(&name, threads, ops, 0, &|th, r, stop| {
-                        self.write_keys(th, threads, ops, |j| order.at(j % n), Durability::Sync, false, r, stop)
+                        self.write_keys(
+                            th,
+                            threads,
+                            ops,
+                            |j| order.at(j % n),
+                            Durability::Sync,
+                            false,
+                            r,
+                            stop,
+                        )
                     })
                 })
                 .collect(),
@@ -201,7 +223,14 @@ impl Context<'_> {
             | Workload::YcsbF => {
                 let zipf = (spec.distribution == Distribution::Zipfian).then(|| Zipfian::new(n));
                 one(workload.name(), t, spec.ops, 1, &|th, r, stop| {
-                    self.ycsb(workload, zipf.as_ref(), seed ^ th as u64, slice(spec.ops, th, t).count() as u64, r, stop)
+                    self.ycsb(
+                        workload,
+                        zipf.as_ref(),
+                        seed ^ th as u64,
+                        slice(spec.ops, th, t).count() as u64,
+                        r,
+                        stop,
+                    )
                 })
             }
         }
@@ -209,7 +238,14 @@ impl Context<'_> {
 
     /// Runs `body` on `threads` threads and measures the phase. `entries_per_call` is what the
     /// latencies are of (0: the engine's write batch).
-    fn phase(&self, name: &str, threads: usize, ops: u64, entries_per_call: u64, body: &Body<'_>) -> Result<Figures> {
+    fn phase(
+        &self,
+        name: &str,
+        threads: usize,
+        ops: u64,
+        entries_per_call: u64,
+        body: &Body<'_>,
+    ) -> Result<Figures> {
         self.progress.set_length(ops);
         self.progress.set_position(0);
         self.progress.set_message(format!("{} {name} ({threads} threads)", self.engine_name));
@@ -233,7 +269,10 @@ impl Context<'_> {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a worker thread panicked".into()))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a worker thread panicked".into())))
+                .collect()
         });
         let seconds = started.elapsed().as_secs_f64();
         self.engine.flush()?;
@@ -248,14 +287,20 @@ impl Context<'_> {
             all.checked += r.checked;
         }
         self.progress.set_position(ops);
-        let user_total = self.written.fetch_add(all.user_write_bytes, Ordering::Relaxed) + all.user_write_bytes;
-        let device_total = self.device_written.fetch_add(delta.device_write_bytes, Ordering::Relaxed) + delta.device_write_bytes;
+        let user_total =
+            self.written.fetch_add(all.user_write_bytes, Ordering::Relaxed) + all.user_write_bytes;
+        let device_total = self.device_written.fetch_add(delta.device_write_bytes, Ordering::Relaxed)
+            + delta.device_write_bytes;
         let disk_bytes = measure::disk_bytes(self.dir);
         let live_bytes = self.presence.live() * self.spec.entry_bytes();
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
         let us = |q: f64| all.latencies.value_at_quantile(q) as f64 / 1000.0;
         let batch = if entries_per_call == 0 {
-            self.engine.batch_limit(if name.starts_with("fillsync") { Durability::Sync } else { self.spec.durability })
+            self.engine.batch_limit(if name.starts_with("fillsync") {
+                Durability::Sync
+            } else {
+                self.spec.durability
+            })
         } else {
             entries_per_call as usize
         };
@@ -274,7 +319,11 @@ impl Context<'_> {
             entries_per_call: batch as u64,
             user_write_bytes: all.user_write_bytes,
             device_write_bytes: delta.device_write_bytes,
-            write_amp: if all.user_write_bytes > 0 { ratio(delta.device_write_bytes, all.user_write_bytes) } else { None },
+            write_amp: if all.user_write_bytes > 0 {
+                ratio(delta.device_write_bytes, all.user_write_bytes)
+            } else {
+                None
+            },
             cumulative_write_amp: ratio(device_total, user_total),
             device_read_bytes: delta.device_read_bytes,
             disk_bytes,
@@ -333,7 +382,13 @@ impl Context<'_> {
     }
 
     /// Reads `count` keys picked by `pick`, checking each.
-    fn reads(&self, count: u64, r: &mut ThreadResult, stop: &AtomicBool, mut pick: impl FnMut() -> u64) -> Result<()> {
+    fn reads(
+        &self,
+        count: u64,
+        r: &mut ThreadResult,
+        stop: &AtomicBool,
+        mut pick: impl FnMut() -> u64,
+    ) -> Result<()> {
         let (mut key, mut value) = (Vec::new(), Vec::new());
         for done in 0..count {
             if stop.load(Ordering::Relaxed) {
@@ -348,7 +403,14 @@ impl Context<'_> {
     }
 
     /// Reads key `i` and checks what comes back against [`Presence`].
-    fn read_one(&self, i: u64, key: &mut Vec<u8>, value: &mut Vec<u8>, r: &mut ThreadResult, what: &str) -> Result<()> {
+    fn read_one(
+        &self,
+        i: u64,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+        r: &mut ThreadResult,
+        what: &str,
+    ) -> Result<()> {
         let space = self.space();
         space.key(i, key);
         let expected = self.presence.is_present(i);
@@ -360,8 +422,12 @@ impl Context<'_> {
             (true, false) => return Err(self.fail(what, format!("key {i} was written but is missing"))),
             // An insert may land between the presence check and the read (YCSB D reads the newest
             // keys while they are inserted): found is right if the key is present now.
-            (false, true) if self.presence.is_present(i) => space.check_value(i, value).map_err(|e| self.fail(what, e))?,
-            (false, true) => return Err(self.fail(what, format!("key {i} was never written or was deleted, yet found"))),
+            (false, true) if self.presence.is_present(i) => {
+                space.check_value(i, value).map_err(|e| self.fail(what, e))?
+            }
+            (false, true) => {
+                return Err(self.fail(what, format!("key {i} was never written or was deleted, yet found")))
+            }
             (false, false) => {}
         }
         r.checked += 1;
@@ -479,7 +545,14 @@ impl Context<'_> {
 
     /// The writer of `readwhilewriting`: overwrites random present keys until `target` readers
     /// are done. Its writes are not counted in the figures.
-    fn overwrite_until(&self, done: &AtomicU64, target: u64, seed: u64, generation: u32, stop: &AtomicBool) -> Result<()> {
+    fn overwrite_until(
+        &self,
+        done: &AtomicU64,
+        target: u64,
+        seed: u64,
+        generation: u32,
+        stop: &AtomicBool,
+    ) -> Result<()> {
         let space = self.space();
         let mut rng = Rng::new(seed ^ 0xABCD);
         let (mut key, mut value) = (Vec::new(), Vec::new());
@@ -496,7 +569,15 @@ impl Context<'_> {
     }
 
     /// One thread's share of a YCSB workload.
-    fn ycsb(&self, w: Workload, zipf: Option<&Zipfian>, seed: u64, count: u64, r: &mut ThreadResult, stop: &AtomicBool) -> Result<()> {
+    fn ycsb(
+        &self,
+        w: Workload,
+        zipf: Option<&Zipfian>,
+        seed: u64,
+        count: u64,
+        r: &mut ThreadResult,
+        stop: &AtomicBool,
+    ) -> Result<()> {
         let space = self.space();
         let n = self.spec.keys;
         let generation = self.generation.load(Ordering::Relaxed);
@@ -569,4 +650,166 @@ impl Context<'_> {
 fn slice(count: u64, th: usize, threads: usize) -> std::ops::Range<u64> {
     let (th, threads) = (th as u64, threads as u64);
     th * count / threads..(th + 1) * count / threads
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::runner::engine::EngineKind;
+
+    /// A `BTreeMap` engine that can be told to misbehave.
+    #[derive(Default)]
+    struct MapEngine {
+        map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+        fault: Fault,
+    }
+
+    #[derive(Default, Clone, Copy, PartialEq)]
+    enum Fault {
+        #[default]
+        None,
+        /// Drops every 97th put.
+        LosePuts,
+        /// Flips a byte of every value read.
+        Corrupt,
+        /// Ignores deletes.
+        KeepDeleted,
+        /// Returns scans in reverse order.
+        ScanBackwards,
+    }
+
+    impl Engine for MapEngine {
+        fn write(&self, batch: &[Write<'_>], _: Durability) -> Result<()> {
+            let mut map = self.map.lock().unwrap();
+            for w in batch {
+                match *w {
+                    Write::Put(k, v) => {
+                        if !(self.fault == Fault::LosePuts
+                            && crate::splitmix64(k[7] as u64 ^ k[6] as u64) % 97 == 0)
+                        {
+                            map.insert(k.to_vec(), v.to_vec());
+                        }
+                    }
+                    Write::Delete(k) => {
+                        if self.fault != Fault::KeepDeleted {
+                            map.remove(k);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+            let map = self.map.lock().unwrap();
+            Ok(match map.get(key) {
+                Some(v) => {
+                    *out = v.clone();
+                    if self.fault == Fault::Corrupt {
+                        out[20] ^= 1;
+                    }
+                    true
+                }
+                None => false,
+            })
+        }
+
+        fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
+            let map = self.map.lock().unwrap();
+            let mut entries: Vec<_> = map.range(from.to_vec()..).take(limit).collect();
+            if self.fault == Fault::ScanBackwards {
+                entries.reverse();
+            }
+            for (k, v) in &entries {
+                visit(k, v);
+            }
+            Ok(entries.len())
+        }
+
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+
+        fn compact(&self) -> Result<()> {
+            Ok(())
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn spec() -> Spec {
+        Spec {
+            engines: vec![EngineKind::Helio],
+            workloads: vec![],
+            keys: 2000,
+            ops: 2000,
+            key_size: 16,
+            value_size: 64,
+            cores: vec![2],
+            durability: Durability::Buffered,
+            distribution: Distribution::Zipfian,
+            scan_len: 50,
+            sync_threads: vec![2],
+            sync_ops: 100,
+            memory_quota: None,
+            dir: ".".into(),
+            out: ".".into(),
+        }
+    }
+
+    /// Runs `workloads` in order on a `MapEngine` with `fault`; the first error, if any.
+    fn run(fault: Fault, workloads: &[Workload]) -> Result<()> {
+        let spec = spec();
+        let engine = MapEngine { fault, ..MapEngine::default() };
+        let presence = Presence::new(spec.keys, spec.ops * 4);
+        let dir = tempfile::tempdir()?;
+        let (written, device, generation) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU32::new(1));
+        let progress = ProgressBar::hidden();
+        let context = Context {
+            spec: &spec,
+            engine_name: "map",
+            engine: &engine,
+            dir: dir.path(),
+            presence: &presence,
+            threads: 2,
+            progress: &progress,
+            written: &written,
+            device_written: &device,
+            generation: &generation,
+        };
+        for &w in workloads {
+            context.run(w)?;
+            generation.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_correct_engine_passes_every_workload() {
+        run(Fault::None, &Workload::ALL).unwrap();
+    }
+
+    #[test]
+    fn lost_writes_corrupt_values_resurrected_keys_and_bad_scans_are_caught() {
+        let err =
+            run(Fault::LosePuts, &[Workload::Fillrandom, Workload::Readrandom]).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        let err = run(Fault::Corrupt, &[Workload::Fillseq, Workload::Readrandom]).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+        let err =
+            run(Fault::KeepDeleted, &[Workload::Fillrandom, Workload::Deleterandom, Workload::Readrandom])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("yet found"), "{err}");
+        let err =
+            run(Fault::ScanBackwards, &[Workload::Fillrandom, Workload::Seekrandom]).unwrap_err().to_string();
+        assert!(err.contains("after"), "{err}");
+        let err = run(Fault::LosePuts, &[Workload::Fillrandom, Workload::Readseq]).unwrap_err().to_string();
+        assert!(err.contains("readseq"), "{err}");
+    }
 }

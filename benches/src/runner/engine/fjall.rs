@@ -15,7 +15,10 @@ struct Fjall {
 }
 
 pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
-    let db = Database::builder(dir).cache_size(PEER_CACHE_BYTES).worker_threads(options.threads.clamp(1, 4)).open()?;
+    let db = Database::builder(dir)
+        .cache_size(PEER_CACHE_BYTES)
+        .worker_threads(options.threads.clamp(1, 4))
+        .open()?;
     let items = db.keyspace("items", KeyspaceCreateOptions::default)?;
     let config = format!(
         "fjall 3: one keyspace, defaults (LZ4, leveled compaction), {} MiB cache, {} worker threads; \

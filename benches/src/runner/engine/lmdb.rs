@@ -87,7 +87,11 @@ impl Engine for Lmdb {
     }
 
     fn batch_limit(&self, d: Durability) -> usize {
-        if d == Durability::Sync { 1 } else { 1000 }
+        if d == Durability::Sync {
+            1
+        } else {
+            1000
+        }
     }
 
     fn close(self: Box<Self>) -> Result<()> {

@@ -12,9 +12,9 @@ use serde::Serialize;
 use super::spec::Durability;
 use super::Result;
 
-mod helio;
 #[cfg(feature = "fjall")]
 mod fjall;
+mod helio;
 #[cfg(feature = "lmdb")]
 mod lmdb;
 #[cfg(feature = "redb")]
@@ -150,7 +150,9 @@ pub fn open(kind: EngineKind, dir: &Path, options: &Options) -> Result<Opened> {
         #[cfg(feature = "lmdb")]
         EngineKind::Lmdb => lmdb::open(dir, options),
         #[allow(unreachable_patterns, reason = "reached only in builds without some peers")]
-        other => Err(format!("{} is not compiled in (cargo feature `{}`)", other.name(), other.name()).into()),
+        other => {
+            Err(format!("{} is not compiled in (cargo feature `{}`)", other.name(), other.name()).into())
+        }
     }
 }
 

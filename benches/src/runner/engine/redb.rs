@@ -95,7 +95,11 @@ impl Engine for Redb {
     }
 
     fn batch_limit(&self, d: Durability) -> usize {
-        if d == Durability::Sync { 1 } else { 1000 }
+        if d == Durability::Sync {
+            1
+        } else {
+            1000
+        }
     }
 
     fn close(self: Box<Self>) -> Result<()> {

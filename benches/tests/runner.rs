@@ -1,0 +1,94 @@
+//! The workload runner end to end: every workload at a tiny size on every engine compiled in, at
+//! one and two cores; the report files must exist and parse, and hold a checked result for every
+//! engine, core count and workload.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run(out: &Path, root: &Path) -> Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_helio-bench"))
+        .args(["--keys", "3000", "--ops", "3000", "--sync-ops", "128", "--sync-threads", "1,8"])
+        .args(["--workloads", "all", "--cores", "1,2", "--scan-len", "20"])
+        .arg("--dir")
+        .arg(root)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("helio-bench runs");
+    assert!(status.success(), "helio-bench failed: {status}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+        .expect("report.json parses")
+}
+
+#[test]
+fn every_workload_runs_on_every_engine_and_the_report_parses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, root) = (tmp.path().join("report"), tmp.path().join("data"));
+    std::fs::create_dir_all(&root).unwrap();
+    let report = run(&out, &root);
+    let results = report["results"].as_array().expect("results");
+    let engines: Vec<&str> =
+        report["spec"]["engines"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(engines.contains(&"helio"));
+    let workloads: Vec<String> = report["spec"]["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| match w.as_str().unwrap() {
+            "fillsync" => vec!["fillsync-t1".to_string(), "fillsync-t8".to_string()],
+            other => vec![other.to_string()],
+        })
+        .collect();
+    assert_eq!(workloads.len(), 17, "every workload, fillsync once per thread count");
+    for engine in &engines {
+        for cores in [1u64, 2] {
+            for w in &workloads {
+                let f = results
+                    .iter()
+                    .find(|f| f["engine"] == *engine && f["workload"] == w.as_str() && f["cores"] == cores)
+                    .unwrap_or_else(|| panic!("no result for {engine} {w} at {cores} cores"));
+                assert!(f["ops"].as_u64().unwrap() > 0, "{engine} {w}: no operations");
+                assert!(f["ops_per_sec"].as_f64().unwrap() > 0.0);
+                let reads = ["readrandom", "readseq", "seekrandom", "readwhilewriting", "ycsb-c"];
+                if reads.contains(&w.as_str()) {
+                    assert!(
+                        f["checked"].as_u64().unwrap() > 0,
+                        "{engine} {w}: nothing read back was checked"
+                    );
+                }
+                if w == "readseq" {
+                    // After fillrandom the full scan sees every key exactly once.
+                    assert!(f["checked"].as_u64().unwrap() >= 3000, "{engine} readseq saw {}", f["checked"]);
+                }
+                if w.starts_with("fill") || w == "overwrite" {
+                    assert!(f["user_write_bytes"].as_u64().unwrap() > 0);
+                }
+                assert!(f["p50_us"].as_f64().unwrap() <= f["p999_us"].as_f64().unwrap());
+            }
+        }
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in ["# helio-bench report", "## Engines", "## Targets", "## Every figure", "## Scaling"] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+    for png in ["throughput.png", "latency.png", "scaling.png"] {
+        let bytes = std::fs::read(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000, "{png} is not a plot");
+        assert!(md.contains(png), "report.md does not show {png}");
+    }
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "engine directories are removed");
+}
+
+#[test]
+fn bad_options_are_refused_with_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--key-size", "4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--key-size"), "{err}");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--workloads", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
+}
