@@ -155,7 +155,7 @@ impl Inner {
         let ready: Vec<u64> = std::mem::take(&mut *self.deletable.lock().unwrap());
         let mut deleted = 0;
         for index in ready {
-            if self.log.segments().remove(index).is_ok() {
+            if self.log.segments().retire(index).is_ok() {
                 deleted += 1;
             }
         }

@@ -159,7 +159,7 @@ impl Shard {
         let dead = inner.log.segments().list().unwrap_or_default();
         let first_live = inner.log.segments().index_of(sb.head);
         for index in dead.into_iter().filter(|&i| i < first_live) {
-            let _ = inner.log.segments().remove(index);
+            let _ = inner.log.segments().retire(index);
         }
         let cleaner = {
             let inner = inner.clone();

@@ -31,8 +31,9 @@ impl Rng {
 }
 
 /// Runs the test `test` of this test binary again as a child process with `env` set, lets it
-/// run for `run`, kills it with SIGKILL, and returns what it printed after `ACK ` on each line:
-/// the writes it acknowledged before it died.
+/// run for `run` after its first acknowledged write (so that a slow start on a loaded machine
+/// still ends with a kill in the middle of writing), kills it with SIGKILL, and returns what it
+/// printed after `ACK ` on each line: the writes it acknowledged before it died.
 pub fn kill_child_after(test: &str, env: &[(&str, String)], run: Duration) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
@@ -42,10 +43,21 @@ pub fn kill_child_after(test: &str, env: &[(&str, String)], run: Duration) -> Ve
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (first_ack, started) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        let lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        lines.filter_map(|line| line.strip_prefix("ACK ").map(str::to_string)).collect::<Vec<_>>()
+        let mut acks = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(ack) = line.strip_prefix("ACK ") {
+                if acks.is_empty() {
+                    let _ = first_ack.send(());
+                }
+                acks.push(ack.to_string());
+            }
+        }
+        acks
     });
+    // A child that acknowledges nothing within a minute is killed anyway; the caller fails it.
+    let _ = started.recv_timeout(Duration::from_secs(60));
     std::thread::sleep(run);
     // SAFETY: plain syscall on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
