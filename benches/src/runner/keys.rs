@@ -31,9 +31,7 @@ impl KeySpace {
     /// The index a key read back names, if it is a well-formed key of this space.
     pub fn index_of(&self, key: &[u8]) -> Option<u64> {
         let i = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
-        let mut expected = Vec::with_capacity(self.key_size);
-        self.key(i, &mut expected);
-        (expected == key).then_some(i)
+        (key.len() == self.key_size && pattern_matches(&key[8..], splitmix64(i))).then_some(i)
     }
 
     /// Writes the value that generation `generation` stores under key `i` into `out`.
@@ -41,10 +39,12 @@ impl KeySpace {
         out.clear();
         out.extend_from_slice(&i.to_le_bytes());
         out.extend_from_slice(&generation.to_le_bytes());
-        fill_pattern(out, splitmix64(i ^ (u64::from(generation) << 40)), self.value_size);
+        fill_pattern(out, value_seed(i, generation), self.value_size);
     }
 
-    /// Checks that `value` is a whole, intact value of key `i` (of any generation).
+    /// Checks that `value` is a whole, intact value of key `i` (of any generation). Compares in
+    /// place, without allocating: the check runs on every value read and is counted in every
+    /// engine's time alike, so it must stay small next to a read.
     pub fn check_value(&self, i: u64, value: &[u8]) -> Result<(), String> {
         if value.len() != self.value_size {
             return Err(format!("key {i}: value of {} bytes, expected {}", value.len(), self.value_size));
@@ -54,23 +54,38 @@ impl KeySpace {
             return Err(format!("key {i}: holds the value of key {owner}"));
         }
         let generation = u32::from_le_bytes(value[8..12].try_into().expect("4 bytes"));
-        let mut expected = Vec::with_capacity(self.value_size);
-        self.value(i, generation, &mut expected);
-        if expected != value {
+        if !pattern_matches(&value[12..], value_seed(i, generation)) {
             return Err(format!("key {i}: value of generation {generation} is damaged"));
         }
         Ok(())
     }
 }
 
-/// Appends bytes of `seed`'s splitmix stream to `out` until it holds `len` bytes.
+fn value_seed(i: u64, generation: u32) -> u64 {
+    splitmix64(i ^ (u64::from(generation) << 40))
+}
+
+/// The pattern's next 8 bytes: a 64-bit LCG step (one multiply per 8 bytes; the pattern only
+/// has to make every byte depend on the seed).
+#[inline]
+fn step(x: &mut u64) -> [u8; 8] {
+    *x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    x.to_le_bytes()
+}
+
+/// Appends bytes of `seed`'s pattern to `out` until it holds `len` bytes.
 fn fill_pattern(out: &mut Vec<u8>, seed: u64, len: usize) {
     let mut x = seed;
     while out.len() < len {
-        x = splitmix64(x);
         let take = (len - out.len()).min(8);
-        out.extend_from_slice(&x.to_le_bytes()[..take]);
+        out.extend_from_slice(&step(&mut x)[..take]);
     }
+}
+
+/// Whether `bytes` are the start of `seed`'s pattern.
+fn pattern_matches(bytes: &[u8], seed: u64) -> bool {
+    let mut x = seed;
+    bytes.chunks(8).all(|chunk| chunk == &step(&mut x)[..chunk.len()])
 }
 
 /// Which keys are present, for checking reads: every get of a key marked present must find a

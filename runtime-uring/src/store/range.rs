@@ -101,11 +101,12 @@ impl<'s> Range<'s> {
     /// Makes sure shard `i` has entries buffered at one end, if it has any left there.
     fn fill(&mut self, i: usize, forward: bool) {
         let part = &mut self.parts[i];
-        let range = (part.lo.clone(), part.hi.clone());
         let end = part.end(forward);
         if !end.buf.is_empty() || end.done {
             return;
         }
+        let range = (part.lo.clone(), part.hi.clone());
+        let end = part.end(forward);
         let tree = self.shards[i].tree();
         let guard = tree.pin();
         let batch = next_batch(&mut end.batch);
