@@ -313,3 +313,37 @@ fn a_full_memory_quota_refuses_puts_and_takes_deletes() {
     assert_eq!(store.get(&(written - 1).to_be_bytes()).unwrap().as_deref(), Some(&value[..]));
     store.close().unwrap();
 }
+
+#[test]
+fn ranges_taken_from_both_ends_at_once_meet_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let mut model = Model::new();
+    for k in 0..3000u64 {
+        let (key, value) = (key(k % 7, k), k.to_le_bytes().to_vec());
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    let mut rng = Rng(0xFEED);
+    for round in 0..200u64 {
+        let (a, b) = (rng.next() % 3100, rng.next() % 3100);
+        let (lo, hi) = (key(a % 7, a).min(key(b % 7, b)), key(a % 7, a).max(key(b % 7, b)));
+        let mut expected: std::collections::VecDeque<_> =
+            model.range(lo.clone()..hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut range = store.range(lo..hi);
+        // Alternate ends at random, in runs long enough to cross batch boundaries.
+        loop {
+            let forward = rng.next() % 3 != 0 || round % 2 == 0;
+            let got = if forward { range.next() } else { range.next_back() };
+            let want = if forward { expected.pop_front() } else { expected.pop_back() };
+            let got = got.map(|e| {
+                let (k, v) = e.unwrap();
+                (k.to_vec(), v.to_vec())
+            });
+            assert_eq!(got, want, "round {round}, forward {forward}");
+            if want.is_none() {
+                break;
+            }
+        }
+    }
+}

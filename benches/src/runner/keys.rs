@@ -82,10 +82,16 @@ fn fill_pattern(out: &mut Vec<u8>, seed: u64, len: usize) {
     }
 }
 
-/// Whether `bytes` are the start of `seed`'s pattern.
+/// Whether `bytes` are the start of `seed`'s pattern (word compares: a slice compare per chunk
+/// would call `memcmp` for every 8 bytes).
 fn pattern_matches(bytes: &[u8], seed: u64) -> bool {
     let mut x = seed;
-    bytes.chunks(8).all(|chunk| chunk == &step(&mut x)[..chunk.len()])
+    let mut chunks = bytes.chunks_exact(8);
+    let whole = chunks
+        .by_ref()
+        .all(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) == u64::from_le_bytes(step(&mut x)));
+    let tail = chunks.remainder();
+    whole && tail.iter().zip(step(&mut x)).all(|(a, b)| *a == b)
 }
 
 /// Which keys are present, for checking reads: every get of a key marked present must find a

@@ -439,15 +439,19 @@ impl Context<'_> {
         let space = self.space();
         let mut from = Vec::new();
         space.key(i, &mut from);
-        let mut previous: Option<Vec<u8>> = None;
+        // The previous key is copied into one reused buffer: no allocation per entry.
+        let mut previous = from.clone();
+        let mut first = true;
         let mut problem: Option<String> = None;
         let started = Instant::now();
         let seen = self.engine.scan(&from, len, &mut |k, v| {
             if problem.is_some() {
                 return;
             }
-            problem = self.check_entry(k, v, previous.as_deref().unwrap_or(&from), previous.is_none());
-            previous = Some(k.to_vec());
+            problem = self.check_entry(k, v, &previous, first);
+            first = false;
+            previous.clear();
+            previous.extend_from_slice(k);
         })?;
         r.record(started, 1);
         if let Some(p) = problem {

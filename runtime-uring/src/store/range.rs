@@ -4,7 +4,8 @@
 //! Shards hold disjoint keys, so merging is a pick of the smallest (or largest) head. Batches
 //! are copied out under a short epoch guard, so an open iterator holds no guard and delays no
 //! memory reclamation; the snapshot keeps what it reads from changing. A batch is copied into
-//! one buffer, and entries are [`Bytes`] slices of it: no allocation per entry.
+//! one buffer, and entries are [`Bytes`] slices of it: no allocation per entry, and no bound
+//! kept up to date per entry (the last key taken from each end bounds what is left).
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -24,13 +25,72 @@ const BATCH_MAX: usize = 1024;
 /// One item of a range: a key and its value (cheap to clone; both share their batch's buffer).
 pub type Entry = (Bytes, Bytes);
 
-/// What was fetched of one shard's part from one end, nearest first.
+/// Where the last entry taken from one end was: its key bounds what is left of the part.
+enum Taken {
+    /// Nothing taken from this end yet: the range's own bound applies.
+    Nothing,
+    /// The key at these offsets of the end's current batch.
+    InBatch(usize, usize),
+    /// A key of an earlier batch, kept when that batch was replaced.
+    Owned(Bytes),
+}
+
+/// What was fetched of one shard's part from one end: one buffer, and the entries still to
+/// hand out as offsets into it (nearest first), so taking an entry costs two slices of the
+/// buffer and no bound is cloned per entry.
 struct End {
-    buf: VecDeque<Entry>,
+    buf: Bytes,
+    /// `(key start, key end = value start, value end)` per entry.
+    entries: VecDeque<(usize, usize, usize)>,
+    taken: Taken,
     /// No more entries to fetch from this end (what is buffered is all).
     done: bool,
     /// Size of the next fetch.
     batch: usize,
+}
+
+impl End {
+    fn new(batch: usize) -> Self {
+        Self { buf: Bytes::new(), entries: VecDeque::new(), taken: Taken::Nothing, done: false, batch }
+    }
+
+    /// The key of the last entry taken from this end, if any.
+    fn taken_key(&self) -> Option<&[u8]> {
+        match &self.taken {
+            Taken::Nothing => None,
+            Taken::InBatch(start, end) => Some(&self.buf[*start..*end]),
+            Taken::Owned(key) => Some(key),
+        }
+    }
+
+    /// The bound what is left of the part has at this end: past the last key taken, or the
+    /// range's own bound.
+    fn bound(&self, own: &Bound<Bytes>) -> Bound<Bytes> {
+        match &self.taken {
+            Taken::Nothing => own.clone(),
+            Taken::InBatch(start, end) => Bound::Excluded(self.buf.slice(*start..*end)),
+            Taken::Owned(key) => Bound::Excluded(key.clone()),
+        }
+    }
+
+    /// Replaces the batch, keeping the last taken key (if it was in the old batch).
+    fn refill(&mut self, buf: Bytes, entries: VecDeque<(usize, usize, usize)>) {
+        if let Taken::InBatch(start, end) = self.taken {
+            self.taken = Taken::Owned(self.buf.slice(start..end));
+        }
+        self.buf = buf;
+        self.entries = entries;
+    }
+
+    fn next_key(&self) -> Option<&[u8]> {
+        self.entries.front().map(|&(start, end, _)| &self.buf[start..end])
+    }
+
+    fn take(&mut self) -> Option<Entry> {
+        let (start, key_end, end) = self.entries.pop_front()?;
+        self.taken = Taken::InBatch(start, key_end);
+        Some((self.buf.slice(start..key_end), self.buf.slice(key_end..end)))
+    }
 }
 
 /// What is left of the range in one shard, and what was fetched of it from each end.
@@ -42,20 +102,6 @@ struct Part {
 }
 
 impl Part {
-    fn contains(&self, key: &[u8]) -> bool {
-        let above = match &self.lo {
-            Bound::Included(lo) => key >= lo.as_ref(),
-            Bound::Excluded(lo) => key > lo.as_ref(),
-            Bound::Unbounded => true,
-        };
-        let below = match &self.hi {
-            Bound::Included(hi) => key <= hi.as_ref(),
-            Bound::Excluded(hi) => key < hi.as_ref(),
-            Bound::Unbounded => true,
-        };
-        above && below
-    }
-
     fn end(&mut self, forward: bool) -> &mut End {
         if forward {
             &mut self.front
@@ -64,11 +110,14 @@ impl Part {
         }
     }
 
-    /// The next key from one end, if the part is not used up from there (the other end may
-    /// already have taken what was buffered).
+    /// The next key from one end, unless the other end already took it (or went past it).
     fn next_key(&self, forward: bool) -> Option<&[u8]> {
-        let end = if forward { &self.front } else { &self.back };
-        end.buf.front().map(|(k, _)| k.as_ref()).filter(|k| self.contains(k))
+        let (this, other) = if forward { (&self.front, &self.back) } else { (&self.back, &self.front) };
+        let key = this.next_key()?;
+        match other.taken_key() {
+            Some(limit) if (forward && key >= limit) || (!forward && key <= limit) => None,
+            _ => Some(key),
+        }
     }
 }
 
@@ -90,10 +139,9 @@ impl<'s> Range<'s> {
     ) -> Self {
         let (lo, hi) = (lo.map(Bytes::from), hi.map(Bytes::from));
         let first = (FIRST_FETCHES / shards.len()).max(BATCH_MIN);
-        let end = || End { buf: VecDeque::new(), done: false, batch: first };
         let parts = shards
             .iter()
-            .map(|_| Part { lo: lo.clone(), hi: hi.clone(), front: end(), back: end() })
+            .map(|_| Part { lo: lo.clone(), hi: hi.clone(), front: End::new(first), back: End::new(first) })
             .collect();
         Self { shards, snapshot, parts }
     }
@@ -102,21 +150,22 @@ impl<'s> Range<'s> {
     fn fill(&mut self, i: usize, forward: bool) {
         let part = &mut self.parts[i];
         let end = part.end(forward);
-        if !end.buf.is_empty() || end.done {
+        if !end.entries.is_empty() || end.done {
             return;
         }
-        let range = (part.lo.clone(), part.hi.clone());
-        let end = part.end(forward);
+        let range = (part.front.bound(&part.lo), part.back.bound(&part.hi));
         let tree = self.shards[i].tree();
         let guard = tree.pin();
+        let end = part.end(forward);
         let batch = next_batch(&mut end.batch);
         let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard);
-        if forward {
-            copy_batch(entries.take(batch), batch, &mut end.buf);
+        let (buf, offsets) = if forward {
+            copy_batch(entries.take(batch), batch)
         } else {
-            copy_batch(entries.rev().take(batch), batch, &mut end.buf);
-        }
-        end.done = end.buf.len() < batch;
+            copy_batch(entries.rev().take(batch), batch)
+        };
+        end.done = offsets.len() < batch;
+        end.refill(buf, offsets);
     }
 
     /// The next entry from one end: the smallest (or largest) next key over the shards.
@@ -127,38 +176,25 @@ impl<'s> Range<'s> {
         let keys = (0..self.parts.len()).filter_map(|i| self.parts[i].next_key(forward).map(|k| (i, k)));
         let (i, _) =
             if forward { keys.min_by(|a, b| a.1.cmp(b.1)) } else { keys.max_by(|a, b| a.1.cmp(b.1)) }?;
-        let part = &mut self.parts[i];
-        let entry = part.end(forward).buf.pop_front().expect("a key was there");
-        let taken = Bound::Excluded(entry.0.clone());
-        if forward {
-            part.lo = taken;
-        } else {
-            part.hi = taken;
-        }
-        Some(entry)
+        self.parts[i].end(forward).take()
     }
 }
 
-/// Copies `entries` into one buffer and queues them as slices of it.
+/// Copies `entries` into one buffer; returns it and each entry's offsets in it.
 fn copy_batch<'g>(
     entries: impl Iterator<Item = (&'g [u8], &'g [u8])>,
     batch: usize,
-    into: &mut VecDeque<Entry>,
-) {
+) -> (Bytes, VecDeque<(usize, usize, usize)>) {
     let mut buf = BytesMut::with_capacity(batch * 128);
-    let mut ends = Vec::with_capacity(batch);
+    let mut offsets = VecDeque::with_capacity(batch);
     for (k, v) in entries {
+        let start = buf.len();
         buf.put_slice(k);
         let key_end = buf.len();
         buf.put_slice(v);
-        ends.push((key_end, buf.len()));
+        offsets.push_back((start, key_end, buf.len()));
     }
-    let buf = buf.freeze();
-    let mut start = 0;
-    for (key_end, end) in ends {
-        into.push_back((buf.slice(start..key_end), buf.slice(key_end..end)));
-        start = end;
-    }
+    (buf.freeze(), offsets)
 }
 
 /// Batches double up to `BATCH_MAX`. The first ones split `FIRST_FETCHES` between the shards:
