@@ -240,17 +240,10 @@ pub fn table(report: &Report) -> String {
             let _ = write!(s, "{e:>13}");
         }
         s.push('\n');
-        for w in workloads_of(&report.results, cores) {
+        for (w, cells) in throughput_rows(report, &engines, cores) {
             let _ = write!(s, "{w:<20}");
-            for e in &engines {
-                match find(&report.results, e, &w, cores) {
-                    Some(f) => {
-                        let _ = write!(s, "{:>13}", human(f.ops_per_sec));
-                    }
-                    None => {
-                        let _ = write!(s, "{:>13}", "-");
-                    }
-                }
+            for cell in cells {
+                let _ = write!(s, "{cell:>13}");
             }
             s.push('\n');
         }
@@ -271,6 +264,20 @@ pub fn table(report: &Report) -> String {
         }
     }
     s
+}
+
+/// Per workload at `cores`: its name and each engine's throughput (`-` where it did not run).
+fn throughput_rows(report: &Report, engines: &[String], cores: usize) -> Vec<(String, Vec<String>)> {
+    workloads_of(&report.results, cores)
+        .into_iter()
+        .map(|w| {
+            let cells = engines
+                .iter()
+                .map(|e| find(&report.results, e, &w, cores).map_or("-".into(), |f| human(f.ops_per_sec)))
+                .collect();
+            (w, cells)
+        })
+        .collect()
 }
 
 fn human(x: f64) -> String {
@@ -339,10 +346,9 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
             let _ = write!(s, " ---: |");
         }
         s.push('\n');
-        for w in workloads_of(&report.results, cores) {
+        for (w, cells) in throughput_rows(report, &engines, cores) {
             let _ = write!(s, "| {w} |");
-            for e in &engines {
-                let cell = find(&report.results, e, &w, cores).map_or("-".into(), |f| human(f.ops_per_sec));
+            for cell in cells {
                 let _ = write!(s, " {cell} |");
             }
             s.push('\n');

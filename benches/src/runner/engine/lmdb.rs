@@ -9,7 +9,7 @@ use std::path::Path;
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
-use super::{Engine, Opened, Options, Write};
+use super::{copy_value, transaction_batch, Engine, Opened, Options, Write};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -55,14 +55,7 @@ impl Engine for Lmdb {
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         let tx = self.env.read_txn()?;
-        Ok(match self.db.get(&tx, key)? {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(v);
-                true
-            }
-            None => false,
-        })
+        Ok(copy_value(self.db.get(&tx, key)?, out))
     }
 
     fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
@@ -87,11 +80,7 @@ impl Engine for Lmdb {
     }
 
     fn batch_limit(&self, d: Durability) -> usize {
-        if d == Durability::Sync {
-            1
-        } else {
-            1000
-        }
+        transaction_batch(d)
     }
 
     fn close(self: Box<Self>) -> Result<()> {

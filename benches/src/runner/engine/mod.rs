@@ -156,6 +156,29 @@ pub fn open(kind: EngineKind, dir: &Path, options: &Options) -> Result<Opened> {
     }
 }
 
+/// Copies the value an engine returned (if any) into `out`; whether there was one.
+#[cfg_attr(
+    not(any(feature = "rocksdb", feature = "fjall", feature = "sled", feature = "redb", feature = "lmdb")),
+    expect(dead_code, reason = "used by the peer adapters only")
+)]
+fn copy_value(value: Option<impl AsRef<[u8]>>, out: &mut Vec<u8>) -> bool {
+    let Some(value) = value else { return false };
+    out.clear();
+    out.extend_from_slice(value.as_ref());
+    true
+}
+
+/// Writes per transaction for the single-writer B-tree engines (redb, LMDB), whose
+/// documentation asks for grouped writes: one per transaction when each must be durable.
+#[cfg(any(feature = "redb", feature = "lmdb"))]
+fn transaction_batch(durability: Durability) -> usize {
+    if durability == Durability::Sync {
+        1
+    } else {
+        1000
+    }
+}
+
 /// Cache size given to every peer that has one (page cache aside): large enough to hold the
 /// default data set, as the in-memory read targets assume.
 pub const PEER_CACHE_BYTES: u64 = 1 << 30;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use super::{Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, transaction_batch, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -62,14 +62,7 @@ impl Engine for Redb {
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         let tx = self.0.begin_read()?;
         let table = tx.open_table(TABLE)?;
-        Ok(match table.get(key)? {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(v.value());
-                true
-            }
-            None => false,
-        })
+        Ok(copy_value(table.get(key)?.as_ref().map(|v| v.value()), out))
     }
 
     fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
@@ -95,11 +88,7 @@ impl Engine for Redb {
     }
 
     fn batch_limit(&self, d: Durability) -> usize {
-        if d == Durability::Sync {
-            1
-        } else {
-            1000
-        }
+        transaction_batch(d)
     }
 
     fn close(self: Box<Self>) -> Result<()> {

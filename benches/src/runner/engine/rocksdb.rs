@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rocksdb::{BlockBasedOptions, Cache, Options as DbOptions, WriteOptions, DB};
 
-use super::{Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -52,14 +52,7 @@ impl Engine for Rocks {
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        Ok(match self.db.get_pinned(key)? {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(&v);
-                true
-            }
-            None => false,
-        })
+        Ok(copy_value(self.db.get_pinned(key)?, out))
     }
 
     fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {

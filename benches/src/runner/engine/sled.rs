@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -38,14 +38,7 @@ impl Engine for Sled {
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        Ok(match self.0.get(key)? {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(&v);
-                true
-            }
-            None => false,
-        })
+        Ok(copy_value(self.0.get(key)?, out))
     }
 
     fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
