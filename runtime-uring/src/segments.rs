@@ -1,8 +1,9 @@
 //! A shard log's segment files: the log's u64 address space cut into files of `segment_bytes`
-//! each, named by their index. The writer zero-fills a segment ahead of where it writes (a
-//! chunk at a time, through its direct descriptor), so that its writes land on written extents:
-//! writing into merely allocated (or unallocated) space makes every fdatasync convert extents
-//! and commit metadata, which halved the durable-write rate measured here. Bytes past a file's
+//! each, named by their index. While writers wait for durability, the writer zero-fills a
+//! segment ahead of where it writes (a chunk at a time, through its direct descriptor), so that
+//! its writes land on written extents: writing into merely allocated (or unallocated) space
+//! makes every fdatasync convert extents and commit metadata, which halved the durable-write
+//! rate measured here. Without durable waiters it writes into fresh space directly. Bytes past a file's
 //! end read as zeros (never written).
 //!
 //! Zero-filling doubles what a fresh log writes, so segments the cleaner retires are recycled:

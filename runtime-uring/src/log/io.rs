@@ -33,6 +33,9 @@ const TAG: u64 = 3 << 62;
 /// Segments are zero-filled this far ahead of the writes, a chunk at a time.
 const ZERO_AHEAD: u64 = 16 << 20;
 
+/// How long after the last durable wait the I/O thread keeps zero-filling ahead.
+const DURABLE_USE_MEMORY: Duration = Duration::from_secs(1);
+
 /// A write submitted and not yet completed, in submission (log) order.
 struct InFlight {
     seq: u64,
@@ -75,6 +78,8 @@ pub(crate) struct IoThread {
     unsynced: BTreeSet<u64>,
     flush: Option<Flush>,
     last_flush: Instant,
+    /// When a writer last waited for durability (see [`Self::file`]).
+    last_durable_wait: Option<Instant>,
     writes: u64,
     flushes: u64,
     doorbell_buf: Box<[u8; 8]>,
@@ -117,6 +122,7 @@ impl IoThread {
             unsynced: BTreeSet::new(),
             flush: None,
             last_flush: Instant::now(),
+            last_durable_wait: None,
             writes: 0,
             flushes: 0,
             doorbell_buf: Box::new([0; 8]),
@@ -409,14 +415,24 @@ impl IoThread {
         }
     }
 
-    /// The segment's file, open for writing, zero-filled at least up to `end`; creates the
-    /// segment the first time the log reaches it, and zero-fills a chunk ahead at a time.
+    /// The segment's file, open for writing; creates the segment the first time the log
+    /// reaches it. While writers wait for durability (within the last second), zero-fills a
+    /// chunk ahead of `end`, so that their fdatasyncs find written extents; otherwise a
+    /// zero-fill would only double the bytes written (a `Buffered` flush every 10 ms converts
+    /// extents cheaply), so the writes extend the file directly.
     fn file(&mut self, segment: u64, end: u64) -> Result<&File, IoFailure> {
         if !self.files.contains_key(&segment) {
             self.open_segment(segment)?;
         }
+        if self.shared.durable_waits_seen.swap(false, Ordering::Relaxed) {
+            self.last_durable_wait = Some(Instant::now());
+        }
+        let durable_use = self.last_durable_wait.is_some_and(|at| at.elapsed() < DURABLE_USE_MEMORY);
         let ready = self.zeroed[&segment];
-        if ready < end {
+        if ready < end && !durable_use {
+            // What this write covers counts as written: a later zero-fill starts past it.
+            self.zeroed.insert(segment, end);
+        } else if ready < end {
             let to = (end + ZERO_AHEAD).next_multiple_of(ZERO_AHEAD).min(self.segments.segment_bytes());
             // Through the same (direct) descriptor: zeros that went through the page cache
             // would make every later direct write there invalidate cached pages first.

@@ -202,15 +202,22 @@ impl Log {
         match durability {
             Durability::None => {}
             Durability::Buffered => self.shared.want_buffered_flush(),
-            Durability::Sync => self.shared.wait_durable(end)?,
+            Durability::Sync => self.shared.wait_durable(end, true)?,
         }
         Ok(end)
+    }
+
+    /// Waits until the log is durable up to `end`, for the log's own upkeep (a checkpoint's end
+    /// record): unlike a `Sync` write or [`Log::sync`] it does not mark the log as in use for
+    /// durable writes, which would turn on zero-filling ahead of the writes.
+    pub fn wait_durable_for_upkeep(&self, end: u64) -> Result<(), LogError> {
+        self.shared.wait_durable(end, false)
     }
 
     /// Makes every record appended before the call durable.
     pub fn sync(&self) -> Result<(), LogError> {
         self.shared.check_poison()?;
-        self.shared.wait_durable(self.shared.claimed_end())
+        self.shared.wait_durable(self.shared.claimed_end(), true)
     }
 
     /// End of every record claimed so far (with no append in progress: of every record

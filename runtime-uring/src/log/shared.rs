@@ -150,6 +150,9 @@ pub(crate) struct Shared {
     pub sync_wanted: AtomicU64,
     /// A `Buffered` write is waiting for the next interval's flush.
     pub buffered_pending: AtomicBool,
+    /// A writer (or `sync`) waited for durability since the I/O thread last looked: the log is
+    /// in use for durable writes, which is when zero-filling ahead pays (see `io.rs`).
+    pub durable_waits_seen: AtomicBool,
     pub closing: AtomicBool,
     poison: OnceLock<Arc<IoFailure>>,
     handoffs: Mutex<Vec<Fill>>,
@@ -238,6 +241,7 @@ impl Shared {
 
             sync_wanted: AtomicU64::new(start),
             buffered_pending: AtomicBool::new(false),
+            durable_waits_seen: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             poison: OnceLock::new(),
             handoffs: Mutex::new(Vec::new()),
@@ -409,10 +413,14 @@ impl Shared {
 
     /// Waits until `end` is durable: asks the I/O thread for a flush (group commit) and parks
     /// until a flush covers `end`. The doorbell is rung only when no earlier request is
-    /// pending: the I/O thread looks at the newest request whenever a flush completes.
-    pub fn wait_durable(&self, end: u64) -> Result<(), LogError> {
+    /// pending: the I/O thread looks at the newest request whenever a flush completes. `user`:
+    /// a writer or `sync` waits (noted in `durable_waits_seen`), not the log's own upkeep.
+    pub fn wait_durable(&self, end: u64, user: bool) -> Result<(), LogError> {
         if self.durable.load(Ordering::Acquire) >= end {
             return Ok(());
+        }
+        if user && !self.durable_waits_seen.load(Ordering::Relaxed) {
+            self.durable_waits_seen.store(true, Ordering::Relaxed);
         }
         let pending = self.sync_wanted.fetch_max(end, Ordering::SeqCst);
         self.durable_waiters.lock().unwrap().push((end, std::thread::current()));

@@ -127,7 +127,12 @@ impl Inner {
         if let Some(page) = pages.finish() {
             append_page(page)?;
         }
-        self.log.append(Kind::CheckpointEnd, &end_payload(id, pages.entries(), written), Durability::Sync)?;
+        let end = self.log.append(
+            Kind::CheckpointEnd,
+            &end_payload(id, pages.entries(), written),
+            Durability::None,
+        )?;
+        self.log.wait_durable_for_upkeep(end)?;
         let dead = self.log.advance_head(cover, id)?;
         self.head.store(cover, Ordering::Release);
         // The pages' bytes (not the ops interleaved with them) measure the live data.
