@@ -123,9 +123,10 @@ pub(crate) enum Body {
     /// A new version of a key, whose bytes follow the record. `prefix` is the key's first bytes
     /// (see [`base::prefix`](super::base::prefix)), so a chain walk skips records of other keys
     /// without touching their bytes.
-    Insert { sn: u64, prefix: u64, key_len: u32, value_len: u32 },
+    /// `bytes` points at them (derived from the allocation, so it may reach past the struct).
+    Insert { sn: u64, prefix: u64, key_len: u32, value_len: u32, bytes: *const u8 },
     /// A tombstone for a key, whose bytes follow the record, with its prefix as above.
-    Delete { sn: u64, prefix: u64, key_len: u32 },
+    Delete { sn: u64, prefix: u64, key_len: u32, bytes: *const u8 },
     /// Keys from `sep` on moved to the right sibling named in the header.
     Split { sep: Box<[u8]> },
     /// The right sibling (whose low key is `sep`) was absorbed: keys from `sep` on are found in
@@ -166,7 +167,11 @@ impl Record {
         // starts right after the struct (`layout` extends the struct's own layout).
         unsafe {
             rec.write(Record { hdr, next, body });
-            fill(rec.add(1).cast::<u8>());
+            let tail = rec.add(1).cast::<u8>();
+            fill(tail);
+            if let Body::Insert { bytes, .. } | Body::Delete { bytes, .. } = &mut (*rec).body {
+                *bytes = tail;
+            }
         }
         rec
     }
@@ -181,8 +186,10 @@ impl Record {
     pub(crate) fn write(key: &[u8], value: Option<&[u8]>) -> *mut Record {
         let (prefix, key_len) = (prefix(key), key.len() as u32);
         let body = match value {
-            Some(value) => Body::Insert { sn: 0, prefix, key_len, value_len: value.len() as u32 },
-            None => Body::Delete { sn: 0, prefix, key_len },
+            Some(value) => {
+                Body::Insert { sn: 0, prefix, key_len, value_len: value.len() as u32, bytes: ptr::null() }
+            }
+            None => Body::Delete { sn: 0, prefix, key_len, bytes: ptr::null() },
         };
         let value = value.unwrap_or_default();
         let hdr = Header::fresh(0, 0, None, ptr::null());
@@ -211,9 +218,14 @@ impl Record {
 
     /// The bytes that follow an insert or delete record: its key, then its value.
     fn tail(&self) -> &[u8] {
-        // SAFETY: records live only in allocations made by `alloc_with`, whose tail of
-        // `tail_len` bytes follows the struct.
-        unsafe { slice::from_raw_parts((self as *const Record).add(1).cast::<u8>(), self.body.tail_len()) }
+        match self.body {
+            // SAFETY: `bytes` points at the `tail_len` bytes `alloc_with` wrote after the struct,
+            // through a pointer derived from the whole allocation; they live as long as `self`.
+            Body::Insert { bytes, .. } | Body::Delete { bytes, .. } => unsafe {
+                slice::from_raw_parts(bytes, self.body.tail_len())
+            },
+            _ => &[],
+        }
     }
 
     /// A base record holding `versions`, bounded above by `high`.
