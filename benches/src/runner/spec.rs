@@ -104,18 +104,6 @@ impl Workload {
         Workload::Fillsync,
         Workload::Deleterandom,
     ];
-
-    /// Whether the workload writes only (its figures include write amplification).
-    pub fn writes_only(self) -> bool {
-        matches!(
-            self,
-            Workload::Fillseq
-                | Workload::Fillrandom
-                | Workload::Overwrite
-                | Workload::Deleterandom
-                | Workload::Fillsync
-        )
-    }
 }
 
 /// How durable a write is when the engine acknowledges it.

@@ -88,7 +88,7 @@ pub struct Context<'a> {
     pub threads: usize,
     /// Progress of the current phase (its length is set per phase).
     pub progress: &'a ProgressBar,
-    /// User and device bytes of every write phase so far, for the cumulative write amplification.
+    /// Key and value bytes written by every phase so far, for the cumulative write amplification.
     pub written: &'a AtomicU64,
     /// Device bytes of every phase so far.
     pub device_written: &'a AtomicU64,
