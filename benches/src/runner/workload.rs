@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Barrier;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -252,15 +253,17 @@ impl Context<'_> {
         // SAFETY: plain syscall; earlier phases' dirty pages reach the disk before the clock.
         unsafe { libc::sync() };
         measure::reset_peak_rss();
-        let before = Sample::now();
-        let started = Instant::now();
         let stop = AtomicBool::new(false);
-        let results: Vec<Result<ThreadResult>> = std::thread::scope(|s| {
+        // Threads start, set up their own state (whose first allocations fault in fresh memory
+        // for each thread's allocator heap), and wait; the clock starts when all are ready.
+        let ready = Barrier::new(threads + 1);
+        let (results, before, started): (Vec<Result<ThreadResult>>, _, _) = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|th| {
-                    let stop = &stop;
+                    let (stop, ready) = (&stop, &ready);
                     s.spawn(move || {
                         let mut r = ThreadResult::new();
+                        ready.wait();
                         let out = body(th, &mut r, stop);
                         if out.is_err() {
                             stop.store(true, Ordering::Relaxed);
@@ -269,10 +272,13 @@ impl Context<'_> {
                     })
                 })
                 .collect();
-            handles
+            ready.wait();
+            let (before, started) = (Sample::now(), Instant::now());
+            let results = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err("a worker thread panicked".into())))
-                .collect()
+                .collect();
+            (results, before, started)
         });
         let seconds = started.elapsed().as_secs_f64();
         self.engine.flush()?;
