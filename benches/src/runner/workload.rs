@@ -605,7 +605,9 @@ impl Context<'_> {
                 break;
             }
             let u = unit(rng.next_u64());
+            // YCSB D skews by recency: its Zipfian rank (0 = newest) is not scrambled.
             let pick = match zipf {
+                Some(z) if w == Workload::YcsbD => z.rank(u),
                 Some(z) => z.index(u),
                 None => (u * n as f64) as u64 % n,
             };
@@ -649,7 +651,7 @@ impl Context<'_> {
     }
 
     /// YCSB D's "latest" choice: the `rank`-th newest key (inserted keys first, then the loaded
-    /// ones from the top).
+    /// ones from the top; with the Zipfian distribution, low ranks are the likely ones).
     fn latest(&self, rank: u64) -> u64 {
         let end = self.presence.insert_end();
         end - 1 - rank % end
