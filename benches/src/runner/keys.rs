@@ -150,6 +150,11 @@ impl Presence {
     pub fn inserted_base(&self) -> u64 {
         self.inserted_base
     }
+
+    /// Whether key `i` was handed to an insert (which may not have returned yet).
+    pub fn is_claimed_insert(&self, i: u64) -> bool {
+        i >= self.inserted_base && i < self.insert_end()
+    }
 }
 
 /// A random order of `0..n`: `i ↦ (i × step + offset) mod n` with `step` coprime to `n`.

@@ -427,8 +427,9 @@ impl Context<'_> {
             (true, true) => space.check_value(i, value).map_err(|e| self.fail(what, e))?,
             (true, false) => return Err(self.fail(what, format!("key {i} was written but is missing"))),
             // An insert may land between the presence check and the read (YCSB D reads the newest
-            // keys while they are inserted): found is right if the key is present now.
-            (false, true) if self.presence.is_present(i) => {
+            // keys while they are inserted; presence is marked only after the write returns):
+            // found is right for a key handed to an insert.
+            (false, true) if self.presence.is_present(i) || self.presence.is_claimed_insert(i) => {
                 space.check_value(i, value).map_err(|e| self.fail(what, e))?
             }
             (false, true) => {
@@ -476,8 +477,8 @@ impl Context<'_> {
             return Some(format!("scan returned {k:02x?} after {previous:02x?}"));
         }
         let Some(i) = space.index_of(k) else { return Some(format!("scan returned a foreign key {k:02x?}")) };
-        // A key at or past the loaded ones may be an insert still in flight (YCSB E).
-        if !self.presence.is_present(i) && i < self.presence.inserted_base() {
+        // A key handed to an insert may be in flight (YCSB E).
+        if !self.presence.is_present(i) && !self.presence.is_claimed_insert(i) {
             return Some(format!("scan returned key {i}, which is not present"));
         }
         space.check_value(i, v).err()
