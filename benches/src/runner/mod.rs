@@ -7,11 +7,12 @@
 //! - [`engine`]: the [`Engine`](engine::Engine) trait and one adapter per engine;
 //! - [`measure`]: process counters read around each phase (device bytes, CPU, peak memory);
 //! - [`workload`]: runs one workload on one engine and returns its [`Figures`](workload::Figures);
-//! - [`report`]: the table, the Markdown report, the JSON file and the plots.
+//! - [`report`]: the table, the Markdown report and the JSON file; `plot` draws the PNG plots.
 
 pub mod engine;
 pub mod keys;
 pub mod measure;
+mod plot;
 pub mod report;
 pub mod spec;
 pub mod workload;
