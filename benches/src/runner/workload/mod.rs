@@ -142,22 +142,24 @@ impl Context<'_> {
         let t = self.threads;
         let d = spec.durability;
         let seed = self.generation.load(Ordering::Relaxed) as u64 * 7919 + 1;
+        // Entries per write call: the engine's batch for this durability.
+        let batch = self.engine.batch_limit(d) as u64;
         let one = |name: &str, threads, ops, calls_entries, body: &Body<'_>| {
             self.phase(name, threads, ops, calls_entries, body).map(|f| vec![f])
         };
         match workload {
-            Workload::Fillseq => {
-                one("fillseq", t, n, 0, &|th, r, stop| self.write_keys(th, t, n, |j| j, d, false, r, stop))
-            }
+            Workload::Fillseq => one("fillseq", t, n, batch, &|th, r, stop| {
+                self.write_keys(th, t, n, |j| j, d, false, r, stop)
+            }),
             Workload::Fillrandom | Workload::Overwrite => {
                 let order = Permutation::new(n, seed);
-                one(workload.name(), t, n, 0, &|th, r, stop| {
+                one(workload.name(), t, n, batch, &|th, r, stop| {
                     self.write_keys(th, t, n, |j| order.at(j), d, false, r, stop)
                 })
             }
             Workload::Deleterandom => {
                 let order = Permutation::new(n, seed);
-                one("deleterandom", t, n, 0, &|th, r, stop| {
+                one("deleterandom", t, n, batch, &|th, r, stop| {
                     self.write_keys(th, t, n, |j| order.at(j), d, true, r, stop)
                 })
             }
@@ -202,7 +204,8 @@ impl Context<'_> {
                     let name = format!("fillsync-t{threads}");
                     let order = Permutation::new(n, seed ^ threads as u64);
                     let ops = spec.sync_ops;
-                    self.phase(&name, threads, ops, 0, &|th, r, stop| {
+                    let batch = self.engine.batch_limit(Durability::Sync) as u64;
+                    self.phase(&name, threads, ops, batch, &|th, r, stop| {
                         self.write_keys(
                             th,
                             threads,
@@ -238,7 +241,7 @@ impl Context<'_> {
     }
 
     /// Runs `body` on `threads` threads and measures the phase. `entries_per_call` is what the
-    /// latencies are of (0: the engine's write batch).
+    /// latencies are of (the engine's write batch, for writes).
     fn phase(
         &self,
         name: &str,
@@ -301,15 +304,6 @@ impl Context<'_> {
         let live_bytes = self.presence.live() * self.spec.entry_bytes();
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
         let us = |q: f64| all.latencies.value_at_quantile(q) as f64 / 1000.0;
-        let batch = if entries_per_call == 0 {
-            self.engine.batch_limit(if name.starts_with("fillsync") {
-                Durability::Sync
-            } else {
-                self.spec.durability
-            })
-        } else {
-            entries_per_call as usize
-        };
         Ok(Figures {
             engine: self.engine_name.to_string(),
             cores: self.threads,
@@ -322,7 +316,7 @@ impl Context<'_> {
             p99_us: us(0.99),
             p999_us: us(0.999),
             max_us: all.latencies.max() as f64 / 1000.0,
-            entries_per_call: batch as u64,
+            entries_per_call,
             user_write_bytes: all.user_write_bytes,
             device_write_bytes: delta.device_write_bytes,
             write_amp: if all.user_write_bytes > 0 {
