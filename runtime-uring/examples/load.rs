@@ -73,12 +73,12 @@ fn main() -> Result<(), helio::Error> {
     println!("sync       {:>7.3} s", start.elapsed().as_secs_f64());
     let stats = store.stats().total;
     println!(
-        "device bytes written {} for {} user bytes (write amplification {:.2}), log {} bytes, {} checkpoints",
+        "device bytes written {} for {} user bytes (write amplification {:.2}), log {} bytes, {} stretches cleaned",
         stats.device_bytes_written,
         stats.user_bytes,
         stats.write_amplification(),
         stats.log_bytes,
-        stats.checkpoints
+        stats.cleanings
     );
     store.close()?;
     let start = Instant::now();

@@ -19,7 +19,7 @@
 //! snapshots and range iterators), and adds persistence: [`log`] (one shard's append-only log:
 //! aligned write buffers, an io_uring I/O thread, [`log::Durability`] with group commit,
 //! poisoning), [`recovery`] (reading a log back, cutting a torn tail, refusing corruption),
-//! [`shard`] (a tree made durable by its log and cleaned by checkpoints), and the pieces under
+//! [`shard`] (a tree made durable by its log, whose cleaner moves live entries from the head), and the pieces under
 //! them: [`probe`], [`dma`], [`superblock_file`], [`segments`].
 //!
 //! Requirements: Linux with io_uring (5.6 or later; 6.1 or later reports direct-I/O alignment).

@@ -73,6 +73,12 @@ pub enum CorruptReason {
     },
     /// An intact frame whose content breaks the log's rules (a fragment out of sequence).
     Malformed,
+    /// The frame lies below the address the running log had made durable (found by the
+    /// cleaner, which reads only durable records).
+    BelowDurable {
+        /// The durable address.
+        durable_lsn: u64,
+    },
 }
 
 impl fmt::Display for RecoveryError {
@@ -92,6 +98,9 @@ impl fmt::Display for RecoveryError {
                         write!(f, "the superblock records the log durable up to address {tail}")
                     }
                     CorruptReason::Malformed => f.write_str("an intact record breaks the log's rules"),
+                    CorruptReason::BelowDurable { durable_lsn } => {
+                        write!(f, "the log was durable up to address {durable_lsn}")
+                    }
                 }
             }
             RecoveryError::MissingSegment { segment } => {
@@ -169,6 +178,53 @@ pub fn replay(
             return after_failure(segments, sb, &existing, limits, replayed, min_epoch, failure);
         }
     }
+}
+
+/// Reads the frames from `from` up to `until` (both frame boundaries of a durable stretch of the
+/// log), handing each to `visit` in log order, window by window. Any frame that does not decode
+/// there is corruption.
+pub fn read_durable(
+    segments: &Segments,
+    salt: u64,
+    from: u64,
+    until: u64,
+    mut visit: impl FnMut(&Frame<'_>) -> bool,
+) -> Result<(), RecoveryError> {
+    let mut lsn = from;
+    while lsn < until {
+        let index = segments.index_of(lsn);
+        let path = segments.path(index);
+        let io = |op, source| RecoveryError::Io { op, path: path.clone(), source };
+        let Some(file) = segments.open(index).map_err(|e| io("open segment", e))? else {
+            return Err(RecoveryError::MissingSegment { segment: path });
+        };
+        let start = segments.start_of(index);
+        let end = (start + segments.segment_bytes()).min(until);
+        let mut window = Window::new(file, segments.segment_bytes());
+        while lsn < end {
+            let offset = lsn - start;
+            window.fill(offset, HEADER_BYTES).map_err(|e| io("read segment", e))?;
+            match decode(window.from(offset), lsn, salt, 0) {
+                Decoded::Frame(frame) => {
+                    if !visit(&frame) {
+                        return Ok(());
+                    }
+                    lsn += frame.bytes as u64;
+                }
+                Decoded::NeedMore { bytes } if offset + bytes as u64 <= segments.segment_bytes() => {
+                    window.fill(offset, bytes).map_err(|e| io("read segment", e))?;
+                }
+                Decoded::NeedMore { .. } | Decoded::Invalid(_) => {
+                    return Err(RecoveryError::Corrupt {
+                        segment: path.clone(),
+                        offset,
+                        reason: CorruptReason::BelowDurable { durable_lsn: until },
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decides what the failure at `replayed.end_lsn` means: corruption (an error), or the end of

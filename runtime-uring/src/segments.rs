@@ -14,7 +14,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes written at a time when zero-filling a new segment.
@@ -70,10 +71,16 @@ impl Segments {
     /// as a new file with its first `zeroed` bytes zero-filled (at most the segment size);
     /// durably (data and directory entry); opens it for reading and writing.
     pub fn create(&self, index: u64, zeroed: u64) -> io::Result<File> {
-        if let Some(spare) = self.spares()?.first() {
-            std::fs::rename(spare, self.path(index))?;
-            File::open(&self.dir)?.sync_all()?;
-            return OpenOptions::new().read(true).write(true).open(self.path(index));
+        for spare in self.spares()? {
+            match std::fs::rename(&spare, self.path(index)) {
+                Ok(()) => {
+                    File::open(&self.dir)?.sync_all()?;
+                    return OpenOptions::new().read(true).write(true).open(self.path(index));
+                }
+                // Deleted since it was listed (a full cleaning drops the spares).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(index))?;
         let zeros = vec![0u8; ZERO_CHUNK];
@@ -95,13 +102,60 @@ impl Segments {
     /// whole and fewer than [`SPARES`] are kept, else deletes it (already gone is fine).
     pub fn retire(&self, index: u64) -> io::Result<()> {
         let path = self.path(index);
-        let whole = std::fs::metadata(&path).is_ok_and(|m| m.len() == self.segment_bytes);
+        // Whole: as long as a segment and every block written (none punched out).
+        let whole = std::fs::metadata(&path)
+            .is_ok_and(|m| m.len() == self.segment_bytes && m.blocks() * 512 >= self.segment_bytes);
         if whole && self.spares()?.len() < SPARES {
             // Not synced: a rename lost in a crash leaves a segment below the head, which the
             // next open retires again.
             return std::fs::rename(&path, self.dir.join(format!("spare-{index:016x}")));
         }
         self.remove(index)
+    }
+
+    /// Gives the file space of the segment holding `lsn` back to the file system below `lsn`
+    /// (whole 4 KiB blocks; the file keeps its size and reads zeros there). Where the file
+    /// system cannot punch holes, nothing happens.
+    pub fn punch_below(&self, lsn: u64) -> io::Result<()> {
+        let index = self.index_of(lsn);
+        let len = (lsn - self.start_of(index)) / 4096 * 4096;
+        let Some(file) = self.open_writable(index)? else { return Ok(()) };
+        if len == 0 {
+            return Ok(());
+        }
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: a plain system call on a descriptor this function owns.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, len as libc::off_t) };
+        match rc {
+            0 => Ok(()),
+            _ => match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    fn open_writable(&self, index: u64) -> io::Result<Option<File>> {
+        match OpenOptions::new().write(true).open(self.path(index)) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the spare segments, returning their space to the file system (a full cleaning
+    /// does, so that a compacted log holds live data only). Returns how many there were.
+    pub fn drop_spares(&self) -> io::Result<usize> {
+        let mut dropped = 0;
+        for spare in self.spares()? {
+            match std::fs::remove_file(spare) {
+                Ok(()) => dropped += 1,
+                // Taken for a new segment since it was listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(dropped)
     }
 
     /// The spare files, oldest first.
@@ -170,5 +224,30 @@ mod tests {
         assert_eq!(first[0], 1, "the oldest spare is used first");
         assert_eq!(segments.list().unwrap(), vec![9]);
         assert_eq!(segments.spares().unwrap().len(), SPARES - 1);
+        // Dropping the spares deletes them and nothing else.
+        assert_eq!(segments.drop_spares().unwrap(), SPARES - 1);
+        assert_eq!(segments.spares().unwrap().len(), 0);
+        assert_eq!(segments.list().unwrap(), vec![9]);
+    }
+
+    /// Punching gives back whole blocks below an address, and a punched segment is never kept
+    /// as a spare (its holes would make writes there allocate again).
+    #[test]
+    fn punched_segments_read_zeros_below_the_address_and_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::new(dir.path(), 1 << 16);
+        let file = segments.create(0, 1 << 16).unwrap();
+        file.write_all_at(&[7; 1 << 16], 0).unwrap();
+        segments.punch_below(3 * 4096 + 100).unwrap();
+        let mut back = vec![0u8; 1 << 16];
+        file.read_exact_at(&mut back, 0).unwrap();
+        let punched = back.iter().position(|&b| b != 0).unwrap();
+        // File systems without hole punching leave the data: then nothing is punched.
+        assert!(punched == 3 * 4096 || punched == 0, "first nonzero byte at {punched}");
+        assert!(back[3 * 4096..].iter().all(|&b| b == 7));
+        if punched > 0 {
+            segments.retire(0).unwrap();
+            assert_eq!(segments.spares().unwrap().len(), 0);
+        }
     }
 }

@@ -145,7 +145,7 @@ pub fn random_salt() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use helio_core::log::superblock::{FORMAT_VERSION, NO_CHECKPOINT};
+    use helio_core::log::superblock::FORMAT_VERSION;
 
     fn first() -> Superblock {
         Superblock {
@@ -155,7 +155,6 @@ mod tests {
             segment_bytes: 1 << 20,
             salt: random_salt().unwrap(),
             epoch: 0,
-            checkpoint: NO_CHECKPOINT,
         }
     }
 

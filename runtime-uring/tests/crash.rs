@@ -1,9 +1,9 @@
 //! A real child process writes to a shard with `Sync` durability from several threads, over-
-//! writing its keys so that the cleaner checkpoints and deletes segments all the time, and
+//! writing its keys so that the cleaner relocates entries and deletes segments all the time, and
 //! reports every acknowledged write; the parent kills it with SIGKILL at a random moment,
 //! reopens the shard, and checks that every acknowledged write is there (or a later write of
 //! the same key). Many cycles on one directory, so recovery also runs over tails torn by
-//! earlier kills and over checkpoints cut short.
+//! earlier kills and over cleanings cut short.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,7 +24,7 @@ fn config() -> ShardConfig {
     ShardConfig {
         log: LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() },
         clean_ratio: 0.2,
-        page_bytes: 4096,
+        batch_bytes: 4096,
         ..ShardConfig::default()
     }
 }
@@ -71,7 +71,7 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
     // Per key: the last acknowledged write number.
     let mut acked: HashMap<[u8; 16], u64> = HashMap::new();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut checkpoints = 0;
+    let mut relocated = 0;
     for cycle in 1..=25u64 {
         let env = [(CHILD_ENV, dir.path().display().to_string()), ("HELIO_CRASH_CYCLE", cycle.to_string())];
         let run = Duration::from_millis(50 + rng.next() % 250);
@@ -90,7 +90,7 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
 
         let (shard, recovery) = Shard::open(dir.path(), &config())
             .unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
-        checkpoints += u64::from(recovery.applied.entries > 0);
+        relocated += u64::from(recovery.applied.relocated > 0);
         for (key, &n) in &acked {
             let got = shard
                 .get(key)
@@ -103,5 +103,5 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
         shard.close().unwrap();
     }
     assert!(acked.len() as u64 > 3 * THREADS * KEYS, "only {} keys acknowledged", acked.len());
-    assert!(checkpoints > 5, "recovery loaded a checkpoint in only {checkpoints} cycles");
+    assert!(relocated > 5, "recovery replayed relocated entries in only {relocated} cycles");
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use helio::recovery::{replay, CorruptReason, RecoveryError, ScanLimits};
 use helio::segments::Segments;
 use helio_core::log::frame::{encode, encode_with, frame_bytes, Kind, Op, Stamp, HEADER_BYTES};
-use helio_core::log::superblock::{Superblock, NO_CHECKPOINT};
+use helio_core::log::superblock::Superblock;
 
 const SEGMENT: u64 = 8192;
 const STAMP: Stamp = Stamp { salt: 0x0DDB_A11C_0FFE_E000, epoch: 2 };
@@ -64,7 +64,6 @@ impl TestLog {
             segment_bytes: SEGMENT,
             salt: STAMP.salt,
             epoch: STAMP.epoch,
-            checkpoint: NO_CHECKPOINT,
         }
     }
 }

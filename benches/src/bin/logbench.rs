@@ -7,8 +7,8 @@
 //! - **sync**: `Durability::Sync` writes per second (100-byte values) with 1, 8 and 64 writer
 //!   threads against one writer doing 4 KiB `pwrite` + `fdatasync` in a loop.
 //! - **replay**: log bytes per second read back by `Log::read` after dropping the page cache.
-//! - **recover**: reopening a shard, the log replayed into its tree (ops only, then from a
-//!   checkpoint).
+//! - **recover**: reopening a shard, the log replayed into its tree (ops only, then after a
+//!   full cleaning, which leaves relocated batches).
 //!
 //! Rounds alternate between helio and its peer; medians are reported.
 //! Usage: `logbench [DIR] [--gib N] [--rounds N] [--seconds S]` (DIR defaults to a temporary
@@ -272,7 +272,7 @@ fn main() {
 }
 
 /// Reopening a shard: the log replayed into the tree (pages and index rebuilt), after dropping
-/// the page cache; once from ops only, once from a checkpoint plus ops.
+/// the page cache; once from ops only, once after a full cleaning (relocated batches).
 fn recover(args: &Args, dir: &Path) {
     let dir = fresh(dir, "recover");
     let config = ShardConfig {
@@ -289,12 +289,12 @@ fn recover(args: &Args, dir: &Path) {
         n += 1;
     }
     shard.close().unwrap();
-    for label in ["ops", "checkpoint"] {
+    for label in ["ops", "relocated"] {
         let cold = drop_caches();
         let (shard, recovery) = Shard::open(&dir, &config).unwrap();
         let secs = recovery.log.elapsed.as_secs_f64();
         let bytes = recovery.log.replayed.bytes as f64;
-        let items = recovery.applied.ops + recovery.applied.entries;
+        let items = recovery.applied.ops + recovery.applied.relocated;
         println!(
             "recover  from {label:<10}: {:.2} GB/s of log, {:.2} M entries/s ({items} entries, {:.2} s{})",
             gb(bytes / secs),

@@ -59,12 +59,9 @@ pub enum Kind {
     Delete = 3,
     /// A piece of a record too large for one write buffer (see [`super::fragment`]).
     Fragment = 4,
-    /// The start of a checkpoint (see [`super::checkpoint`]).
-    CheckpointBegin = 5,
-    /// A page image: a run of consecutive entries of a checkpoint.
-    Page = 6,
-    /// The end of a checkpoint: every page of it is before this record.
-    CheckpointEnd = 7,
+    /// Live entries the cleaner moved from the head of the log to its tail: each sets its key,
+    /// in log order, as a [`Kind::Put`] there would (see [`super::batch`]).
+    Relocated = 5,
 }
 
 impl Kind {
@@ -75,9 +72,7 @@ impl Kind {
             2 => Kind::Put,
             3 => Kind::Delete,
             4 => Kind::Fragment,
-            5 => Kind::CheckpointBegin,
-            6 => Kind::Page,
-            7 => Kind::CheckpointEnd,
+            5 => Kind::Relocated,
             _ => return None,
         })
     }

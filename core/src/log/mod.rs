@@ -5,10 +5,12 @@
 //! Nothing here does I/O: the runtime reads bytes and asks; it writes what these functions encode.
 //! The byte layouts are documented in `docs/log-format.md`.
 
+pub mod batch;
 pub mod buffer;
-pub mod checkpoint;
+pub mod clean;
 pub mod fragment;
 pub mod frame;
+pub mod replay;
 pub mod superblock;
 
 use crc::{Crc, Table, CRC_32_ISCSI};

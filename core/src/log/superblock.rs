@@ -13,9 +13,7 @@
 //!     48     8  salt: random per log, mixed into every frame checksum
 //!     56     4  epoch: recoveries so far; frames written now carry it
 //!     60     4  zero
-//!     64     8  checkpoint: log address of the checkpoint recovery loads (its begin record),
-//!               or u64::MAX for none; the head is the address below which it covers every op
-//!     72  4020  zero
+//!     64  4028  zero (format 2 kept a checkpoint's address at 64; format 3 has no checkpoints)
 //!   4092     4  crc32c of bytes 0 .. 4092
 //! ```
 
@@ -26,11 +24,9 @@ use super::crc32c;
 /// Bytes of one superblock copy; the superblock file holds two.
 pub const BLOCK_BYTES: usize = 4096;
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
-
-/// [`Superblock::checkpoint`] when the log has no checkpoint.
-pub const NO_CHECKPOINT: u64 = u64::MAX;
+/// The format version this build writes and reads (3: the cleaner relocates live entries;
+/// format 2 logs held checkpoints, which this build does not read).
+pub const FORMAT_VERSION: u32 = 3;
 
 const MAGIC: [u8; 8] = *b"HELIOLOG";
 const CRC_AT: usize = BLOCK_BYTES - 4;
@@ -50,9 +46,6 @@ pub struct Superblock {
     pub salt: u64,
     /// Recoveries so far: bumped (and written here) before a recovered log takes new frames.
     pub epoch: u32,
-    /// Where the checkpoint recovery loads begins ([`NO_CHECKPOINT`] for none). Every op below
-    /// the head is in it.
-    pub checkpoint: u64,
 }
 
 /// Why no superblock copy could be used.
@@ -106,7 +99,6 @@ impl Superblock {
         block[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
         block[48..56].copy_from_slice(&self.salt.to_le_bytes());
         block[56..60].copy_from_slice(&self.epoch.to_le_bytes());
-        block[64..72].copy_from_slice(&self.checkpoint.to_le_bytes());
         let crc = crc32c(&[&block[..CRC_AT]]);
         block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         debug_assert_eq!(Self::decode(&block), Ok(*self));
@@ -143,7 +135,6 @@ impl Superblock {
             segment_bytes: word(40),
             salt: word(48),
             epoch: half(56),
-            checkpoint: word(64),
         };
         if sb.head > sb.tail || sb.segment_bytes == 0 {
             return Err(SuperblockError::Corrupt);
@@ -186,7 +177,6 @@ mod tests {
             segment_bytes: 1 << 32,
             salt: 0xA5A5_0000_1111_2222,
             epoch: generation as u32 / 2,
-            checkpoint: NO_CHECKPOINT,
         }
     }
 

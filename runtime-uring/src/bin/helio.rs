@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use helio::core::log::checkpoint::Replay;
 use helio::core::log::frame::Kind;
+use helio::core::log::replay::Replay;
 use helio::core::Tree;
 use helio::log::{Log, LogConfig};
 use helio::{Config, Durability, Error, Store};
@@ -132,7 +132,7 @@ fn stats(dir: &Path) -> Result<ExitCode, Error> {
         "WA",
         "log bytes",
         "frag",
-        "ckpts",
+        "cleans",
         "pages",
         "io done"
     );
@@ -146,7 +146,7 @@ fn stats(dir: &Path) -> Result<ExitCode, Error> {
             s.write_amplification(),
             s.log_bytes,
             s.fragmentation(),
-            s.checkpoints,
+            s.cleanings,
             s.pages,
             s.memory_bytes,
             s.io_completed
@@ -169,15 +169,12 @@ fn check(dir: &Path) -> Result<ExitCode, Error> {
     for i in 0..shards {
         let path = Store::shard_dir(dir, i);
         let tree = Tree::new(Default::default()).expect("default tree settings are valid");
-        let checkpoint = match Log::superblock_of(&path) {
-            Ok(sb) => sb.checkpoint,
-            Err(e) => {
-                println!("shard {i}: CORRUPT: {}", Error::from(e));
-                corrupt = true;
-                continue;
-            }
-        };
-        let mut replay = Replay::new(&tree, checkpoint);
+        if let Err(e) = Log::superblock_of(&path) {
+            println!("shard {i}: CORRUPT: {}", Error::from(e));
+            corrupt = true;
+            continue;
+        }
+        let mut replay = Replay::new(&tree);
         let mut kinds = [0u64; 8];
         let mut failed = None;
         let read = Log::read(&path, &LogConfig::default(), |kind, payload| {
@@ -186,14 +183,14 @@ fn check(dir: &Path) -> Result<ExitCode, Error> {
                 failed = replay.apply(kind, payload, &tree.pin()).err();
             }
         });
-        match (read, failed.map_or_else(|| replay.finish().map(drop), Err)) {
+        match (read, failed.map_or(Ok(()), Err)) {
             (Ok(r), Ok(())) => println!(
-                "shard {i}: ok: {} frames, {} bytes from the head, {} puts, {} deletes, {} checkpoint pages{}",
+                "shard {i}: ok: {} frames, {} bytes from the head, {} puts, {} deletes, {} relocated entries{}",
                 r.frames,
                 r.bytes,
                 kinds[Kind::Put as usize],
                 kinds[Kind::Delete as usize],
-                kinds[Kind::Page as usize],
+                replay.stats().relocated,
                 r.torn_at.map_or(String::new(), |at| format!(", torn tail cut at log address {at}"))
             ),
             (Err(e), _) => {

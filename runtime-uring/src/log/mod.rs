@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use helio_core::log::fragment::{pieces, write_fragment, Assembler, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{frame_bytes, Kind, Op, Stamp, EPOCH_MAX};
-use helio_core::log::superblock::{Superblock, NO_CHECKPOINT};
+use helio_core::log::superblock::Superblock;
 
 pub use config::{Durability, Faults, LogConfig, LogConfigError};
 pub use error::{IoFailure, LogError};
@@ -107,7 +107,7 @@ impl Log {
     }
 
     /// The first half of [`Log::open`]: reads (or creates) the superblock, so that the caller
-    /// can see where the log starts and which checkpoint it holds before replaying it.
+    /// can see where the log starts before replaying it.
     pub fn prepare<'c>(dir: &Path, config: &'c LogConfig) -> Result<Opening<'c>, LogError> {
         config.validate().map_err(LogError::Config)?;
         let started = Instant::now();
@@ -207,8 +207,8 @@ impl Log {
         Ok(end)
     }
 
-    /// Waits until the log is durable up to `end`, for the log's own upkeep (a checkpoint's end
-    /// record): unlike a `Sync` write or [`Log::sync`] it does not mark the log as in use for
+    /// Waits until the log is durable up to `end`, for the log's own upkeep (entries the cleaner
+    /// moved): unlike a `Sync` write or [`Log::sync`] it does not mark the log as in use for
     /// durable writes, which would turn on zero-filling ahead of the writes.
     pub fn wait_durable_for_upkeep(&self, end: u64) -> Result<(), LogError> {
         self.shared.wait_durable(end, false)
@@ -231,19 +231,16 @@ impl Log {
         self.superblock.lock().unwrap().current()
     }
 
-    /// Moves the head to `head` and names `checkpoint` as the one recovery loads; the
-    /// checkpoint's end record must already be durable. Returns the segments now wholly below
+    /// Moves the head to `head`, a frame boundary of the durable log (whatever was live below it
+    /// must be durable above it). Returns the segments now wholly below
     /// the head: the caller deletes them ([`Segments::remove`]) once no reader can be inside.
-    pub fn advance_head(&self, head: u64, checkpoint: u64) -> Result<Vec<u64>, LogError> {
+    pub fn advance_head(&self, head: u64) -> Result<Vec<u64>, LogError> {
         self.shared.check_poison()?;
         let mut superblock = self.superblock.lock().unwrap();
         let sb = superblock.current();
         let durable = self.durable_lsn();
-        assert!(
-            sb.head <= head && head <= durable && checkpoint < durable,
-            "head {head} moved back or past the durable log"
-        );
-        let next = Superblock { checkpoint, ..sb.next(head, sb.tail.max(durable)) };
+        assert!(sb.head <= head && head <= durable, "head {head} moved back or past the durable log");
+        let next = sb.next(head, sb.tail.max(durable));
         superblock.store(next).map_err(LogError::Superblock)?;
         let io = |source| LogError::Io { op: "list segments in", path: self.dir.clone(), source };
         let first_live = self.segments.index_of(head);
@@ -432,7 +429,6 @@ fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bo
                 segment_bytes: config.segment_bytes,
                 salt,
                 epoch: 0,
-                checkpoint: NO_CHECKPOINT,
             };
             Ok((SuperblockFile::create(dir, first).map_err(LogError::Superblock)?, true))
         }

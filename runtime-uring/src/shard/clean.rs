@@ -1,36 +1,53 @@
-//! Cleaning: when to checkpoint, the checkpoint itself, retiring and deleting the segments
-//! behind it, and measuring memory for the quota (all on the shard's cleaner thread).
+//! Cleaning, on the shard's cleaner thread: when the log past its head has grown past
+//! `(1 + clean_ratio)` times the live data, the entries still live in its oldest stretch are
+//! appended again at the tail, the head moves past the stretch, and the file space behind the
+//! head is given back (whole segments deleted or kept as spares, the head's own segment punched
+//! up to the head) once no reader pinned before can be inside it. Also measures memory for the
+//! quota. Which entries are candidates and where the head may move is decided in
+//! [`helio_core::log::clean`]; this module reads the bytes and holds the locks.
 
-use std::ops::Bound;
 use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use helio_core::log::checkpoint::{begin_payload, end_payload, PageWriter};
+use helio_core::log::batch::{self, BatchWriter};
+use helio_core::log::clean::{CleanPolicy, HeadScan, Unreadable};
 use helio_core::log::frame::{frame_bytes, Kind};
 
-use super::{Inner, ShardError};
+use super::{Inner, ShardError, STRIPES};
 use crate::log::{Durability, LogError};
+use crate::recovery::{read_durable, CorruptReason, RecoveryError};
 
-/// Entries a checkpoint reads under one epoch guard.
-const SCAN_CHUNK: usize = 4096;
+/// Log bytes read from the head per stretch: the head moves (one superblock write) after each.
+const STRETCH_BYTES: u64 = 4 << 20;
+
+/// Below this share of live bytes, a stretch is cheap to clean: a third of a byte written per
+/// byte freed, or less.
+const CHEAP_SHARE: f64 = 0.25;
+
+/// What one stretch did.
+struct Stretch {
+    /// Log bytes read at the head.
+    read: u64,
+    /// Log bytes appended at the tail for the entries still live.
+    relocated: u64,
+    /// Entries appended.
+    entries: u64,
+}
 
 impl Inner {
-    /// Log bytes past the head that start a cleaning.
-    pub(super) fn clean_trigger(&self) -> u64 {
-        let live = self.live_bytes.load(Ordering::Relaxed) as f64;
-        let floor = 2 * self.log.segments().segment_bytes();
-        (((1.0 + self.clean_ratio) * live) as u64).max(floor)
+    /// When to clean: past `1 + clean_ratio` times the live data, and never a log shorter than
+    /// a few stretches.
+    pub(super) fn policy(&self) -> CleanPolicy {
+        CleanPolicy { ratio: self.clean_ratio, floor: 4 * STRETCH_BYTES }
     }
 
-    /// Measures the bytes of entries the pages hold, for the quota (without one, nothing reads
-    /// the figure and the walk over every page is skipped; `stats()` measures on its own). At the
-    /// quota, first consolidates every page (at most once a second): deleted entries and old
-    /// versions leave memory only when their page is consolidated, and a page with a few deletes
-    /// may not reach its chain threshold for a long time.
+    /// Measures the live data (the bytes of entries the pages hold, a walk over the pages) for
+    /// the cleaning trigger, and for the quota. At the quota, first consolidates every page (at
+    /// most once a second): deleted entries and old versions leave memory only when their page
+    /// is consolidated, and a page with a few deletes may not reach its chain threshold for a
+    /// long time.
     pub(super) fn measure_memory(&self) {
-        if self.memory_quota.is_none() {
-            return;
-        }
         let guard = self.tree.pin();
         let mut used = self.tree.page_bytes(&guard);
         if self.memory_quota.is_some_and(|quota| used >= quota) {
@@ -44,126 +61,231 @@ impl Inner {
         self.memory.store(used, Ordering::Relaxed);
     }
 
-    /// Whether the log past its head has grown enough to clean.
-    pub(super) fn needs_cleaning(&self) -> bool {
-        self.log_grown_to(self.log.appended())
-    }
-
     /// Whether a log ending at `end` has grown enough past its head to clean. Writers pass the
     /// end of their own record rather than read the log's end off its busiest cache line.
     pub(super) fn log_grown_to(&self, end: u64) -> bool {
-        end.saturating_sub(self.head.load(Ordering::Acquire)) > self.clean_trigger()
+        let head = self.head.load(Ordering::Acquire);
+        self.policy().should_clean(end.saturating_sub(head), self.memory.load(Ordering::Relaxed))
+    }
+
+    /// Measures the live data again when it may have changed enough to matter: always under a
+    /// quota; otherwise once the log has grown by an eighth of the last figure since (a walk over
+    /// every page is not free: about 0.1–0.4 µs a page).
+    fn refresh_live(&self) {
+        let end = self.log.appended();
+        let grown = end.saturating_sub(self.measured_at.load(Ordering::Relaxed))
+            > self.memory.load(Ordering::Relaxed) / 8;
+        if self.memory_quota.is_some() || grown {
+            self.measured_at.store(end, Ordering::Relaxed);
+            self.measure_memory();
+        }
     }
 
     pub(super) fn run_cleaner(&self) {
         while !self.stop.load(Ordering::Acquire) {
             self.clean_requested.store(false, Ordering::Release);
-            // Checked here, not only by writers: writes made during a checkpoint may already
-            // call for the next one.
-            let mut failed = false;
-            if self.needs_cleaning() {
-                // A failed checkpoint leaves the log as it was; a poisoned log also fails every
-                // later write, which is where a user sees the error.
-                if let Err(e) = self.checkpoint() {
-                    ::log::warn!("{}: checkpoint failed: {e}", self.log.dir().display());
-                    failed = true;
+            self.refresh_live();
+            // A failed cleaning leaves the log as it was; a poisoned log also fails every later
+            // write, which is where a user sees the error.
+            let failed = match self.clean_round() {
+                Ok(()) => false,
+                Err(e) => {
+                    ::log::warn!("{}: cleaning failed: {e}", self.log.dir().display());
+                    true
                 }
-            }
-            self.delete_retired();
-            self.measure_memory();
+            };
+            self.release_space();
             let guard = self.wake.0.lock().unwrap();
-            let more = !failed && self.needs_cleaning();
-            if !more && !self.clean_requested.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire) {
+            if failed || (!self.clean_requested.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire))
+            {
                 let _ = self.wake.1.wait_timeout(guard, Duration::from_millis(50)).unwrap();
             }
         }
     }
 
-    /// Writes a checkpoint, makes it durable, moves the head, and retires the segments below.
-    pub(super) fn checkpoint(&self) -> Result<(), ShardError> {
-        let _one = self.checkpointing.lock().unwrap();
-        // With every stripe held, no write is between its log append and its tree update: every
-        // op below `cover` is in the tree, and the snapshot holds exactly those and earlier.
-        let (cover, snapshot) = {
-            let _all: Vec<_> = self.stripes.iter().map(|s| s.lock().unwrap()).collect();
-            (self.log.appended(), self.tree.snapshot())
-        };
-        let id = self.log.append(Kind::CheckpointBegin, &begin_payload(cover), Durability::None)?
-            - frame_bytes(8) as u64;
-        let mut pages = PageWriter::new(id, self.page_bytes);
-        let (mut written, mut bytes) = (0u64, 0u64);
-        let mut append_page = |page: Vec<u8>| -> Result<(), LogError> {
-            self.log.append(Kind::Page, &page, Durability::None)?;
-            written += 1;
-            bytes += frame_bytes(page.len()) as u64;
-            Ok(())
-        };
-        // In chunks, each under its own short epoch guard: appending may wait for I/O, and a
-        // guard held across the whole scan would hold back memory reclamation everywhere.
-        let mut from = Bound::Unbounded;
+    /// Cleans stretch after stretch while the log is past the trigger, or while the last
+    /// stretch cleaned was cheap (less than [`CHEAP_SHARE`] of it live), at most once over the
+    /// log as it was when the round began (so a live-data estimate below the truth cannot keep
+    /// the cleaner rewriting the same entries). Cheap stretches are cleaned below the trigger
+    /// because the estimate can be above the truth (a page's delta chain counts every version
+    /// it holds), and because space freed for little writing is worth having.
+    fn clean_round(&self) -> Result<(), ShardError> {
+        let _one = self.cleaning.lock().unwrap();
+        let end = self.log.appended();
         loop {
-            let mut full = Vec::new();
-            let mut last: Option<Vec<u8>> = None;
+            let head = self.head.load(Ordering::Acquire);
+            let log_bytes = self.log.appended() - head;
+            let policy = self.policy();
+            let cheap = f64::from_bits(self.head_live_share.load(Ordering::Relaxed)) < CHEAP_SHARE
+                && log_bytes > policy.floor;
+            if self.stop.load(Ordering::Acquire)
+                || head >= end
+                || !(cheap || self.log_grown_to(head + log_bytes))
             {
-                let guard = self.tree.pin();
-                let range = (from.clone(), Bound::Unbounded);
-                let mut read = 0;
-                for (key, value) in self.tree.range::<Vec<u8>, _>(&snapshot, range, &guard).take(SCAN_CHUNK) {
-                    full.extend(pages.push(key, value));
-                    read += 1;
-                    if read == SCAN_CHUNK {
-                        last = Some(key.to_vec());
-                    }
-                }
+                return Ok(());
             }
-            for page in full {
-                append_page(page)?;
+            let stretch = self.clean_stretch(end)?;
+            if stretch.read == 0 {
+                return Ok(());
             }
-            match last {
-                Some(key) => from = Bound::Excluded(key),
-                None => break,
+            let share = stretch.relocated as f64 / stretch.read as f64;
+            self.head_live_share.store(share.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Cleans the whole log as it is now: every entry still live is appended again and the
+    /// head moves past everything before; spare segments are deleted too, so that the files
+    /// hold about the live data.
+    pub(super) fn clean_all(&self) -> Result<(), ShardError> {
+        let _one = self.cleaning.lock().unwrap();
+        let end = self.log.appended();
+        while self.head.load(Ordering::Acquire) < end {
+            if self.clean_stretch(end)?.read == 0 {
+                break; // the rest is a fragmented record still being appended
             }
         }
-        if let Some(page) = pages.finish() {
-            append_page(page)?;
-        }
-        let end = self.log.append(
-            Kind::CheckpointEnd,
-            &end_payload(id, pages.entries(), written),
-            Durability::None,
-        )?;
-        self.log.wait_durable_for_upkeep(end)?;
-        let dead = self.log.advance_head(cover, id)?;
-        self.head.store(cover, Ordering::Release);
-        // The pages' bytes (not the ops interleaved with them) measure the live data.
-        self.live_bytes.store(bytes, Ordering::Relaxed);
-        {
-            let mut stats = self.stats.lock().unwrap();
-            stats.checkpoints += 1;
-            stats.last_checkpoint_bytes = bytes;
-            stats.last_checkpoint_entries = pages.entries();
-            stats.head = cover;
-        }
-        // Readers pinned now may still be reading those segments: delete them only once every
-        // such reader has unpinned.
-        let deletable = self.deletable.clone();
-        let guard = self.tree.pin();
-        guard.defer(move || deletable.lock().unwrap().extend(dead));
-        guard.flush();
+        self.release_space();
+        self.log.segments().drop_spares().map_err(|source| LogError::Io {
+            op: "delete spare segments in",
+            path: self.log.dir().to_path_buf(),
+            source,
+        })?;
         Ok(())
     }
 
-    /// Deletes the segments whose readers are gone.
-    pub(super) fn delete_retired(&self) {
-        // Pinning and flushing moves the epoch on, so deferred retirements come due.
+    /// Cleans one stretch from the head (not past `end`): reads it, appends its live entries,
+    /// waits until they are durable, and moves the head past it.
+    fn clean_stretch(&self, end: u64) -> Result<Stretch, ShardError> {
+        let head = self.head.load(Ordering::Acquire);
+        let stop = (head + STRETCH_BYTES).min(end);
+        self.log.wait_durable_for_upkeep(stop)?;
+        let until = self.log.durable_lsn().min(end);
+        let segments = self.log.segments();
+        let mut scan = HeadScan::new(head);
+        let mut candidates = BatchWriter::new();
+        let mut mover = Mover::new(self);
+        let mut failure: Option<ShardError> = None;
+        let read = read_durable(segments, self.log.superblock().salt, head, until, |frame| {
+            // Stop past the stretch, but never inside a fragmented record.
+            if frame.lsn >= stop && scan.cut() == frame.lsn {
+                return false;
+            }
+            if let Err(Unreadable { lsn }) = scan.push(frame, |key, value| candidates.push(key, value)) {
+                failure = Some(LogError::Recovery(unreadable(segments, lsn, until)).into());
+                return false;
+            }
+            if candidates.len() >= self.batch_bytes {
+                if let Err(e) = mover.relocate(&candidates) {
+                    failure = Some(e.into());
+                    return false;
+                }
+                candidates.clear();
+            }
+            true
+        });
+        read.map_err(LogError::Recovery)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        mover.relocate(&candidates)?;
+        let cut = scan.cut();
+        if cut == head {
+            return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
+        }
+        self.log.wait_durable_for_upkeep(mover.end)?;
+        self.log.advance_head(cut)?;
+        self.head.store(cut, Ordering::Release);
+        let stretch = Stretch { read: cut - head, relocated: mover.bytes, entries: mover.entries };
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.stretches += 1;
+            stats.cleaned_bytes += stretch.read;
+            stats.relocated_bytes += stretch.relocated;
+            stats.relocated_entries += stretch.entries;
+            stats.head = cut;
+        }
+        // Readers pinned now may still be inside the space behind the head: give it back only
+        // once every such reader has unpinned.
+        let released = self.released.clone();
+        let guard = self.tree.pin();
+        guard.defer(move || {
+            released.fetch_max(cut, Ordering::AcqRel);
+        });
+        guard.flush();
+        Ok(stretch)
+    }
+
+    /// Gives back the file space below the head as far as its readers are gone: deletes (or
+    /// keeps as spares) the segments wholly below it and punches the head's segment up to it.
+    pub(super) fn release_space(&self) {
+        // Pinning and flushing moves the epoch on, so deferred releases come due.
         self.tree.pin().flush();
-        let ready: Vec<u64> = std::mem::take(&mut *self.deletable.lock().unwrap());
-        let mut deleted = 0;
-        for index in ready {
-            if self.log.segments().retire(index).is_ok() {
-                deleted += 1;
+        let head = self.released.load(Ordering::Acquire);
+        let segments = self.log.segments();
+        let first_live = segments.index_of(head);
+        let dead = segments.list().unwrap_or_default().into_iter().filter(|&i| i < first_live);
+        let deleted = dead.filter(|&index| segments.retire(index).is_ok()).count() as u64;
+        let _ = segments.punch_below(head);
+        self.stats.lock().unwrap().segments_deleted += deleted;
+    }
+}
+
+/// The corruption error for an intact record at the head that does not parse.
+fn unreadable(segments: &crate::segments::Segments, lsn: u64, durable_lsn: u64) -> RecoveryError {
+    let index = segments.index_of(lsn);
+    RecoveryError::Corrupt {
+        segment: segments.path(index),
+        offset: lsn - segments.start_of(index),
+        reason: CorruptReason::BelowDurable { durable_lsn },
+    }
+}
+
+/// Appends the live entries among candidates, a batch at a time.
+struct Mover<'a> {
+    inner: &'a Inner,
+    batch: BatchWriter,
+    /// End of the last batch appended (0: none).
+    end: u64,
+    bytes: u64,
+    entries: u64,
+}
+
+impl<'a> Mover<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        Self { inner, batch: BatchWriter::new(), end: 0, bytes: 0, entries: 0 }
+    }
+
+    /// Appends the entries of `candidates` that are live: those whose key the tree maps to
+    /// exactly their value. The write stripes of all their keys are held from the check until
+    /// the batch is appended, so no write of those keys falls between the two and the batch
+    /// sets each key to the value it has in the tree.
+    fn relocate(&mut self, candidates: &BatchWriter) -> Result<(), LogError> {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner;
+        let mut wanted = [false; STRIPES];
+        for (key, _) in batch::entries(candidates.payload()).flatten() {
+            wanted[inner.stripe_index(key)] = true;
+        }
+        // Ascending order; writers hold one stripe at a time, so this cannot deadlock.
+        let _held: Vec<MutexGuard<'_, ()>> =
+            (0..STRIPES).filter(|&i| wanted[i]).map(|i| inner.stripes[i].lock().unwrap()).collect();
+        self.batch.clear();
+        {
+            let guard = inner.tree.pin();
+            for (key, value) in batch::entries(candidates.payload()).flatten() {
+                if inner.tree.get(key, &guard).ok().flatten() == Some(value) {
+                    self.batch.push(key, value);
+                }
             }
         }
-        self.stats.lock().unwrap().segments_deleted += deleted;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.end = inner.log.append(Kind::Relocated, self.batch.payload(), Durability::None)?;
+        self.bytes += frame_bytes(self.batch.len()) as u64;
+        self.entries += self.batch.entries();
+        Ok(())
     }
 }

@@ -11,14 +11,16 @@ pub struct ShardConfig {
     pub tree: TreeConfig,
     /// The log's geometry and I/O.
     pub log: LogConfig,
-    /// Clean when the log since its head exceeds `(1 + clean_ratio)` × the last checkpoint's
-    /// pages (and two segments). Default 0.5: the log past its head stays under 1.5 × the live
-    /// data, plus up to two segments of slack (the head's and the one made ready ahead).
-    /// Each cleaning writes the live data once: write amplification about `1 + 1/clean_ratio`.
-    /// Limits: 0.1 ..= 100.
+    /// Clean when the log since its head exceeds `(1 + clean_ratio)` × the live data (the bytes
+    /// of entries the pages hold; and 16 MiB). Default 0.5: the log past its head stays near
+    /// 1.5 × the live data once cleaning has caught up. Cleaning moves the entries still live
+    /// in the oldest stretch of the log to its end, so it writes `u / (1 - u)` bytes per byte
+    /// freed, where `u` is the live share of that stretch; the larger the ratio, the smaller
+    /// `u` (about 0.42 at 0.5, 0.2 at 1 under uniform overwrites). Limits: 0.1 ..= 100.
     pub clean_ratio: f64,
-    /// Target size of one page record in a checkpoint (default 64 KiB; 4 KiB ..= 16 MiB).
-    pub page_bytes: usize,
+    /// Candidate bytes the cleaner checks and appends as one record (default 16 KiB; 4 KiB ..=
+    /// 16 MiB): the writes of those keys wait for the check and the copy.
+    pub batch_bytes: usize,
     /// Bytes of entries this shard may hold in memory (default: no limit). Until pages can be
     /// swapped out, a full shard refuses puts ([`ShardError::MemoryQuota`](super::ShardError::MemoryQuota)) and still takes
     /// deletes, like a cache with no eviction policy. Measured by walking the pages every
@@ -32,7 +34,7 @@ impl Default for ShardConfig {
             tree: TreeConfig::default(),
             log: LogConfig::default(),
             clean_ratio: 0.5,
-            page_bytes: 64 << 10,
+            batch_bytes: 16 << 10,
             memory_quota: None,
         }
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use helio_core::log::checkpoint::ReplayError;
+use helio_core::log::replay::ReplayError;
 use helio_core::{ConfigError, Error};
 
 use crate::log::LogError;

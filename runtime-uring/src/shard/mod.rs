@@ -1,5 +1,5 @@
-//! One shard: an in-memory [`Tree`] made durable by its own [`Log`], with checkpoints that let
-//! the log be cleaned.
+//! One shard: an in-memory [`Tree`] made durable by its own [`Log`], which its cleaner keeps
+//! short.
 //!
 //! Writes: the op record is appended to the log, then applied to the tree, both under one of
 //! the shard's write stripes (by key hash), so two writes of one key reach the log in the order
@@ -7,11 +7,11 @@
 //! write buffer waits for I/O only when every buffer is full). Reads go to the tree only.
 //!
 //! Cleaning (`clean.rs`): when the log since its head grows past `(1 + clean_ratio)` times the
-//! data of the last checkpoint, the shard's cleaner thread writes a new checkpoint (every live
-//! entry, as page records, while writes go on), makes it durable, moves the head to the
-//! checkpoint's cover address, and deletes the segments below it once no reader pinned before
-//! that can be inside them (epoch-based, on the tree's collector). The format and the replay
-//! rules are in `helio_core::log::checkpoint`. Settings, errors and counters are in
+//! live data, the shard's cleaner thread appends the entries still live in the oldest stretch
+//! of the log again at its tail (while writes go on), makes them durable, moves the head past
+//! the stretch, and gives the file space behind the head back once no reader pinned before can
+//! be inside it (epoch-based, on the tree's collector). The decisions and the replay rules are
+//! in `helio_core::log::{clean, batch, replay}`. Settings, errors and counters are in
 //! `config.rs`, `error.rs` and `stats.rs`.
 
 use std::path::Path;
@@ -20,8 +20,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use helio_core::log::checkpoint::{Replay, ReplayStats};
 use helio_core::log::frame::Op;
+use helio_core::log::replay::{Replay, ReplayStats};
 use helio_core::{Mvcc, Snapshot, Tree};
 
 use crate::log::{Durability, Log, LogError, LogStats, Recovered};
@@ -53,18 +53,19 @@ struct Inner {
     log: Log,
     stripes: Box<[Mutex<()>]>,
     clean_ratio: f64,
-    page_bytes: usize,
+    /// Candidate bytes the cleaner checks and appends at a time.
+    batch_bytes: usize,
     /// Head of the log (cached from the superblock).
     head: AtomicU64,
-    /// Log bytes of the last checkpoint (or of the replayed log before the first).
-    live_bytes: AtomicU64,
     clean_requested: AtomicBool,
     stop: AtomicBool,
     wake: (Mutex<()>, Condvar),
-    /// One checkpoint at a time.
-    checkpointing: Mutex<()>,
-    /// Segments retired by a checkpoint whose readers' epochs have passed: safe to delete.
-    deletable: Arc<Mutex<Vec<u64>>>,
+    /// One cleaning at a time.
+    cleaning: Mutex<()>,
+    /// Share of the last stretch cleaned that was live (`f64` bits; 0 before the first).
+    head_live_share: AtomicU64,
+    /// The file space below this address has no readers left: it can be given back.
+    released: Arc<AtomicU64>,
     stats: Mutex<CleanStats>,
     puts: Striped,
     deletes: Striped,
@@ -72,8 +73,10 @@ struct Inner {
     user_bytes: Striped,
     replayed_bytes: u64,
     memory_quota: Option<u64>,
-    /// Bytes of entries in the pages, as last measured by the cleaner thread.
+    /// Bytes of entries in the pages, as last measured by the cleaner thread: the live data.
     memory: AtomicU64,
+    /// The end of the log when `memory` was last measured.
+    measured_at: AtomicU64,
     /// When the quota last made the cleaner consolidate every page.
     last_compact: Mutex<Option<Instant>>,
 }
@@ -100,14 +103,14 @@ impl Shard {
         if !(0.1..=100.0).contains(&config.clean_ratio) {
             return Err(ShardError::Config { knob: "clean_ratio", rule: "from 0.1 to 100" });
         }
-        if !(4 << 10..=16 << 20).contains(&config.page_bytes) {
-            return Err(ShardError::Config { knob: "page_bytes", rule: "from 4 KiB to 16 MiB" });
+        if !(4 << 10..=16 << 20).contains(&config.batch_bytes) {
+            return Err(ShardError::Config { knob: "batch_bytes", rule: "from 4 KiB to 16 MiB" });
         }
         let collector = crossbeam_epoch::default_collector().clone();
         let tree = Tree::with_parts(config.tree.clone(), collector, mvcc).map_err(ShardError::TreeConfig)?;
         let opening = Log::prepare(dir, &config.log)?;
         let sb = opening.superblock();
-        let mut replay = Replay::new(&tree, sb.checkpoint);
+        let mut replay = Replay::new(&tree);
         let mut failed = None;
         let mut guard = tree.pin();
         let mut since_pin = 0u32;
@@ -123,27 +126,27 @@ impl Shard {
             }
         })?;
         drop(guard);
-        let applied = match failed.map_or_else(|| replay.finish(), Err) {
-            Ok(applied) => applied,
-            Err(e) => {
-                log.close().ok();
-                return Err(ShardError::Replay(e));
-            }
-        };
+        if let Some(e) = failed {
+            log.close().ok();
+            return Err(ShardError::Replay(e));
+        }
+        let applied = replay.stats();
         let end = recovered.replayed.end_lsn;
         let inner = Arc::new(Inner {
             tree,
             log,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             clean_ratio: config.clean_ratio,
-            page_bytes: config.page_bytes,
+            batch_bytes: config.batch_bytes,
             head: AtomicU64::new(sb.head),
-            live_bytes: AtomicU64::new(end - sb.head),
             clean_requested: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
-            checkpointing: Mutex::new(()),
-            deletable: Arc::new(Mutex::new(Vec::new())),
+            cleaning: Mutex::new(()),
+            head_live_share: AtomicU64::new(0),
+            // Nothing can be reading below the head at open (a crash or close may have come
+            // between a head move and the release of the space behind it).
+            released: Arc::new(AtomicU64::new(sb.head)),
             stats: Mutex::new(CleanStats { head: sb.head, ..CleanStats::default() }),
             puts: Striped::new(),
             deletes: Striped::new(),
@@ -152,15 +155,11 @@ impl Shard {
             replayed_bytes: recovered.replayed.bytes,
             memory_quota: config.memory_quota,
             memory: AtomicU64::new(0),
+            measured_at: AtomicU64::new(end),
             last_compact: Mutex::new(None),
         });
         inner.measure_memory();
-        // Segments a checkpoint retired before a crash or close: nothing can be reading them now.
-        let dead = inner.log.segments().list().unwrap_or_default();
-        let first_live = inner.log.segments().index_of(sb.head);
-        for index in dead.into_iter().filter(|&i| i < first_live) {
-            let _ = inner.log.segments().retire(index);
-        }
+        inner.release_space();
         let cleaner = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -208,11 +207,12 @@ impl Shard {
         Ok(self.inner.log.sync()?)
     }
 
-    /// Writes a checkpoint now and cleans the log behind it (what the cleaner does when the log
-    /// has grown). Returns the counters after it.
+    /// Cleans the whole log now: every entry still live is appended again, the head moves past
+    /// everything written before the call, and the file space behind it (spare segments
+    /// included) is given back as soon as no reader can be inside it. Returns the counters after
+    /// it.
     pub fn checkpoint(&self) -> Result<CleanStats, ShardError> {
-        self.inner.checkpoint()?;
-        self.inner.delete_retired();
+        self.inner.clean_all()?;
         Ok(self.clean_stats())
     }
 
@@ -240,8 +240,10 @@ impl Shard {
             device_bytes_written: log.device_bytes + log.zeroed_bytes,
             device_bytes_read: inner.replayed_bytes,
             log_bytes: inner.log.appended() - clean.head,
-            live_bytes: inner.live_bytes.load(Ordering::Relaxed),
-            checkpoints: clean.checkpoints,
+            live_bytes: inner.memory.load(Ordering::Relaxed),
+            cleanings: clean.stretches,
+            cleaned_bytes: clean.cleaned_bytes,
+            relocated_bytes: clean.relocated_bytes,
             segments_deleted: clean.segments_deleted,
             consolidations: tree.consolidations,
             splits: tree.splits,
@@ -266,7 +268,7 @@ impl Shard {
             self.inner.wake();
             cleaner.join().expect("the cleaner panicked");
         }
-        self.inner.delete_retired();
+        self.inner.release_space();
         Ok(self.inner.log.shut_down()?)
     }
 }
@@ -316,15 +318,52 @@ impl Inner {
     }
 
     fn stripe(&self, key: &[u8]) -> &Mutex<()> {
+        &self.stripes[self.stripe_index(key)]
+    }
+
+    fn stripe_index(&self, key: &[u8]) -> usize {
         // FNV-1a: cheap, and spreads short keys well enough for striping.
         let hash = key
             .iter()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        &self.stripes[(hash % STRIPES as u64) as usize]
+        (hash % STRIPES as u64) as usize
     }
 
     fn wake(&self) {
         let _guard = self.wake.0.lock().unwrap();
         self.wake.1.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write between its log append and its tree update holds its key's stripe; the cleaner
+    /// must wait for it. Were the cleaner to check the old value then, it would move the old
+    /// entry behind the new op in the log and drop the new op as dead: the reopened shard would
+    /// hold the old value.
+    #[test]
+    fn the_cleaner_waits_for_a_write_between_its_log_append_and_its_tree_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
+        shard.put(b"k", b"old", Durability::None).unwrap();
+        let inner = &shard.inner;
+        let (appended_tx, appended_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _stripe = inner.stripe(b"k").lock().unwrap();
+                inner.log.append_op(&Op { sn: 0, key: b"k", value: Some(b"new") }, Durability::None).unwrap();
+                appended_tx.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                inner.tree.put(b"k", b"new", &inner.tree.pin()).unwrap();
+            });
+            appended_rx.recv().unwrap();
+            shard.checkpoint().unwrap();
+        });
+        assert!(shard.clean_stats().relocated_entries > 0);
+        shard.close().unwrap();
+        let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
+        assert_eq!(shard.get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
     }
 }

@@ -11,17 +11,21 @@ pub struct ShardStats {
     pub gets: u64,
     /// Key and value bytes written by users.
     pub user_bytes: u64,
-    /// Bytes written to segment files: log blocks (checkpoints included) and the zeros
-    /// written ahead of them.
+    /// Bytes written to segment files: log blocks (entries the cleaner moved included) and the
+    /// zeros written ahead of them.
     pub device_bytes_written: u64,
     /// Bytes of log read at open (replay).
     pub device_bytes_read: u64,
     /// Log bytes from the head to the end: what the log holds on disk.
     pub log_bytes: u64,
-    /// Log bytes of the last checkpoint's pages: about the live data.
+    /// The live data as the cleaner last measured it: bytes of entries the pages hold.
     pub live_bytes: u64,
-    /// Checkpoints written (each one cleans the log behind it).
-    pub checkpoints: u64,
+    /// Stretches of the log the cleaner cleaned (each one moves the head).
+    pub cleanings: u64,
+    /// Log bytes the cleaner read at the head and moved the head past.
+    pub cleaned_bytes: u64,
+    /// Log bytes the cleaner appended at the tail for the entries still live there.
+    pub relocated_bytes: u64,
     /// Segment files deleted by cleaning.
     pub segments_deleted: u64,
     /// Page consolidations in the tree.
@@ -51,7 +55,7 @@ impl ShardStats {
         self.device_bytes_written as f64 / self.user_bytes.max(1) as f64
     }
 
-    /// Share of the log that is not live data (0 when the log holds only its checkpoint).
+    /// Share of the log that is not live data (about 0 right after a full cleaning).
     pub fn fragmentation(&self) -> f64 {
         1.0 - (self.live_bytes.min(self.log_bytes) as f64 / self.log_bytes.max(1) as f64)
     }
@@ -67,7 +71,9 @@ impl ShardStats {
             device_bytes_read: self.device_bytes_read + other.device_bytes_read,
             log_bytes: self.log_bytes + other.log_bytes,
             live_bytes: self.live_bytes + other.live_bytes,
-            checkpoints: self.checkpoints + other.checkpoints,
+            cleanings: self.cleanings + other.cleanings,
+            cleaned_bytes: self.cleaned_bytes + other.cleaned_bytes,
+            relocated_bytes: self.relocated_bytes + other.relocated_bytes,
             segments_deleted: self.segments_deleted + other.segments_deleted,
             consolidations: self.consolidations + other.consolidations,
             splits: self.splits + other.splits,
@@ -85,12 +91,14 @@ impl ShardStats {
 /// Cleaning counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CleanStats {
-    /// Checkpoints completed.
-    pub checkpoints: u64,
-    /// Log bytes of the last checkpoint's pages (about the live data).
-    pub last_checkpoint_bytes: u64,
-    /// Entries the last checkpoint wrote.
-    pub last_checkpoint_entries: u64,
+    /// Stretches cleaned.
+    pub stretches: u64,
+    /// Log bytes read at the head and moved past.
+    pub cleaned_bytes: u64,
+    /// Log bytes appended for entries still live.
+    pub relocated_bytes: u64,
+    /// Entries appended again.
+    pub relocated_entries: u64,
     /// Segment files deleted.
     pub segments_deleted: u64,
     /// The log's head.

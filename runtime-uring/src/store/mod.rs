@@ -14,7 +14,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use helio_core::log::checkpoint::ReplayError;
+use helio_core::log::replay::ReplayError;
 use helio_core::{Mvcc, Snapshot as CoreSnapshot};
 
 pub use config::{Config, SHARDS_MAX};
@@ -119,7 +119,10 @@ impl Store {
         Ok(())
     }
 
-    /// Cleans every shard's log now (what the cleaners do as logs grow).
+    /// Cleans every shard's log whole now: every live entry is appended again, the head moves past
+    /// everything written before the call, and the file space behind it (spare segments
+    /// included) is given back, so the files hold about the live data. The cleaners do the same
+    /// a stretch at a time as logs grow.
     pub fn checkpoint(&self) -> Result<(), Error> {
         for shard in self.shards.iter() {
             shard.checkpoint()?;
