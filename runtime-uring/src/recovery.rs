@@ -181,13 +181,15 @@ pub fn replay(
 }
 
 /// Reads the frames from `from` up to `until` (both frame boundaries of a durable stretch of the
-/// log), handing each to `visit` in log order, window by window. Any frame that does not decode
-/// there is corruption.
+/// log), handing each to `visit` in log order until it returns `false`, window by window through
+/// `buffer` (kept for the next call, so that its pages are not faulted in again). Any frame that
+/// does not decode there is corruption.
 pub fn read_durable(
     segments: &Segments,
     salt: u64,
     from: u64,
     until: u64,
+    buffer: &mut Vec<u8>,
     mut visit: impl FnMut(&Frame<'_>) -> bool,
 ) -> Result<(), RecoveryError> {
     let mut lsn = from;
@@ -201,30 +203,53 @@ pub fn read_durable(
         let start = segments.start_of(index);
         let end = (start + segments.segment_bytes()).min(until);
         let mut window = Window::new(file, segments.segment_bytes());
-        while lsn < end {
-            let offset = lsn - start;
-            window.fill(offset, HEADER_BYTES).map_err(|e| io("read segment", e))?;
-            match decode(window.from(offset), lsn, salt, 0) {
-                Decoded::Frame(frame) => {
-                    if !visit(&frame) {
-                        return Ok(());
-                    }
-                    lsn += frame.bytes as u64;
-                }
-                Decoded::NeedMore { bytes } if offset + bytes as u64 <= segments.segment_bytes() => {
-                    window.fill(offset, bytes).map_err(|e| io("read segment", e))?;
-                }
-                Decoded::NeedMore { .. } | Decoded::Invalid(_) => {
-                    return Err(RecoveryError::Corrupt {
-                        segment: path.clone(),
-                        offset,
-                        reason: CorruptReason::BelowDurable { durable_lsn: until },
-                    });
-                }
-            }
+        window.data = std::mem::take(buffer);
+        window.data.clear(); // holds nothing of this file yet
+        let read = read_segment(&mut window, segments, salt, &mut lsn, end, &mut visit);
+        *buffer = std::mem::take(&mut window.data);
+        if !read? {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// [`read_durable`] within one segment: `Ok(false)` once `visit` returned `false`.
+fn read_segment(
+    window: &mut Window,
+    segments: &Segments,
+    salt: u64,
+    lsn: &mut u64,
+    end: u64,
+    visit: &mut impl FnMut(&Frame<'_>) -> bool,
+) -> Result<bool, RecoveryError> {
+    let index = segments.index_of(*lsn);
+    let start = segments.start_of(index);
+    let path = segments.path(index);
+    let io = |op, source| RecoveryError::Io { op, path: path.clone(), source };
+    while *lsn < end {
+        let offset = *lsn - start;
+        window.fill(offset, HEADER_BYTES).map_err(|e| io("read segment", e))?;
+        match decode(window.from(offset), *lsn, salt, 0) {
+            Decoded::Frame(frame) => {
+                if !visit(&frame) {
+                    return Ok(false);
+                }
+                *lsn += frame.bytes as u64;
+            }
+            Decoded::NeedMore { bytes } if offset + bytes as u64 <= segments.segment_bytes() => {
+                window.fill(offset, bytes).map_err(|e| io("read segment", e))?;
+            }
+            Decoded::NeedMore { .. } | Decoded::Invalid(_) => {
+                return Err(RecoveryError::Corrupt {
+                    segment: path.clone(),
+                    offset,
+                    reason: CorruptReason::BelowDurable { durable_lsn: end },
+                });
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Decides what the failure at `replayed.end_lsn` means: corruption (an error), or the end of

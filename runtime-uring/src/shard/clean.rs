@@ -163,30 +163,23 @@ impl Inner {
         let segments = self.log.segments();
         let mut scan = HeadScan::new(head);
         let mut candidates = BatchWriter::new();
-        let mut mover = Mover::new(self);
-        let mut failure: Option<ShardError> = None;
-        let read = read_durable(segments, self.log.superblock().salt, head, until, |frame| {
+        let mut unreadable = None;
+        let mut buffer = self.read_buffer.lock().unwrap();
+        let read = read_durable(segments, self.log.superblock().salt, head, until, &mut buffer, |frame| {
             // Stop past the stretch, but never inside a fragmented record.
             if frame.lsn >= stop && scan.cut() == frame.lsn {
                 return false;
             }
-            if let Err(Unreadable { lsn }) = scan.push(frame, |key, value| candidates.push(key, value)) {
-                failure = Some(LogError::Recovery(unreadable(segments, lsn, until)).into());
-                return false;
-            }
-            if candidates.len() >= self.batch_bytes {
-                if let Err(e) = mover.relocate(&candidates) {
-                    failure = Some(e.into());
-                    return false;
-                }
-                candidates.clear();
-            }
-            true
+            let pushed = scan.push(frame, |key, value| candidates.push(key, value));
+            unreadable = pushed.err();
+            unreadable.is_none()
         });
+        drop(buffer);
         read.map_err(LogError::Recovery)?;
-        if let Some(e) = failure {
-            return Err(e);
+        if let Some(Unreadable { lsn }) = unreadable {
+            return Err(LogError::Recovery(unreadable_error(segments, lsn, until)).into());
         }
+        let mut mover = Mover::new(self);
         mover.relocate(&candidates)?;
         let cut = scan.cut();
         if cut == head {
@@ -231,7 +224,7 @@ impl Inner {
 }
 
 /// The corruption error for an intact record at the head that does not parse.
-fn unreadable(segments: &crate::segments::Segments, lsn: u64, durable_lsn: u64) -> RecoveryError {
+fn unreadable_error(segments: &crate::segments::Segments, lsn: u64, durable_lsn: u64) -> RecoveryError {
     let index = segments.index_of(lsn);
     RecoveryError::Corrupt {
         segment: segments.path(index),
@@ -256,16 +249,49 @@ impl<'a> Mover<'a> {
     }
 
     /// Appends the entries of `candidates` that are live: those whose key the tree maps to
-    /// exactly their value. The write stripes of all their keys are held from the check until
-    /// the batch is appended, so no write of those keys falls between the two and the batch
+    /// exactly their value. First, in key order (nearby keys share pages, so the lookups hit
+    /// the cache), the dead ones are dropped, each checked under its key's stripe: a write holds
+    /// it from its log append to its tree update, so an entry found dead then has a newer
+    /// record of its key after it in the log, and stays droppable. Then the rest, a batch at a
+    /// time, are checked again and appended with the stripes of the batch's keys held from the
+    /// check until the append, so no write of those keys falls between the two and the batch
     /// sets each key to the value it has in the tree.
     fn relocate(&mut self, candidates: &BatchWriter) -> Result<(), LogError> {
-        if candidates.is_empty() {
-            return Ok(());
+        let inner = self.inner;
+        let mut entries: Vec<(&[u8], &[u8])> = batch::entries(candidates.payload()).flatten().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        {
+            let mut guard = inner.tree.pin();
+            let mut checked = 0u32;
+            entries.retain(|&(key, value)| {
+                // Re-pin now and then, so that the pass does not hold back memory reclamation.
+                checked += 1;
+                if checked % 256 == 0 {
+                    guard.repin();
+                }
+                let _stripe = inner.stripe(key).lock().unwrap();
+                inner.tree.get(key, &guard).ok().flatten() == Some(value)
+            });
         }
+        let mut from = 0;
+        while from < entries.len() {
+            let mut to = from;
+            let mut bytes = 0;
+            while to < entries.len() && bytes < self.inner.batch_bytes {
+                bytes += batch::ENTRY_OVERHEAD + entries[to].0.len() + entries[to].1.len();
+                to += 1;
+            }
+            self.relocate_batch(&entries[from..to])?;
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// Checks `entries` again and appends the live ones as one record, under their stripes.
+    fn relocate_batch(&mut self, entries: &[(&[u8], &[u8])]) -> Result<(), LogError> {
         let inner = self.inner;
         let mut wanted = [false; STRIPES];
-        for (key, _) in batch::entries(candidates.payload()).flatten() {
+        for &(key, _) in entries {
             wanted[inner.stripe_index(key)] = true;
         }
         // Ascending order; writers hold one stripe at a time, so this cannot deadlock.
@@ -274,7 +300,7 @@ impl<'a> Mover<'a> {
         self.batch.clear();
         {
             let guard = inner.tree.pin();
-            for (key, value) in batch::entries(candidates.payload()).flatten() {
+            for &(key, value) in entries {
                 if inner.tree.get(key, &guard).ok().flatten() == Some(value) {
                     self.batch.push(key, value);
                 }

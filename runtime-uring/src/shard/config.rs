@@ -18,8 +18,8 @@ pub struct ShardConfig {
     /// freed, where `u` is the live share of that stretch; the larger the ratio, the smaller
     /// `u` (about 0.42 at 0.5, 0.2 at 1 under uniform overwrites). Limits: 0.1 ..= 100.
     pub clean_ratio: f64,
-    /// Candidate bytes the cleaner checks and appends as one record (default 16 KiB; 4 KiB ..=
-    /// 16 MiB): the writes of those keys wait for the check and the copy.
+    /// Candidate bytes the cleaner checks and appends as one record (default 4 KiB; 4 KiB ..=
+    /// 16 MiB): writes to the keys' stripes wait for the check and the copy.
     pub batch_bytes: usize,
     /// Bytes of entries this shard may hold in memory (default: no limit). Until pages can be
     /// swapped out, a full shard refuses puts ([`ShardError::MemoryQuota`](super::ShardError::MemoryQuota)) and still takes
@@ -34,7 +34,7 @@ impl Default for ShardConfig {
             tree: TreeConfig::default(),
             log: LogConfig::default(),
             clean_ratio: 0.5,
-            batch_bytes: 16 << 10,
+            batch_bytes: 4 << 10,
             memory_quota: None,
         }
     }

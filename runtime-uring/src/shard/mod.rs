@@ -64,6 +64,8 @@ struct Inner {
     cleaning: Mutex<()>,
     /// Share of the last stretch cleaned that was live (`f64` bits; 0 before the first).
     head_live_share: AtomicU64,
+    /// The cleaner's window onto the segment files, kept between stretches.
+    read_buffer: Mutex<Vec<u8>>,
     /// The file space below this address has no readers left: it can be given back.
     released: Arc<AtomicU64>,
     stats: Mutex<CleanStats>,
@@ -144,6 +146,7 @@ impl Shard {
             wake: (Mutex::new(()), Condvar::new()),
             cleaning: Mutex::new(()),
             head_live_share: AtomicU64::new(0),
+            read_buffer: Mutex::new(Vec::new()),
             // Nothing can be reading below the head at open (a crash or close may have come
             // between a head move and the release of the space behind it).
             released: Arc::new(AtomicU64::new(sb.head)),

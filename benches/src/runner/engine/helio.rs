@@ -11,8 +11,8 @@ use crate::runner::Result;
 struct Helio(Option<Store>);
 
 /// Log segments sized to each shard's share of the data: about an eighth of it, 4 MiB to 4 GiB,
-/// so that cleaning (which starts past two segments) runs within a benchmark's size and a
-/// cleaned log is not held up by one big segment.
+/// so that whole segments behind the cleaned head are deleted within a benchmark's size (the
+/// head's own segment is only punched up to the head).
 fn segment_bytes(data_bytes: u64, shards: usize) -> u64 {
     (data_bytes / shards as u64 / 8).next_power_of_two().clamp(4 << 20, 4 << 30)
 }
@@ -29,7 +29,8 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let store = Store::open(config)?;
     let config = format!(
         "{} shards (one per thread), defaults otherwise: 1 MiB write buffers x4, O_DIRECT log through \
-         io_uring, {} MiB segments, cleaning at 1.5x live data{}; compact = Store::checkpoint; Buffered = fdatasync within 10 ms",
+         io_uring, {} MiB segments, the cleaner moving live entries from the log's head past 1.5x live data{}; \
+         compact = Store::checkpoint (a full cleaning); Buffered = fdatasync within 10 ms",
         options.threads,
         segment >> 20,
         options.memory_quota.map_or(String::new(), |q| format!(", memory quota {} MiB", q >> 20)),
