@@ -214,7 +214,6 @@ mod tests {
         assert_eq!(scan.cut(), held);
         push(&mut scan, 1, Kind::Put, &small, &mut at);
         assert_eq!(scan.cut(), at);
-        drop(push);
         assert_eq!(
             seen,
             vec![(b"s".to_vec(), 1), (b"big".to_vec(), 300), (b"s".to_vec(), 1), (b"s".to_vec(), 1)]

@@ -37,9 +37,10 @@ struct Stretch {
 
 impl Inner {
     /// When to clean: past `1 + clean_ratio` times the live data, and never a log shorter than
-    /// a few stretches.
+    /// a few stretches or, where segments are smaller (a small store), two segments.
     pub(super) fn policy(&self) -> CleanPolicy {
-        CleanPolicy { ratio: self.clean_ratio, floor: 4 * STRETCH_BYTES }
+        let floor = (4 * STRETCH_BYTES).min(2 * self.log.segments().segment_bytes());
+        CleanPolicy { ratio: self.clean_ratio, floor }
     }
 
     /// Measures the live data (the bytes of entries the pages hold, a walk over the pages) for

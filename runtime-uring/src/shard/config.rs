@@ -12,7 +12,7 @@ pub struct ShardConfig {
     /// The log's geometry and I/O.
     pub log: LogConfig,
     /// Clean when the log since its head exceeds `(1 + clean_ratio)` × the live data (the bytes
-    /// of entries the pages hold; and 16 MiB). Default 0.5: the log past its head stays near
+    /// of entries the pages hold; and 16 MiB or two segments). Default 0.5: the log past its head stays near
     /// 1.5 × the live data once cleaning has caught up. Cleaning moves the entries still live
     /// in the oldest stretch of the log to its end, so it writes `u / (1 - u)` bytes per byte
     /// freed, where `u` is the live share of that stretch; the larger the ratio, the smaller
