@@ -21,6 +21,9 @@ use crate::recovery::{read_durable, CorruptReason, RecoveryError};
 /// Log bytes read from the head per stretch: the head moves (one superblock write) after each.
 const STRETCH_BYTES: u64 = 4 << 20;
 
+/// How long a full cleaning waits for the readers behind the head to leave before returning.
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 /// Below this share of live bytes, a stretch is cheap to clean: a third of a byte written per
 /// byte freed, or less.
 const CHEAP_SHARE: f64 = 0.25;
@@ -145,7 +148,16 @@ impl Inner {
                 break; // the rest is a fragmented record still being appended
             }
         }
+        // Give the space back before returning, as soon as the readers pinned before the head
+        // moved are gone (each pin and flush moves the epoch on); a reader that stays pinned
+        // longer leaves it to the cleaner thread.
+        let head = self.head.load(Ordering::Acquire);
+        let waited = Instant::now();
         self.release_space();
+        while self.released.load(Ordering::Acquire) < head && waited.elapsed() < RELEASE_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+            self.release_space();
+        }
         self.log.segments().drop_spares().map_err(|source| LogError::Io {
             op: "delete spare segments in",
             path: self.log.dir().to_path_buf(),
