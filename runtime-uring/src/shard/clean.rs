@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
+use crossbeam_epoch::Guard;
 use helio_core::log::batch::{self, BatchWriter};
 use helio_core::log::clean::{CleanPolicy, HeadScan, Unreadable};
 use helio_core::log::frame::{frame_bytes, Kind};
@@ -128,7 +129,7 @@ impl Inner {
             {
                 return Ok(());
             }
-            let stretch = self.clean_stretch(end)?;
+            let stretch = self.clean_stretch(end, false)?;
             if stretch.read == 0 {
                 return Ok(());
             }
@@ -144,7 +145,7 @@ impl Inner {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
         while self.head.load(Ordering::Acquire) < end {
-            if self.clean_stretch(end)?.read == 0 {
+            if self.clean_stretch(end, true)?.read == 0 {
                 break; // the rest is a fragmented record still being appended
             }
         }
@@ -167,8 +168,9 @@ impl Inner {
     }
 
     /// Cleans one stretch from the head (not past `end`): reads it, appends its live entries,
-    /// waits until they are durable, and moves the head past it.
-    fn clean_stretch(&self, end: u64) -> Result<Stretch, ShardError> {
+    /// waits until they are durable, and moves the head past it. A `full` cleaning's lookups
+    /// consolidate the pages they read (see [`Mover`]).
+    fn clean_stretch(&self, end: u64, full: bool) -> Result<Stretch, ShardError> {
         let head = self.head.load(Ordering::Acquire);
         let stop = (head + STRETCH_BYTES).min(end);
         self.log.wait_durable_for_upkeep(stop)?;
@@ -192,7 +194,7 @@ impl Inner {
         if let Some(Unreadable { lsn }) = unreadable {
             return Err(LogError::Recovery(unreadable_error(segments, lsn, until)).into());
         }
-        let mut mover = Mover::new(self);
+        let mut mover = Mover::new(self, full);
         mover.relocate(&candidates)?;
         let cut = scan.cut();
         if cut == head {
@@ -246,9 +248,12 @@ fn unreadable_error(segments: &crate::segments::Segments, lsn: u64, durable_lsn:
     }
 }
 
-/// Appends the live entries among candidates, a batch at a time.
+/// Appends the live entries among candidates, a batch at a time. Its lookups consolidate the
+/// pages they read only in a full cleaning, which reads every live entry while writers are
+/// likely idle: in a background round the writers are busy on those pages and would undo it.
 struct Mover<'a> {
     inner: &'a Inner,
+    consolidate: bool,
     batch: BatchWriter,
     /// End of the last batch appended (0: none).
     end: u64,
@@ -257,8 +262,15 @@ struct Mover<'a> {
 }
 
 impl<'a> Mover<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        Self { inner, batch: BatchWriter::new(), end: 0, bytes: 0, entries: 0 }
+    fn new(inner: &'a Inner, consolidate: bool) -> Self {
+        Self { inner, consolidate, batch: BatchWriter::new(), end: 0, bytes: 0, entries: 0 }
+    }
+
+    /// Whether the tree maps `key` to exactly `value`.
+    fn live(&self, key: &[u8], value: &[u8], guard: &Guard) -> bool {
+        let tree = &self.inner.tree;
+        let found = if self.consolidate { tree.get(key, guard) } else { tree.peek(key, guard) };
+        found.ok().flatten() == Some(value)
     }
 
     /// Appends the entries of `candidates` that are live: those whose key the tree maps to
@@ -283,7 +295,7 @@ impl<'a> Mover<'a> {
                     guard.repin();
                 }
                 let _stripe = inner.stripe(key).lock().unwrap();
-                inner.tree.get(key, &guard).ok().flatten() == Some(value)
+                self.live(key, value, &guard)
             });
         }
         let mut from = 0;
@@ -314,7 +326,7 @@ impl<'a> Mover<'a> {
         {
             let guard = inner.tree.pin();
             for &(key, value) in entries {
-                if inner.tree.get(key, &guard).ok().flatten() == Some(value) {
+                if self.live(key, value, &guard) {
                     self.batch.push(key, value);
                 }
             }
