@@ -702,6 +702,27 @@ mod tests {
         Version { key, value: None, sn: 0 }
     }
 
+    /// `peek` reads what `get` reads, and leaves a long chain for `get` to consolidate.
+    #[cfg(feature = "std")]
+    #[test]
+    fn peek_reads_like_get_without_consolidating() {
+        let config = crate::config::TreeConfig::default().read_consolidate_chain(2).consolidate_chain(100);
+        let tree = Tree::new(config).unwrap();
+        let guard = tree.pin();
+        for i in 0..10u8 {
+            tree.put(&[i], &[i, i], &guard).unwrap();
+        }
+        tree.delete(&[3], &guard).unwrap();
+        let before = tree.stats().consolidations;
+        for i in 0..12u8 {
+            let want = (i < 10 && i != 3).then(|| alloc::vec![i, i]);
+            assert_eq!(tree.peek(&[i], &guard).unwrap().map(<[u8]>::to_vec), want);
+        }
+        assert_eq!(tree.stats().consolidations, before, "peek consolidated");
+        assert_eq!(tree.get(&[0], &guard).unwrap(), Some(&[0u8, 0][..]));
+        assert!(tree.stats().consolidations > before, "get consolidates a long chain");
+    }
+
     #[test]
     fn split_point_keeps_key_versions_together() {
         assert_eq!(split_point(&[v(b"a"), v(b"a")]), None);
