@@ -3,7 +3,8 @@
 //! reports every acknowledged write; the parent kills it with SIGKILL at a random moment,
 //! reopens the shard, and checks that every acknowledged write is there (or a later write of
 //! the same key). Many cycles on one directory, so recovery also runs over tails torn by
-//! earlier kills and over cleanings cut short.
+//! earlier kills and over cleanings cut short. A second test kills a child that does nothing but
+//! clean a synced log over and over.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,10 +45,17 @@ fn value(n: u64) -> Vec<u8> {
     v
 }
 
-/// The child: writes until killed, printing `ACK thread n` after each acknowledged write.
+/// The child: writes until killed, printing `ACK thread n` after each acknowledged write. On odd
+/// cycles a thread also cleans the whole log over and over, so that kills land inside cleanings
+/// (between a batch's append and the head's move, during segment deletion and hole punching).
 fn child(dir: &Path, cycle: u64) -> ! {
     let (shard, _) = Shard::open(dir, &config()).unwrap();
     std::thread::scope(|s| {
+        if cycle % 2 == 1 {
+            s.spawn(|| loop {
+                shard.checkpoint().unwrap();
+            });
+        }
         for t in 0..THREADS {
             let shard = &shard;
             s.spawn(move || {
@@ -104,4 +112,62 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
     }
     assert!(acked.len() as u64 > 3 * THREADS * KEYS, "only {} keys acknowledged", acked.len());
     assert!(relocated > 5, "recovery replayed relocated entries in only {relocated} cycles");
+}
+
+const CLEAN_CHILD_ENV: &str = "HELIO_CRASH_CLEAN_CHILD_DIR";
+
+/// Keys the cleaning child writes per cycle.
+const CLEAN_KEYS: u64 = 2000;
+
+fn clean_key(cycle: u64, n: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&cycle.to_be_bytes());
+    key[8..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// The cleaning child: writes this cycle's keys with no durability of their own, makes them
+/// durable with `sync`, acknowledges them, then cleans the whole log over and over until killed.
+/// Nothing else flushes the log then: every entry a cleaning moves is durable only because the
+/// cleaner waits for it before moving the head past the original.
+fn cleaning_child(dir: &Path, cycle: u64) -> ! {
+    let (shard, _) = Shard::open(dir, &config()).unwrap();
+    for n in 0..CLEAN_KEYS {
+        shard.put(&clean_key(cycle, n), &value(cycle * CLEAN_KEYS + n), Durability::None).unwrap();
+    }
+    shard.sync().unwrap();
+    // On a line of its own: the test harness's own line has no newline yet.
+    println!("\nACK {cycle}");
+    loop {
+        shard.checkpoint().unwrap();
+    }
+}
+
+#[test]
+fn sigkill_during_cleaning_never_loses_a_synced_write() {
+    if let Ok(dir) = std::env::var(CLEAN_CHILD_ENV) {
+        let cycle = std::env::var("HELIO_CRASH_CYCLE").unwrap().parse().unwrap();
+        cleaning_child(Path::new(&dir), cycle);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut relocated = 0;
+    for cycle in 1..=12u64 {
+        let env =
+            [(CLEAN_CHILD_ENV, dir.path().display().to_string()), ("HELIO_CRASH_CYCLE", cycle.to_string())];
+        let run = Duration::from_millis(5 + rng.next() % 100);
+        let acked = kill_child_after("sigkill_during_cleaning_never_loses_a_synced_write", &env, run);
+        assert_eq!(acked, [cycle.to_string()], "cycle {cycle}: the child did not sync its writes");
+        let (shard, recovery) = Shard::open(dir.path(), &config())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
+        relocated += u64::from(recovery.applied.relocated > 0);
+        for c in 1..=cycle {
+            for n in 0..CLEAN_KEYS {
+                let got = shard.get(&clean_key(c, n)).unwrap();
+                assert_eq!(got, Some(value(c * CLEAN_KEYS + n)), "cycle {cycle}: key {n} of cycle {c}");
+            }
+        }
+        shard.close().unwrap();
+    }
+    assert!(relocated > 6, "recovery replayed relocated entries in only {relocated} cycles");
 }
