@@ -81,6 +81,18 @@ pub enum CorruptReason {
     },
 }
 
+impl RecoveryError {
+    /// Corruption of the frame at log address `lsn`, named by its segment file and offset.
+    pub fn corrupt_at(segments: &Segments, lsn: u64, reason: CorruptReason) -> Self {
+        let index = segments.index_of(lsn);
+        RecoveryError::Corrupt {
+            segment: segments.path(index),
+            offset: lsn - segments.start_of(index),
+            reason,
+        }
+    }
+}
+
 impl fmt::Display for RecoveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -205,7 +217,7 @@ pub fn read_durable(
         let mut window = Window::new(file, segments.segment_bytes());
         window.data = std::mem::take(buffer);
         window.data.clear(); // holds nothing of this file yet
-        let read = read_segment(&mut window, segments, salt, &mut lsn, end, &mut visit);
+        let read = read_segment(&mut window, segments, salt, (&mut lsn, end, until), &mut visit);
         *buffer = std::mem::take(&mut window.data);
         if !read? {
             return Ok(());
@@ -219,8 +231,7 @@ fn read_segment(
     window: &mut Window,
     segments: &Segments,
     salt: u64,
-    lsn: &mut u64,
-    end: u64,
+    (lsn, end, until): (&mut u64, u64, u64),
     visit: &mut impl FnMut(&Frame<'_>) -> bool,
 ) -> Result<bool, RecoveryError> {
     let index = segments.index_of(*lsn);
@@ -241,11 +252,8 @@ fn read_segment(
                 window.fill(offset, bytes).map_err(|e| io("read segment", e))?;
             }
             Decoded::NeedMore { .. } | Decoded::Invalid(_) => {
-                return Err(RecoveryError::Corrupt {
-                    segment: path.clone(),
-                    offset,
-                    reason: CorruptReason::BelowDurable { durable_lsn: end },
-                });
+                let reason = CorruptReason::BelowDurable { durable_lsn: until };
+                return Err(RecoveryError::corrupt_at(segments, *lsn, reason));
             }
         }
     }
@@ -264,12 +272,7 @@ fn after_failure(
     why: Option<Invalid>,
 ) -> Result<Replayed, RecoveryError> {
     let lsn = replayed.end_lsn;
-    let index = segments.index_of(lsn);
-    let corrupt = |reason| RecoveryError::Corrupt {
-        segment: segments.path(index),
-        offset: lsn - segments.start_of(index),
-        reason,
-    };
+    let corrupt = |reason| RecoveryError::corrupt_at(segments, lsn, reason);
     if let Some(proof_lsn) = find_vouching(segments, sb, existing, limits, lsn, min_epoch)? {
         return Err(corrupt(CorruptReason::VouchedFor { proof_lsn }));
     }
@@ -349,12 +352,8 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
 /// Checks the end found against the superblock: the log was durable up to its tail.
 fn finish(segments: &Segments, sb: &Superblock, replayed: Replayed) -> Result<Replayed, RecoveryError> {
     if replayed.end_lsn < sb.tail {
-        let index = segments.index_of(replayed.end_lsn);
-        return Err(RecoveryError::Corrupt {
-            segment: segments.path(index),
-            offset: replayed.end_lsn - segments.start_of(index),
-            reason: CorruptReason::BelowDurableTail { tail: sb.tail },
-        });
+        let reason = CorruptReason::BelowDurableTail { tail: sb.tail };
+        return Err(RecoveryError::corrupt_at(segments, replayed.end_lsn, reason));
     }
     Ok(replayed)
 }

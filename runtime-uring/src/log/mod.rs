@@ -458,12 +458,7 @@ fn replay_records(
     })
     .map_err(LogError::Recovery)?;
     if let Some(lsn) = bad {
-        let index = segments.index_of(lsn);
-        return Err(LogError::Recovery(RecoveryError::Corrupt {
-            segment: segments.path(index),
-            offset: lsn - segments.start_of(index),
-            reason: CorruptReason::Malformed,
-        }));
+        return Err(LogError::Recovery(RecoveryError::corrupt_at(segments, lsn, CorruptReason::Malformed)));
     }
     Ok(replayed)
 }

@@ -192,7 +192,8 @@ impl Inner {
         drop(buffer);
         read.map_err(LogError::Recovery)?;
         if let Some(Unreadable { lsn }) = unreadable {
-            return Err(LogError::Recovery(unreadable_error(segments, lsn, until)).into());
+            let reason = CorruptReason::BelowDurable { durable_lsn: until };
+            return Err(LogError::Recovery(RecoveryError::corrupt_at(segments, lsn, reason)).into());
         }
         let mut mover = Mover::new(self, full);
         mover.relocate(&candidates)?;
@@ -235,16 +236,6 @@ impl Inner {
         let deleted = dead.filter(|&index| segments.retire(index).is_ok()).count() as u64;
         let _ = segments.punch_below(head);
         self.stats.lock().unwrap().segments_deleted += deleted;
-    }
-}
-
-/// The corruption error for an intact record at the head that does not parse.
-fn unreadable_error(segments: &crate::segments::Segments, lsn: u64, durable_lsn: u64) -> RecoveryError {
-    let index = segments.index_of(lsn);
-    RecoveryError::Corrupt {
-        segment: segments.path(index),
-        offset: lsn - segments.start_of(index),
-        reason: CorruptReason::BelowDurable { durable_lsn },
     }
 }
 
