@@ -230,6 +230,9 @@ impl Inner {
         // Pinning and flushing moves the epoch on, so deferred releases come due.
         self.tree.pin().flush();
         let head = self.released.load(Ordering::Acquire);
+        if self.given_back.swap(head, Ordering::AcqRel) == head {
+            return; // nothing new since the last time
+        }
         let segments = self.log.segments();
         let first_live = segments.index_of(head);
         let dead = segments.list().unwrap_or_default().into_iter().filter(|&i| i < first_live);

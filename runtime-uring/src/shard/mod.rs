@@ -68,6 +68,8 @@ struct Inner {
     read_buffer: Mutex<Vec<u8>>,
     /// The file space below this address has no readers left: it can be given back.
     released: Arc<AtomicU64>,
+    /// `released` as of the last time space was given back (`u64::MAX` before the first).
+    given_back: AtomicU64,
     stats: Mutex<CleanStats>,
     puts: Striped,
     deletes: Striped,
@@ -150,6 +152,7 @@ impl Shard {
             // Nothing can be reading below the head at open (a crash or close may have come
             // between a head move and the release of the space behind it).
             released: Arc::new(AtomicU64::new(sb.head)),
+            given_back: AtomicU64::new(u64::MAX),
             stats: Mutex::new(CleanStats { head: sb.head, ..CleanStats::default() }),
             puts: Striped::new(),
             deletes: Striped::new(),
