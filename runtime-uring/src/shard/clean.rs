@@ -30,13 +30,13 @@ const RELEASE_WAIT: Duration = Duration::from_secs(1);
 const CHEAP_SHARE: f64 = 0.25;
 
 /// What one stretch did.
-struct Stretch {
+pub(super) struct Stretch {
     /// Log bytes read at the head.
-    read: u64,
+    pub(super) read: u64,
     /// Log bytes appended at the tail for the entries still live.
-    relocated: u64,
+    pub(super) relocated: u64,
     /// Entries appended.
-    entries: u64,
+    pub(super) entries: u64,
 }
 
 impl Inner {
@@ -170,7 +170,7 @@ impl Inner {
     /// Cleans one stretch from the head (not past `end`): reads it, appends its live entries,
     /// waits until they are durable, and moves the head past it. A `full` cleaning's lookups
     /// consolidate the pages they read (see [`Mover`]).
-    fn clean_stretch(&self, end: u64, full: bool) -> Result<Stretch, ShardError> {
+    pub(super) fn clean_stretch(&self, end: u64, full: bool) -> Result<Stretch, ShardError> {
         let head = self.head.load(Ordering::Acquire);
         let stop = (head + STRETCH_BYTES).min(end);
         self.log.wait_durable_for_upkeep(stop)?;
@@ -268,9 +268,9 @@ impl<'a> Mover<'a> {
     }
 
     /// Appends the entries of `candidates` that are live: those whose key the tree maps to
-    /// exactly their value. First, in key order (nearby keys share pages, so the lookups hit
-    /// the cache), the dead ones are dropped, each checked under its key's stripe: a write holds
-    /// it from its log append to its tree update, so an entry found dead then has a newer
+    /// exactly their value, in key order (nearby keys share pages, so the lookups hit the
+    /// cache). First the dead ones are dropped, each checked under its key's stripe: a write
+    /// holds it from its log append to its tree update, so an entry found dead then has a newer
     /// record of its key after it in the log, and stays droppable. Then the rest, a batch at a
     /// time, are checked again and appended with the stripes of the batch's keys held from the
     /// check until the append, so no write of those keys falls between the two and the batch
@@ -279,7 +279,10 @@ impl<'a> Mover<'a> {
         let inner = self.inner;
         let mut entries: Vec<(&[u8], &[u8])> = batch::entries(candidates.payload()).flatten().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        {
+        // A full cleaning skips the first pass: writers are likely idle, so holding a batch's
+        // stripes through its lookups costs them little, and most entries are live, which the
+        // first pass would look up twice.
+        if !self.consolidate {
             let mut guard = inner.tree.pin();
             let mut checked = 0u32;
             entries.retain(|&(key, value)| {

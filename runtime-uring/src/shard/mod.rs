@@ -348,28 +348,35 @@ mod tests {
     /// A write between its log append and its tree update holds its key's stripe; the cleaner
     /// must wait for it. Were the cleaner to check the old value then, it would move the old
     /// entry behind the new op in the log and drop the new op as dead: the reopened shard would
-    /// hold the old value.
+    /// hold the old value. Both kinds of stretch: a background round's (two passes) and a full
+    /// cleaning's (one).
     #[test]
     fn the_cleaner_waits_for_a_write_between_its_log_append_and_its_tree_update() {
-        let dir = tempfile::tempdir().unwrap();
-        let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
-        shard.put(b"k", b"old", Durability::None).unwrap();
-        let inner = &shard.inner;
-        let (appended_tx, appended_rx) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let _stripe = inner.stripe(b"k").lock().unwrap();
-                inner.log.append_op(&Op { sn: 0, key: b"k", value: Some(b"new") }, Durability::None).unwrap();
-                appended_tx.send(()).unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                inner.tree.put(b"k", b"new", &inner.tree.pin()).unwrap();
+        for full in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
+            shard.put(b"k", b"old", Durability::None).unwrap();
+            let inner = &shard.inner;
+            let (appended_tx, appended_rx) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _stripe = inner.stripe(b"k").lock().unwrap();
+                    inner
+                        .log
+                        .append_op(&Op { sn: 0, key: b"k", value: Some(b"new") }, Durability::None)
+                        .unwrap();
+                    appended_tx.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    inner.tree.put(b"k", b"new", &inner.tree.pin()).unwrap();
+                });
+                appended_rx.recv().unwrap();
+                let _one = inner.cleaning.lock().unwrap();
+                let stretch = inner.clean_stretch(inner.log.appended(), full).unwrap();
+                assert!(stretch.entries > 0, "full {full}: nothing moved");
             });
-            appended_rx.recv().unwrap();
-            shard.checkpoint().unwrap();
-        });
-        assert!(shard.clean_stats().relocated_entries > 0);
-        shard.close().unwrap();
-        let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
-        assert_eq!(shard.get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+            shard.close().unwrap();
+            let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
+            assert_eq!(shard.get(b"k").unwrap().as_deref(), Some(&b"new"[..]), "full {full}");
+        }
     }
 }
