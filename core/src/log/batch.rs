@@ -59,9 +59,26 @@ impl BatchWriter {
 
     /// Empties the batch, keeping its buffer.
     pub fn clear(&mut self) {
-        self.payload.clear();
-        self.entries = 0;
+        self.truncate(Mark::default());
     }
+
+    /// Where the batch ends now, to cut it back to later.
+    pub fn mark(&self) -> Mark {
+        Mark { len: self.payload.len(), entries: self.entries }
+    }
+
+    /// Drops the entries pushed after `mark` was taken.
+    pub fn truncate(&mut self, mark: Mark) {
+        self.payload.truncate(mark.len);
+        self.entries = mark.entries;
+    }
+}
+
+/// A point in a [`BatchWriter`] to cut it back to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark {
+    len: usize,
+    entries: u64,
 }
 
 /// The entries of a batch payload, in order; `None` as the last item if the payload is
@@ -127,6 +144,11 @@ mod tests {
             }
         }
         assert_eq!(entries(&[]).collect::<Vec<_>>(), vec![None]);
+        let mark = batch.mark();
+        batch.push(b"later", b"dropped");
+        batch.truncate(mark);
+        assert_eq!(entries(batch.payload()).collect::<Vec<_>>(), back);
+        assert_eq!(batch.entries(), 3);
         batch.clear();
         assert!(batch.is_empty() && batch.payload().is_empty());
     }

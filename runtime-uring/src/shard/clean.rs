@@ -178,6 +178,9 @@ impl Inner {
         let segments = self.log.segments();
         let mut scan = HeadScan::new(head);
         let mut candidates = BatchWriter::new();
+        // The candidates of the frames below the cut: those past it (after the first piece of a
+        // fragmented record not yet whole) stay in the log and are not moved.
+        let mut below_cut = candidates.mark();
         let mut unreadable = None;
         let mut buffer = self.read_buffer.lock().unwrap();
         let read = read_durable(segments, self.log.superblock().salt, head, until, &mut buffer, |frame| {
@@ -186,6 +189,9 @@ impl Inner {
                 return false;
             }
             let pushed = scan.push(frame, |key, value| candidates.push(key, value));
+            if scan.cut() == frame.lsn + frame.bytes as u64 {
+                below_cut = candidates.mark();
+            }
             unreadable = pushed.err();
             unreadable.is_none()
         });
@@ -195,13 +201,18 @@ impl Inner {
             let reason = CorruptReason::BelowDurable { durable_lsn: until };
             return Err(LogError::Recovery(RecoveryError::corrupt_at(segments, lsn, reason)).into());
         }
-        let mut mover = Mover::new(self, full);
-        mover.relocate(&candidates)?;
         let cut = scan.cut();
         if cut == head {
             return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
         }
-        self.log.wait_durable_for_upkeep(mover.end)?;
+        candidates.truncate(below_cut);
+        let mut mover = Mover::new(self, full);
+        mover.relocate(&candidates)?;
+        // An entry was found dead because the tree holds a newer write of its key, appended to
+        // the log before the check (a writer appends before it updates the tree) but perhaps
+        // not yet durable: the head may move past the old entry only once that write is
+        // durable, or a crash would lose both. The moved entries are covered by the same wait.
+        self.log.wait_durable_for_upkeep(self.log.appended())?;
         self.log.advance_head(cut)?;
         self.head.store(cut, Ordering::Release);
         let stretch = Stretch { read: cut - head, relocated: mover.bytes, entries: mover.entries };
@@ -227,6 +238,9 @@ impl Inner {
     /// Gives back the file space below the head as far as its readers are gone: deletes (or
     /// keeps as spares) the segments wholly below it and punches the head's segment up to it.
     pub(super) fn release_space(&self) {
+        // One at a time: a segment this call punches must not be retired meanwhile by another
+        // (as a spare, it could become the new tail segment before the punch lands).
+        let _one = self.releasing.lock().unwrap();
         // Pinning and flushing moves the epoch on, so deferred releases come due.
         self.tree.pin().flush();
         let head = self.released.load(Ordering::Acquire);
@@ -249,15 +263,13 @@ struct Mover<'a> {
     inner: &'a Inner,
     consolidate: bool,
     batch: BatchWriter,
-    /// End of the last batch appended (0: none).
-    end: u64,
     bytes: u64,
     entries: u64,
 }
 
 impl<'a> Mover<'a> {
     fn new(inner: &'a Inner, consolidate: bool) -> Self {
-        Self { inner, consolidate, batch: BatchWriter::new(), end: 0, bytes: 0, entries: 0 }
+        Self { inner, consolidate, batch: BatchWriter::new(), bytes: 0, entries: 0 }
     }
 
     /// Whether the tree maps `key` to exactly `value`.
@@ -331,7 +343,7 @@ impl<'a> Mover<'a> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.end = inner.log.append(Kind::Relocated, self.batch.payload(), Durability::None)?;
+        inner.log.append(Kind::Relocated, self.batch.payload(), Durability::None)?;
         self.bytes += frame_bytes(self.batch.len()) as u64;
         self.entries += self.batch.entries();
         Ok(())

@@ -70,6 +70,8 @@ struct Inner {
     released: Arc<AtomicU64>,
     /// `released` as of the last time space was given back (`u64::MAX` before the first).
     given_back: AtomicU64,
+    /// One release of file space at a time.
+    releasing: Mutex<()>,
     stats: Mutex<CleanStats>,
     puts: Striped,
     deletes: Striped,
@@ -153,6 +155,7 @@ impl Shard {
             // between a head move and the release of the space behind it).
             released: Arc::new(AtomicU64::new(sb.head)),
             given_back: AtomicU64::new(u64::MAX),
+            releasing: Mutex::new(()),
             stats: Mutex::new(CleanStats { head: sb.head, ..CleanStats::default() }),
             puts: Striped::new(),
             deletes: Striped::new(),
@@ -378,5 +381,24 @@ mod tests {
             let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
             assert_eq!(shard.get(b"k").unwrap().as_deref(), Some(&b"new"[..]), "full {full}");
         }
+    }
+
+    /// An entry is dead because the tree holds a newer write of its key; the head may move past
+    /// the entry only once that newer write is durable, or a crash would lose both (the key
+    /// would come back absent, a state it never had).
+    #[test]
+    fn the_head_moves_past_a_dead_entry_only_once_its_successor_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();
+        shard.put(b"k", b"v1", Durability::Sync).unwrap();
+        let inner = &shard.inner;
+        let end = inner.log.appended();
+        shard.put(b"k", b"v2", Durability::None).unwrap();
+        let successor = inner.log.appended();
+        assert!(inner.log.durable_lsn() < successor, "the second write is not durable yet");
+        let _one = inner.cleaning.lock().unwrap();
+        let stretch = inner.clean_stretch(end, false).unwrap();
+        assert!(stretch.read > 0 && stretch.entries == 0, "the head moved past the dead entry");
+        assert!(inner.log.durable_lsn() >= successor, "the head moved before the newer write was durable");
     }
 }
