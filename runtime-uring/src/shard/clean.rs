@@ -168,8 +168,8 @@ impl Inner {
     }
 
     /// Cleans one stretch from the head (not past `end`): reads it, appends its live entries,
-    /// waits until they are durable, and moves the head past it. A `full` cleaning's lookups
-    /// consolidate the pages they read (see [`Mover`]).
+    /// waits until they and every write that made an entry dead are durable, and moves the head
+    /// past it. A `full` cleaning's lookups consolidate the pages they read (see [`Mover`]).
     pub(super) fn clean_stretch(&self, end: u64, full: bool) -> Result<Stretch, ShardError> {
         let head = self.head.load(Ordering::Acquire);
         let stop = (head + STRETCH_BYTES).min(end);
