@@ -204,10 +204,17 @@ fn a_full_cleaning_inside_one_segment_gives_the_space_back() {
         }
     }
     shard.checkpoint().unwrap();
-    let allocated = allocated_bytes(dir.path());
     // The moved entries (8 bytes each beyond key and value, a frame header per 4 KiB batch),
-    // the superblock, and a block or so around the head and tail.
-    assert!(allocated <= live * 12 / 10 + (1 << 20), "{allocated} bytes allocated for {live} live");
+    // the superblock, and a block or so around the head and tail. A full cleaning waits up to a
+    // second for readers pinned before the head moved; other tests in this process pin the same
+    // epoch collector, so the test allows longer.
+    let bound = live * 12 / 10 + (1 << 20);
+    let started = Instant::now();
+    while allocated_bytes(dir.path()) > bound && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let allocated = allocated_bytes(dir.path());
+    assert!(allocated <= bound, "{allocated} bytes allocated for {live} live: {:?}", shard.clean_stats());
     for k in 0..keys {
         assert_eq!(shard.get(&k.to_be_bytes()).unwrap(), Some(value(k, 3)));
     }
