@@ -53,8 +53,6 @@ pub struct HeadScan {
     pending: Option<u32>,
     /// The furthest frame boundary outside any fragmented record.
     cut: u64,
-    /// Log bytes read.
-    read: u64,
 }
 
 impl HeadScan {
@@ -71,7 +69,6 @@ impl HeadScan {
         mut candidate: impl FnMut(&[u8], &[u8]),
     ) -> Result<(), Unreadable> {
         let unreadable = Unreadable { lsn: frame.lsn };
-        self.read += frame.bytes as u64;
         if frame.kind == Kind::Fragment {
             match self.assembler.push(frame) {
                 Ok(Some((kind, payload))) => {
@@ -99,11 +96,6 @@ impl HeadScan {
     /// record.
     pub fn cut(&self) -> u64 {
         self.cut
-    }
-
-    /// Log bytes read so far.
-    pub fn read(&self) -> u64 {
-        self.read
     }
 }
 
@@ -170,7 +162,6 @@ mod tests {
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
         assert_eq!(seen, want);
-        assert_eq!(scan.read(), at - 64);
         let bad = frame(at, 0, Kind::Relocated, &[9, 0, 0, 0]);
         assert_eq!(scan.push(&bad, |_, _| {}), Err(Unreadable { lsn: at }));
     }
