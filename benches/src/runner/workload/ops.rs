@@ -9,6 +9,10 @@ use crate::runner::spec::Durability;
 use crate::runner::Result;
 use crate::Rng;
 
+/// Operations a thread does between two updates of the shared progress bar (an update per
+/// operation was a contended atomic on every write).
+pub(super) const PROGRESS_STEP: u64 = 256;
+
 impl Context<'_> {
     /// Writes (or deletes) the keys `index(j)` for this thread's share of `0..count`, in batches
     /// of the engine's size, then marks them present (or absent).
@@ -31,6 +35,7 @@ impl Context<'_> {
         let mut values: Vec<Vec<u8>> = (0..batch_limit).map(|_| Vec::new()).collect();
         let mut indices = Vec::with_capacity(batch_limit);
         let mut mine = slice(count, th, threads).peekable();
+        let mut unreported = 0;
         while mine.peek().is_some() && !stop.load(Ordering::Relaxed) {
             indices.clear();
             indices.extend(mine.by_ref().take(batch_limit).map(&index));
@@ -51,8 +56,12 @@ impl Context<'_> {
             }
             let per = if delete { space.key_size } else { space.key_size + space.value_size };
             r.user_write_bytes += (per * indices.len()) as u64;
-            self.progress.inc(indices.len() as u64);
+            unreported += indices.len() as u64;
+            if unreported >= PROGRESS_STEP {
+                self.progress.inc(std::mem::take(&mut unreported));
+            }
         }
+        self.progress.inc(unreported);
         Ok(())
     }
 
@@ -70,8 +79,8 @@ impl Context<'_> {
                 break;
             }
             self.read_one(pick(), &mut key, &mut value, r, "read")?;
-            if done % 256 == 255 {
-                self.progress.inc(256);
+            if done % PROGRESS_STEP == PROGRESS_STEP - 1 {
+                self.progress.inc(PROGRESS_STEP);
             }
         }
         Ok(())
@@ -168,13 +177,14 @@ impl Context<'_> {
         let end = if th + 1 == threads { u64::MAX } else { (th as u64 + 1) * n / threads as u64 };
         let mut from = Vec::new();
         space.key(start, &mut from);
-        let mut last: Option<Vec<u8>> = None;
+        // The last key seen, in one reused buffer: no allocation per entry.
+        let mut previous = from.clone();
+        let mut first = true;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
             let mut problem = None;
-            let mut batch_last = None;
             let mut mine = 0u64;
             let mut past_end = false;
             let started = Instant::now();
@@ -186,10 +196,10 @@ impl Context<'_> {
                     past_end = true;
                     return;
                 }
-                let first = last.is_none() && batch_last.is_none();
-                let prev = batch_last.as_deref().or(last.as_deref()).unwrap_or(&from[..]);
-                problem = self.check_entry(k, v, prev, first);
-                batch_last = Some(k.to_vec());
+                problem = self.check_entry(k, v, &previous, first);
+                first = false;
+                previous.clear();
+                previous.extend_from_slice(k);
                 mine += 1;
             })?;
             r.record(started, mine);
@@ -198,14 +208,12 @@ impl Context<'_> {
             }
             r.checked += mine;
             self.progress.inc(mine);
-            match batch_last {
-                Some(k) if !past_end && seen == 1000 => {
-                    from = k.clone();
-                    from.push(0);
-                    last = Some(k);
-                }
-                _ => return Ok(()),
+            if mine == 0 || past_end || seen != 1000 {
+                return Ok(());
             }
+            from.clear();
+            from.extend_from_slice(&previous);
+            from.push(0);
         }
     }
 

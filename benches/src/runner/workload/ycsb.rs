@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::ops::PROGRESS_STEP;
 use super::{Context, ThreadResult};
 use crate::runner::engine::Write;
 use crate::runner::keys::{unit, Zipfian};
@@ -76,8 +77,8 @@ impl Context<'_> {
                 self.presence.set(i, true);
                 r.user_write_bytes += self.spec.entry_bytes();
             }
-            if done % 256 == 255 {
-                self.progress.inc(256);
+            if done % PROGRESS_STEP == PROGRESS_STEP - 1 {
+                self.progress.inc(PROGRESS_STEP);
             }
         }
         Ok(())
