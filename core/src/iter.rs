@@ -150,6 +150,9 @@ impl<'t: 'g, 'g> DoubleEndedIterator for Iter<'t, 'g> {
     }
 }
 
+/// Entries ahead of a base window's end whose bytes are prefetched as the window moves.
+const PREFETCH_AHEAD: usize = 8;
+
 /// One page's visible entries within a range, consumed from either end.
 struct PageCursor<'g> {
     /// Keys with a delta visible at the snapshot, sorted: the value, or `None` for a tombstone.
@@ -246,6 +249,7 @@ impl<'g> PageCursor<'g> {
     fn take_base_front(&mut self) -> (&'g [u8], Option<&'g [u8]>) {
         let base = self.base();
         let (start, limit) = (self.base_left.start, self.base_left.end);
+        base.prefetch_entry(start + PREFETCH_AHEAD);
         let end = base.key_run_end(start, limit);
         self.base_left.start = end;
         base.visible(start..end, self.sn)
@@ -255,6 +259,9 @@ impl<'g> PageCursor<'g> {
     fn take_base_back(&mut self) -> (&'g [u8], Option<&'g [u8]>) {
         let base = self.base();
         let (limit, end) = (self.base_left.start, self.base_left.end);
+        if let Some(ahead) = end.checked_sub(PREFETCH_AHEAD + 1) {
+            base.prefetch_entry(ahead);
+        }
         let start = base.key_run_start(end - 1, limit);
         self.base_left.end = start;
         base.visible(start..end, self.sn)

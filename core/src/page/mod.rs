@@ -89,6 +89,14 @@ impl<'g> Gathered<'g> {
                         Bound::Unbounded => 0,
                     };
                     let end = match hi {
+                        // Every entry of a base lies below the high key it was built with: a
+                        // bound at or above that (usually the page's own high key, the same
+                        // bytes) needs no search.
+                        Bound::Included(k) | Bound::Excluded(k)
+                            if rec.hdr.high().is_some_and(|h| core::ptr::eq(h, k) || h <= k) =>
+                        {
+                            base.len()
+                        }
                         Bound::Included(k) => base.seek(k, false),
                         Bound::Excluded(k) => base.seek(k, true),
                         Bound::Unbounded => base.len(),
