@@ -1,8 +1,9 @@
 //! The `Store` API against models: several threads of random puts, deletes, gets, ranges in
-//! both directions and snapshots, then close, reopen and compare; SIGKILL instead of close for
+//! both directions, scans and snapshots, then close, reopen and compare; SIGKILL instead of close for
 //! `Sync` writes; and every kind of bad input giving its typed error and changing nothing.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,9 +60,14 @@ fn work(store: &Store, t: u64, seed: u64, mut model: Model) -> Model {
                 let want: Vec<_> =
                     model.range(lo.clone()..hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(collect(store.range(lo.clone()..hi.clone())), want);
-                let mut back = collect(store.range(lo..hi).rev());
+                let mut back = collect(store.range(lo.clone()..hi.clone()).rev());
                 back.reverse();
                 assert_eq!(back, want);
+                let limit = 1 + (rng.next() % 40) as usize;
+                assert_eq!(
+                    scan_up_to(|visit| store.scan(lo..hi, visit), limit),
+                    want[..limit.min(want.len())]
+                );
             }
             _ => {
                 let snap = store.snapshot();
@@ -77,6 +83,11 @@ fn work(store: &Store, t: u64, seed: u64, mut model: Model) -> Model {
                     .collect();
                 let want: Vec<_> = frozen.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(mine, want);
+                let scanned: Vec<_> = scan_up_to(|visit| snap.scan(prefix.clone().., visit), usize::MAX)
+                    .into_iter()
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .collect();
+                assert_eq!(scanned, want);
                 assert_eq!(snap.get(&key(t, 7)).unwrap().as_ref(), frozen.get(&key(t, 7)));
             }
         }
@@ -84,8 +95,35 @@ fn work(store: &Store, t: u64, seed: u64, mut model: Model) -> Model {
     model
 }
 
+/// What a [`Store::scan`] (or `Snapshot::scan`) passed to `scan` visits, stopping it after
+/// `limit` entries; checks the count it returns.
+fn scan_up_to(
+    scan: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<usize, Error>,
+    limit: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut seen = Vec::new();
+    let visited = scan(&mut |k, v| {
+        seen.push((k.to_vec(), v.to_vec()));
+        if seen.len() == limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(visited, seen.len(), "the count a scan returns");
+    seen
+}
+
+/// The whole store, read by a range and by a scan, which must agree.
 fn everything(store: &Store) -> Model {
-    collect(store.range::<[u8], _>(..)).into_iter().collect()
+    let ranged = collect(store.range::<[u8], _>(..));
+    assert_eq!(
+        scan_up_to(|visit| store.scan::<[u8], _>(.., visit), usize::MAX),
+        ranged,
+        "scan against range"
+    );
+    ranged.into_iter().collect()
 }
 
 #[test]

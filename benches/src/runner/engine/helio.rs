@@ -1,5 +1,6 @@
 //! Helio's `Store`: one shard per thread, the write's durability passed per call.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use helio::{Config, Store};
@@ -30,7 +31,7 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let config = format!(
         "{} shards (one per thread), defaults otherwise: 1 MiB write buffers x4, O_DIRECT log through \
          io_uring, {} MiB segments, the cleaner moving live entries from the log's head past 1.5x live data{}; \
-         compact = Store::checkpoint (a full cleaning); Buffered = fdatasync within 10 ms",
+         compact = Store::checkpoint (a full cleaning); scans = Store::scan (entries visited in the pages, not copied); Buffered = fdatasync within 10 ms",
         options.threads,
         segment >> 20,
         options.memory_quota.map_or(String::new(), |q| format!(", memory quota {} MiB", q >> 20)),
@@ -74,13 +75,19 @@ impl Engine for Helio {
     }
 
     fn scan(&self, from: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
-        let mut seen = 0;
-        for item in self.store().range(from..).take(limit) {
-            let (k, v) = item?;
-            visit(&k, &v);
-            seen += 1;
+        if limit == 0 {
+            return Ok(0);
         }
-        Ok(seen)
+        let mut left = limit;
+        Ok(self.store().scan(from.., |key, value| {
+            visit(key, value);
+            left -= 1;
+            if left == 0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?)
     }
 
     fn flush(&self) -> Result<()> {
