@@ -1,7 +1,7 @@
 //! A `Store` alone, without the workload runner: in a local directory with one shard and one
-//! thread per core; loads keys with `Buffered` durability, reads them back,
-//! scans, then closes, reopens (recovery) and checks a sample. Prints throughput per phase and
-//! the store's counters.
+//! thread per core; loads keys with `Buffered` durability, reads them back, scans (as a
+//! `Range` and with `Store::scan`), then closes, reopens (recovery) and checks a sample.
+//! Prints throughput per phase and the store's counters.
 //!
 //! `cargo run --release -p helio --example load -- [DIR] [KEYS]`
 //! (defaults: a temporary directory under the current one, 1,000,000 keys of 16 bytes with
@@ -12,6 +12,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -62,9 +63,25 @@ fn main() -> Result<(), helio::Error> {
         }
     });
     let scans = keys / 100;
-    phase("scan-100", scans * 100, threads, |t| {
+    phase("range-100", scans * 100, threads, |t| {
         for i in scans * t / threads..scans * (t + 1) / threads {
             let n = store.range(&key(i * 100)[..]..).take(100).count();
+            assert!(n > 0);
+        }
+    });
+    phase("scan-100", scans * 100, threads, |t| {
+        for i in scans * t / threads..scans * (t + 1) / threads {
+            let mut left = 100;
+            let n = store
+                .scan(&key(i * 100)[..].., |_, _| {
+                    left -= 1;
+                    if left == 0 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .expect("scan");
             assert!(n > 0);
         }
     });
