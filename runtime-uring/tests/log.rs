@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use helio::log::{Durability, Faults, Log, LogConfig, LogError};
+use helio::log::{Durability, Faults, Log, LogConfig, LogError, LogStats};
 use helio_core::log::frame::{Kind, Op};
 
 mod common;
@@ -165,6 +165,14 @@ fn a_failed_write_or_flush_at_every_point_poisons_and_loses_nothing_acknowledged
             Some(e) => panic!("{faults:?}: {e}"),
             None => match log.sync() {
                 Err(LogError::Poisoned(failure)) => failure,
+                Ok(()) if !reached(faults, &log.stats()) => {
+                    // Timing (group commits, the flush interval) made this run write or flush
+                    // less often than the clean one: its failure point did not come before the
+                    // close. The acknowledged records are still checked.
+                    let _ = log.close();
+                    assert_acked_survive(dir.path(), &config, &acked);
+                    continue;
+                }
                 other => panic!("{faults:?}: no poisoning ({other:?})"),
             },
         };
@@ -173,11 +181,22 @@ fn a_failed_write_or_flush_at_every_point_poisons_and_loses_nothing_acknowledged
         let key = 1u64.to_be_bytes();
         assert!(log.append_op(&Op { sn: 0, key: &key, value: None }, Durability::None).is_err());
         assert!(log.close().is_err());
-        let ok = LogConfig { faults: Faults::default(), ..config.clone() };
-        let (_log, seen) = reopen(dir.path(), &ok);
-        let seen: Vec<_> = seen.into_iter().filter(|p| acked.contains(p)).collect();
-        assert_eq!(seen, acked, "{faults:?}: acknowledged records lost");
+        assert_acked_survive(dir.path(), &config, &acked);
     }
+}
+
+/// Whether a log with these counters has made the write or flush that `faults` fails.
+fn reached(faults: Faults, stats: &LogStats) -> bool {
+    faults.fail_write.is_some_and(|n| stats.writes >= n)
+        || faults.fail_flush.is_some_and(|n| stats.flushes >= n)
+}
+
+/// Reopens the log in `dir` without faults; every record in `acked` must be there.
+fn assert_acked_survive(dir: &std::path::Path, config: &LogConfig, acked: &[Vec<u8>]) {
+    let ok = LogConfig { faults: Faults::default(), ..config.clone() };
+    let (_log, seen) = reopen(dir, &ok);
+    let seen: Vec<_> = seen.into_iter().filter(|p| acked.contains(p)).collect();
+    assert_eq!(seen, acked, "{:?}: acknowledged records lost", config.faults);
 }
 
 #[test]
