@@ -1,6 +1,6 @@
 //! The workload runner end to end: every workload at a tiny size on every engine compiled in, at
 //! one and two cores; the report files must exist and parse, and hold a checked result for every
-//! engine, core count and workload.
+//! engine, core count and workload; repeated rounds report medians.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,6 +81,45 @@ fn every_workload_runs_on_every_engine_and_the_report_parses() {
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "engine directories are removed");
 }
 
+/// `--rounds 3`: every phase carries three rounds' throughputs and reports the median one's.
+#[test]
+fn repeated_rounds_report_each_phase_from_its_median_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, root) = (tmp.path().join("report"), tmp.path().join("data"));
+    std::fs::create_dir_all(&root).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_helio-bench"))
+        .args([
+            "--keys",
+            "2000",
+            "--engines",
+            "helio",
+            "--workloads",
+            "fillrandom,readrandom",
+            "--cores",
+            "1",
+        ])
+        .args(["--rounds", "3", "--dir"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("helio-bench runs");
+    assert!(status.success(), "helio-bench failed: {status}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "one merged result per phase");
+    for f in results {
+        let mut rounds: Vec<f64> =
+            f["round_ops_per_sec"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(rounds.len(), 3, "{f}");
+        rounds.sort_by(f64::total_cmp);
+        assert_eq!(f["ops_per_sec"].as_f64().unwrap(), rounds[1], "not the median round: {f}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("median of 3 rounds"), "report.md does not say the figures are medians");
+}
+
 #[test]
 fn bad_options_are_refused_with_one_line() {
     let out = Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--key-size", "4"]).output().unwrap();
@@ -91,4 +130,7 @@ fn bad_options_are_refused_with_one_line() {
         Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--workloads", "nosuch"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
+    let out = Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--rounds", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rounds"));
 }

@@ -17,6 +17,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use helio_bench::runner::engine::{self, EngineKind, Options};
 use helio_bench::runner::keys::Presence;
 use helio_bench::runner::report::{self, EngineConfig, Machine, Report};
+use helio_bench::runner::rounds;
 use helio_bench::runner::spec::{Distribution, Durability, Spec, Workload};
 use helio_bench::runner::workload::{Context, Figures};
 use helio_bench::runner::Result;
@@ -69,6 +70,10 @@ struct Args {
     /// Helio's memory quota in MiB.
     #[arg(long)]
     memory_quota_mib: Option<u64>,
+    /// Times to repeat the whole run (every engine once per round); each phase is reported from
+    /// its median round, with every round's throughput in the report.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Root under which each engine gets a fresh temporary directory (removed afterwards).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -112,6 +117,7 @@ fn spec(args: Args) -> std::result::Result<Spec, String> {
         sync_threads: args.sync_threads,
         sync_ops: args.sync_ops,
         memory_quota: args.memory_quota_mib.map(|m| m << 20),
+        rounds: args.rounds,
         dir: args.dir,
         out: args.out,
     };
@@ -197,19 +203,24 @@ fn main() -> ExitCode {
 
 fn run(spec: Spec, command: String) -> Result<()> {
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let phases = (spec.cores.len() * spec.engines.len() * spec.workloads.len()) as u64;
+    let phases = (spec.rounds * spec.cores.len() * spec.engines.len() * spec.workloads.len()) as u64;
     let bars = bars(phases);
-    let mut results = Vec::new();
+    let mut rounds = Vec::new();
     let mut engines: Vec<EngineConfig> = Vec::new();
-    for &cores in &spec.cores {
-        for &kind in &spec.engines {
-            let (figures, config) = run_engine(&spec, kind, cores, &bars)?;
-            results.extend(figures);
-            if !engines.iter().any(|e| e.engine == kind.name()) {
-                engines.push(EngineConfig { engine: kind.name().to_string(), config });
+    for _ in 0..spec.rounds {
+        let mut results = Vec::new();
+        for &cores in &spec.cores {
+            for &kind in &spec.engines {
+                let (figures, config) = run_engine(&spec, kind, cores, &bars)?;
+                results.extend(figures);
+                if !engines.iter().any(|e| e.engine == kind.name()) {
+                    engines.push(EngineConfig { engine: kind.name().to_string(), config });
+                }
             }
         }
+        rounds.push(results);
     }
+    let results = rounds::median_of(rounds);
     bars.phase.finish_and_clear();
     bars.overall.finish_and_clear();
     let targets = report::targets(&results, &spec);

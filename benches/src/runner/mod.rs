@@ -7,6 +7,7 @@
 //! - [`engine`]: the [`Engine`](engine::Engine) trait and one adapter per engine;
 //! - [`measure`]: process counters read around each phase (device bytes, CPU, peak memory);
 //! - [`workload`]: runs one workload on one engine and returns its [`Figures`](workload::Figures);
+//! - [`rounds`]: repeated rounds of a run, each phase reported from its median round;
 //! - [`report`]: the table, the Markdown report and the JSON file; `plot` draws the PNG plots.
 
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod keys;
 pub mod measure;
 mod plot;
 pub mod report;
+pub mod rounds;
 pub mod spec;
 pub mod workload;
 

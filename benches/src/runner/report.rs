@@ -234,13 +234,13 @@ pub fn table(report: &Report) -> String {
     let mut s = String::new();
     let engines = engines_of(&report.results);
     for &cores in &report.spec.cores {
-        let _ = writeln!(s, "\n{cores} core(s): operations per second");
+        let _ = writeln!(s, "\n{cores} core(s): operations per second{}", rounds_note(&report.spec));
         let _ = write!(s, "{:<20}", "workload");
         for e in &engines {
             let _ = write!(s, "{e:>13}");
         }
         s.push('\n');
-        for (w, cells) in throughput_rows(report, &engines, cores) {
+        for (w, cells) in throughput_rows(report, &engines, cores, false) {
             let _ = write!(s, "{w:<20}");
             for cell in cells {
                 let _ = write!(s, "{cell:>13}");
@@ -266,18 +266,42 @@ pub fn table(report: &Report) -> String {
     s
 }
 
-/// Per workload at `cores`: its name and each engine's throughput (`-` where it did not run).
-fn throughput_rows(report: &Report, engines: &[String], cores: usize) -> Vec<(String, Vec<String>)> {
+/// Per workload at `cores`: its name and each engine's throughput (`-` where it did not run),
+/// with `spread`, followed by the range over rounds.
+fn throughput_rows(
+    report: &Report,
+    engines: &[String],
+    cores: usize,
+    spread: bool,
+) -> Vec<(String, Vec<String>)> {
+    let cell = |f: &Figures| {
+        let (lo, hi) =
+            f.round_ops_per_sec.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        if spread && f.round_ops_per_sec.len() > 1 {
+            format!("{} ({}–{})", human(f.ops_per_sec), human(lo), human(hi))
+        } else {
+            human(f.ops_per_sec)
+        }
+    };
     workloads_of(&report.results, cores)
         .into_iter()
         .map(|w| {
             let cells = engines
                 .iter()
-                .map(|e| find(&report.results, e, &w, cores).map_or("-".into(), |f| human(f.ops_per_sec)))
+                .map(|e| find(&report.results, e, &w, cores).map_or("-".into(), cell))
                 .collect();
             (w, cells)
         })
         .collect()
+}
+
+/// How many rounds the figures are medians of, for headings (empty for one round).
+fn rounds_note(spec: &Spec) -> String {
+    if spec.rounds > 1 {
+        format!(", median of {} rounds", spec.rounds)
+    } else {
+        String::new()
+    }
 }
 
 pub(super) fn human(x: f64) -> String {
@@ -330,13 +354,22 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
          threads, including the engines' background work, and each phase's final flush). Peak memory \
          is `VmHWM` reset before each phase. Engines ran one after another, each in a fresh directory.\n"
     );
+    if spec.rounds > 1 {
+        let _ = writeln!(
+            s,
+            "The run was repeated {} times (every engine once per round); each phase's figures are \
+             those of its median round, with the range of its throughput over the rounds in \
+             parentheses.\n",
+            spec.rounds
+        );
+    }
     let _ = writeln!(s, "## Engines\n");
     for e in &report.engines {
         let _ = writeln!(s, "- **{}**: {}", e.engine, e.config);
     }
     let engines = engines_of(&report.results);
     for &cores in &spec.cores {
-        let _ = writeln!(s, "\n## {cores} core(s): throughput (operations/s)\n");
+        let _ = writeln!(s, "\n## {cores} core(s): throughput (operations/s{})\n", rounds_note(spec));
         let _ = write!(s, "| workload |");
         for e in &engines {
             let _ = write!(s, " {e} |");
@@ -346,7 +379,7 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
             let _ = write!(s, " ---: |");
         }
         s.push('\n');
-        for (w, cells) in throughput_rows(report, &engines, cores) {
+        for (w, cells) in throughput_rows(report, &engines, cores, true) {
             let _ = write!(s, "| {w} |");
             for cell in cells {
                 let _ = write!(s, " {cell} |");

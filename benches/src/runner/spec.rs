@@ -159,6 +159,8 @@ pub struct Spec {
     /// Memory quota for engines that take one (Helio's `Config::memory_quota`; the peers' cache
     /// sizes are fixed in their adapters).
     pub memory_quota: Option<u64>,
+    /// Times the whole run is repeated; each phase is reported from its median round.
+    pub rounds: usize,
     /// Where the engines' directories are made (each run in a fresh temporary directory).
     pub dir: PathBuf,
     /// Where the report files go.
@@ -178,6 +180,7 @@ impl Spec {
             ),
             (self.sync_threads.iter().all(|&c| (1..=1024).contains(&c)), "--sync-threads: 1..=1024 each"),
             (self.scan_len >= 1, "--scan-len must be at least 1"),
+            ((1..=99).contains(&self.rounds), "--rounds must be 1..=99"),
             (!self.engines.is_empty(), "--engines: at least one engine"),
             (!self.workloads.is_empty(), "--workloads: at least one workload"),
         ];

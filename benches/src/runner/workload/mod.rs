@@ -23,7 +23,7 @@ use super::{BenchError, Result};
 use crate::Rng;
 
 /// The figures of one phase (one workload on one engine at one thread count).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Figures {
     /// Engine name.
     pub engine: String,
@@ -71,6 +71,9 @@ pub struct Figures {
     pub cpu_seconds: f64,
     /// Values and scan entries read back and checked.
     pub checked: u64,
+    /// This phase's throughput in every round of the run, in round order (one entry without
+    /// `--rounds`); the other figures are those of the median round (see `rounds`).
+    pub round_ops_per_sec: Vec<f64>,
 }
 
 /// What a workload runs against.
@@ -304,6 +307,7 @@ impl Context<'_> {
         let live_bytes = self.presence.live() * self.spec.entry_bytes();
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
         let us = |q: f64| all.latencies.value_at_quantile(q) as f64 / 1000.0;
+        let ops_per_sec = all.ops as f64 / seconds.max(1e-9);
         Ok(Figures {
             engine: self.engine_name.to_string(),
             cores: self.threads,
@@ -311,7 +315,7 @@ impl Context<'_> {
             threads,
             ops: all.ops,
             seconds,
-            ops_per_sec: all.ops as f64 / seconds.max(1e-9),
+            ops_per_sec,
             p50_us: us(0.5),
             p99_us: us(0.99),
             p999_us: us(0.999),
@@ -332,6 +336,7 @@ impl Context<'_> {
             peak_rss_bytes,
             cpu_seconds: delta.cpu.as_secs_f64(),
             checked: all.checked,
+            round_ops_per_sec: vec![ops_per_sec],
         })
     }
 }

@@ -103,6 +103,7 @@ fn spec() -> Spec {
         sync_threads: vec![2],
         sync_ops: 100,
         memory_quota: None,
+        rounds: 1,
         dir: ".".into(),
         out: ".".into(),
     }
