@@ -220,7 +220,7 @@ fn run(spec: Spec, command: String) -> Result<()> {
         }
         rounds.push(results);
     }
-    let results = rounds::median_of(rounds);
+    let results = rounds::median_of(&rounds);
     bars.phase.finish_and_clear();
     bars.overall.finish_and_clear();
     let targets = report::targets(&results, &spec);

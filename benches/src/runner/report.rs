@@ -266,8 +266,8 @@ pub fn table(report: &Report) -> String {
     s
 }
 
-/// Per workload at `cores`: its name and each engine's throughput (`-` where it did not run),
-/// with `spread`, followed by the range over rounds.
+/// Per workload at `cores`: its name and each engine's throughput (`-` where it did not run);
+/// with `spread`, each cell also gives the range of the throughput over the rounds.
 fn throughput_rows(
     report: &Report,
     engines: &[String],

@@ -9,7 +9,7 @@ use crate::runner::workload::Figures;
 /// one list in that order: each phase's figures are those of the round whose throughput is the
 /// median (the lower of the middle two for an even count), with `round_ops_per_sec` holding
 /// every round's throughput in round order.
-pub fn median_of(rounds: Vec<Vec<Figures>>) -> Vec<Figures> {
+pub fn median_of(rounds: &[Vec<Figures>]) -> Vec<Figures> {
     let Some(first) = rounds.first() else { return Vec::new() };
     (0..first.len())
         .map(|phase| {
@@ -42,13 +42,13 @@ mod tests {
             f.seconds = seconds;
             vec![f, figures("readrandom", read)]
         };
-        let merged = median_of(vec![round(3.0, 10.0, 1.0), round(1.0, 30.0, 2.0), round(2.0, 20.0, 3.0)]);
+        let merged = median_of(&[round(3.0, 10.0, 1.0), round(1.0, 30.0, 2.0), round(2.0, 20.0, 3.0)]);
         assert_eq!(merged.len(), 2);
         assert_eq!((merged[0].workload.as_str(), merged[0].ops_per_sec), ("fillrandom", 2.0));
         assert_eq!(merged[0].seconds, 3.0, "the other figures come from the same round");
         assert_eq!(merged[0].round_ops_per_sec, vec![3.0, 1.0, 2.0]);
         assert_eq!((merged[1].workload.as_str(), merged[1].ops_per_sec), ("readrandom", 20.0));
-        let even = median_of(vec![round(4.0, 1.0, 1.0), round(2.0, 1.0, 2.0)]);
+        let even = median_of(&[round(4.0, 1.0, 1.0), round(2.0, 1.0, 2.0)]);
         assert_eq!(even[0].ops_per_sec, 2.0, "the lower middle of an even count");
     }
 }
