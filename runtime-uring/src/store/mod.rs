@@ -227,7 +227,7 @@ impl<'s> Snapshot<'s> {
 
     /// The entries with keys in `range` in this view, in key order (`.rev()` for descending).
     pub fn range<K: AsRef<[u8]> + ?Sized, R: RangeBounds<K>>(&self, range: R) -> Range<'s> {
-        let own = |b: Bound<&K>| b.map(|k| k.as_ref().to_vec());
+        let own = |b: Bound<&K>| bytes_bound(b).map(<[u8]>::to_vec);
         Range::new(
             &self.store.shards,
             self.snapshot.clone(),
