@@ -7,7 +7,7 @@
 //!      4     4  len: payload bytes
 //!      8     8  lsn: the log address of this frame (where it was written)
 //!     16     4  durable gap: lsn minus the address below which the log was durable when this
-//!               frame was encoded (saturating)
+//!               frame was encoded; u32::MAX (a gap too large for the field) claims nothing
 //!     20     1  kind
 //!     21     3  epoch: how many times the log had been recovered when this frame was written
 //!     24   len  payload, then zero padding to a multiple of 8
@@ -33,6 +33,11 @@ pub const ALIGN: usize = 8;
 
 /// Largest payload a frame can carry.
 pub const PAYLOAD_BYTES_MAX: usize = u32::MAX as usize - HEADER_BYTES - ALIGN;
+
+/// The durable gap that claims nothing: a frame encoded more than `u32::MAX - 1` bytes past the
+/// durable point says only that the log was durable below address 0. Claiming less than the
+/// truth is safe (recovery may cut a tail it could have called corrupt); claiming more is not.
+const NO_CLAIM: u32 = u32::MAX;
 
 /// Largest epoch a frame can carry (24 bits): recoveries a log can go through.
 pub const EPOCH_MAX: u32 = (1 << 24) - 1;
@@ -104,7 +109,8 @@ pub fn encode_with(
     assert_eq!(lsn % ALIGN as u64, 0, "unaligned frame address {lsn}");
     assert!(durable_lsn <= lsn, "durable point {durable_lsn} beyond the frame at {lsn}");
     assert!(stamp.epoch <= EPOCH_MAX, "epoch {} beyond {EPOCH_MAX}", stamp.epoch);
-    let gap = u32::try_from(lsn - durable_lsn).unwrap_or(u32::MAX);
+    // A gap the field cannot hold claims nothing rather than more than happened.
+    let gap = u32::try_from(lsn - durable_lsn).ok().filter(|&gap| gap != NO_CLAIM).unwrap_or(NO_CLAIM);
     out[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
     out[8..16].copy_from_slice(&lsn.to_le_bytes());
     out[16..20].copy_from_slice(&gap.to_le_bytes());
@@ -211,7 +217,10 @@ pub fn decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Decoded<'_> {
     if epoch < min_epoch {
         return Decoded::Invalid(Invalid::Stale { epoch });
     }
-    let durable_lsn = lsn.saturating_sub(u64::from(word(16)));
+    let durable_lsn = match word(16) {
+        NO_CLAIM => 0,
+        gap => lsn.saturating_sub(u64::from(gap)),
+    };
     let payload = &buf[HEADER_BYTES..HEADER_BYTES + payload_len];
     Decoded::Frame(Frame { lsn, durable_lsn, epoch, kind, payload, bytes })
 }
@@ -488,6 +497,30 @@ mod tests {
         log[5] ^= 1;
         assert_eq!(classify_failure(&log, 0, STAMP.salt, 0), Failure::Torn);
         assert!(matches!(classify_failure(&log, 0, 0, 0), Failure::Corrupt { .. }), "with the forger's salt");
+    }
+
+    /// More than 4 GiB written since the log was last durable (a bulk load without durability):
+    /// the frame must claim no more durability than there was. A saturated gap once claimed the
+    /// log durable up to `lsn - 4 GiB`.
+    #[test]
+    fn a_durable_gap_too_large_for_its_field_claims_nothing() {
+        let op = Op { sn: 1, key: b"k", value: Some(b"v") };
+        let mut frame = vec![0u8; frame_bytes(op.payload_len())];
+        for (durable, lsn) in
+            [(8u64 << 30, 13u64 << 30), (0, u64::from(u32::MAX) + 1), (0, u64::from(u32::MAX) - 7)]
+        {
+            encode_with(&mut frame, STAMP, lsn, durable, op.kind(), op.payload_len(), |p| {
+                op.write_payload(p)
+            });
+            let Decoded::Frame(f) = decode(&frame, lsn, STAMP.salt, 0) else { panic!("frame at {lsn}") };
+            assert!(f.durable_lsn <= durable, "claims {} durable, only {durable} was", f.durable_lsn);
+        }
+        // A gap that fits is kept exactly.
+        let lsn = 1u64 << 33;
+        let durable = lsn - (u64::from(u32::MAX) - 15);
+        encode_with(&mut frame, STAMP, lsn, durable, op.kind(), op.payload_len(), |p| op.write_payload(p));
+        let Decoded::Frame(f) = decode(&frame, lsn, STAMP.salt, 0) else { panic!("frame") };
+        assert_eq!(f.durable_lsn, durable);
     }
 
     #[test]
