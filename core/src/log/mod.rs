@@ -12,6 +12,7 @@ pub mod fragment;
 pub mod frame;
 pub mod replay;
 pub mod superblock;
+pub mod writer;
 
 use crc::{Crc, Table, CRC_32_ISCSI};
 
