@@ -1,0 +1,180 @@
+//! Writes the seed corpus of every fuzz target: `cargo run --example seed -- DIR` (from
+//! `core/fuzz`) fills `DIR/<target>/` with small inputs in each target's layout (valid logs,
+//! damaged logs, valid superblocks, batches, and a few inputs the structured targets build
+//! from). Deterministic: the same files every run.
+
+use std::fs;
+use std::path::Path;
+
+use helio_core::log::batch::BatchWriter;
+use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
+use helio_core::log::frame::{encode, frame_bytes, Kind, Op, Stamp};
+use helio_core::log::superblock::{Superblock, BLOCK_BYTES};
+
+const SALT: u64 = 0x5EED_0F_4E11_0C0DE;
+
+/// Deterministic bytes.
+struct Bytes(u64);
+
+impl Bytes {
+    fn next(&mut self) -> u8 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 24) as u8
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+/// A log from `base`: a put, a delete, a pad, a relocated batch and a record in fragments; each
+/// frame written when the log was durable up to the frame before it.
+fn log_at(base: u64, epoch: u32) -> Vec<u8> {
+    let stamp = Stamp { salt: SALT, epoch };
+    let mut records: Vec<(Kind, Vec<u8>)> = Vec::new();
+    let op = |key: &[u8], value: Option<&[u8]>| {
+        let op = Op { sn: 0, key, value };
+        let mut out = vec![0; op.payload_len()];
+        op.write_payload(&mut out);
+        out
+    };
+    records.push((Kind::Put, op(b"apple", Some(b"red"))));
+    records.push((Kind::Delete, op(b"pear", None)));
+    records.push((Kind::Pad, vec![0; 13]));
+    let mut batch = BatchWriter::new();
+    batch.push(b"fig", b"purple");
+    batch.push(b"", b"empty key");
+    records.push((Kind::Relocated, batch.payload().to_vec()));
+    let big = op(b"melon", Some(&[0x4D; 100]));
+    for (offset, len) in pieces(big.len(), FRAGMENT_HEADER_BYTES + 48) {
+        let mut piece = vec![0; FRAGMENT_HEADER_BYTES + len];
+        write_fragment(&mut piece, Kind::Put, &big, offset, len);
+        records.push((Kind::Fragment, piece));
+    }
+    let mut log = Vec::new();
+    let mut durable = base;
+    for (kind, payload) in records {
+        let lsn = base + log.len() as u64;
+        let start = log.len();
+        log.resize(start + frame_bytes(payload.len()), 0);
+        encode(&mut log[start..], stamp, lsn, durable, kind, &payload);
+        durable = lsn;
+    }
+    log
+}
+
+/// The `frame` target's layout: lsn, salt, epoch floor, flags, from, then the bytes.
+fn frame_input(lsn: u64, min_epoch: u32, flags: u8, log: &[u8]) -> Vec<u8> {
+    let mut out = lsn.to_le_bytes().to_vec();
+    out.extend_from_slice(&SALT.to_le_bytes());
+    out.extend_from_slice(&min_epoch.to_le_bytes());
+    out.extend_from_slice(&[flags, 16]);
+    out.extend_from_slice(log);
+    out
+}
+
+fn superblock(generation: u64) -> [u8; BLOCK_BYTES] {
+    Superblock {
+        generation,
+        head: 4096 * generation,
+        tail: 8192 * generation + 64,
+        segment_bytes: 1 << 26,
+        salt: SALT,
+        epoch: generation as u32 / 2,
+    }
+    .encode()
+}
+
+fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let dir = dir.join(target);
+    fs::create_dir_all(&dir).expect("corpus folder");
+    fs::write(dir.join(name), bytes).expect("seed file");
+}
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("usage: seed DIR");
+    let dir = Path::new(&dir);
+    let mut rng = Bytes(0x9E37_79B9_7F4A_7C15);
+
+    // frame: whole logs, cut, damaged, unwritten, stale, at a high address.
+    let log = log_at(4096, 3);
+    write(dir, "frame", "valid-log", &frame_input(4096, 0, 0, &log));
+    write(dir, "frame", "valid-log-own-address", &frame_input(0, 0, 1, &log));
+    write(dir, "frame", "torn-tail", &frame_input(4096, 0, 0, &log[..log.len() - 21]));
+    let mut flipped = log.clone();
+    flipped[30] ^= 4;
+    write(dir, "frame", "corrupt-first-frame", &frame_input(4096, 0, 0, &flipped));
+    let mut zeros = log.clone();
+    zeros[..64].fill(0);
+    write(dir, "frame", "unwritten-head", &frame_input(4096, 0, 0, &zeros));
+    write(dir, "frame", "stale-epoch", &frame_input(4096, 4, 0, &log));
+    let high = (1u64 << 40) + 8;
+    write(dir, "frame", "high-address", &frame_input(high, 0, 0, &log_at(high, 0)));
+
+    // frame_mutated: the builder's input (salt, epoch, base, frames, then frame choices and
+    // values, then damage); one per kind of record, plus mixed ones.
+    for kind in 0..6u8 {
+        let mut input = SALT.to_le_bytes().to_vec();
+        input.extend_from_slice(&[2, 0, 2, 0, 0, 5]);
+        for i in 0..6 {
+            input.push(kind + 6 * (i % 2) + if i == 3 { 0x18 } else { 0 });
+            input.extend(rng.take(24).iter().map(|b| b % 32));
+        }
+        input.extend_from_slice(&[1 + kind % 3, kind, 40, 0, 3]);
+        write(dir, "frame_mutated", &format!("kind-{kind}"), &input);
+    }
+    for i in 0..4 {
+        write(dir, "frame_mutated", &format!("mixed-{i}"), &rng.take(160 + 80 * i));
+    }
+
+    // fragment: valid pieces of records, wrong headers, huge totals.
+    let mut pieces_input = vec![0, 100, 0];
+    pieces_input.extend(rng.take(100));
+    pieces_input.extend_from_slice(&[30, 0, 0, 30, 0, 0, 30, 0, 0, 30, 0]);
+    write(dir, "fragment", "valid-pieces", &pieces_input);
+    for i in 0..5 {
+        write(dir, "fragment", &format!("mixed-{i}"), &rng.take(120 + 60 * i));
+    }
+
+    // superblock: both slots intact, the newer torn, the wrong way round, another version
+    // newer, one block alone.
+    let two = |a: &[u8], b: &[u8]| [&[0u8][..], a, b].concat();
+    let (even, odd) = (superblock(4), superblock(5));
+    write(dir, "superblock", "both-intact", &two(&even, &odd));
+    let mut torn = odd;
+    torn[2000..].fill(0);
+    write(dir, "superblock", "newer-torn", &two(&even, &torn));
+    write(dir, "superblock", "wrong-slots", &two(&odd, &even));
+    let mut newer_version = odd;
+    newer_version[8] = 4;
+    let crc = helio_core::log::crc32c_of(&newer_version[..BLOCK_BYTES - 4]);
+    newer_version[BLOCK_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+    write(dir, "superblock", "newer-other-version", &two(&even, &newer_version));
+    write(dir, "superblock", "one-block", &[&[2u8, 0, 16][..], &even].concat());
+    for i in 0..3 {
+        let mut input = vec![1];
+        input.extend(rng.take(80));
+        write(dir, "superblock", &format!("structured-{i}"), &input);
+    }
+
+    // batch: a payload the writer wrote, whole and cut; entries to write.
+    let mut batch = BatchWriter::new();
+    for (key, value) in [(&b"k1"[..], &b"v1"[..]), (b"", b""), (b"key", &[7; 40])] {
+        batch.push(key, value);
+    }
+    write(dir, "batch", "payload", &[&[0u8][..], batch.payload()].concat());
+    write(dir, "batch", "payload-cut", &[&[0u8][..], &batch.payload()[..20]].concat());
+    for i in 0..3 {
+        let mut input = vec![1];
+        input.extend(rng.take(100 + 50 * i));
+        write(dir, "batch", &format!("entries-{i}"), &input);
+    }
+
+    // clean and replay: records they build from the input.
+    for i in 0..5 {
+        write(dir, "clean", &format!("mixed-{i}"), &rng.take(150 + 50 * i));
+        write(dir, "replay", &format!("mixed-{i}"), &rng.take(150 + 50 * i));
+    }
+}

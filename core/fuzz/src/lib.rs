@@ -1,0 +1,539 @@
+//! What the fuzz targets share: a reader that turns fuzz input into values, builders of valid
+//! logs, reference decoders written from the byte tables in `helio-core` (and
+//! `docs/log-format.md`), and the checks every decoded frame must pass.
+//!
+//! The reference decoders are deliberately plain (no shortcuts, no cheap filters): the targets
+//! compare the real decoders against them, so a difference is either a bug in `helio-core` or a
+//! format change the reference must follow.
+
+use helio_core::log::batch;
+use helio_core::log::crc32c_of;
+use helio_core::log::fragment::FRAGMENT_HEADER_BYTES;
+use helio_core::log::frame::{
+    classify_failure, decode, encode, frame_bytes, Decoded, Failure, Frame, Invalid, Kind, Op, Stamp, ALIGN,
+    EPOCH_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX,
+};
+
+/// Reads values from fuzz input, front to back. Past the end every read gives zeros (or fewer
+/// bytes), so any input is a valid one.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    /// A reader over `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data }
+    }
+
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Up to `n` bytes (fewer at the end).
+    pub fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (head, tail) = self.data.split_at(n.min(self.data.len()));
+        self.data = tail;
+        head
+    }
+
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        self.bytes(self.data.len())
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        let got = self.bytes(N);
+        out[..got.len()].copy_from_slice(got);
+        out
+    }
+
+    /// A byte (0 past the end).
+    pub fn u8(&mut self) -> u8 {
+        self.array::<1>()[0]
+    }
+
+    /// A little-endian u16.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.array())
+    }
+
+    /// A little-endian u64.
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+
+    /// A length in `0..=max` (one byte when `max` < 256, else two).
+    pub fn len(&mut self, max: usize) -> usize {
+        let raw = if max < 256 { usize::from(self.u8()) } else { usize::from(self.u16()) };
+        raw % (max + 1)
+    }
+
+    /// A byte string of at most `max` bytes: a length, then that many bytes (zero-filled past
+    /// the end of the input).
+    pub fn vec(&mut self, max: usize) -> Vec<u8> {
+        let len = self.len(max);
+        let mut out = self.bytes(len).to_vec();
+        out.resize(len, 0);
+        out
+    }
+}
+
+fn le32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes[..4].try_into().unwrap())
+}
+
+fn le64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+/// The checksum of a frame as the byte table defines it: the salt, then bytes 4 .. end.
+pub fn frame_crc(salt: u64, after_crc: &[u8]) -> u32 {
+    let mut bytes = salt.to_le_bytes().to_vec();
+    bytes.extend_from_slice(after_crc);
+    crc32c_of(&bytes)
+}
+
+/// What the byte table says the bytes at the start of `buf` are, written without reference to
+/// `frame::decode`: the frame, or else what `decode` must answer.
+pub fn reference_decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Result<Frame<'_>, Decoded<'_>> {
+    if buf.len() < HEADER_BYTES {
+        return Err(Decoded::Invalid(Invalid::Truncated));
+    }
+    if buf[..HEADER_BYTES].iter().all(|&b| b == 0) {
+        return Err(Decoded::Invalid(Invalid::Unwritten));
+    }
+    let stamped = le64(&buf[8..]);
+    if stamped != lsn {
+        return Err(Decoded::Invalid(Invalid::WrongAddress { stamped }));
+    }
+    let payload_len = le32(&buf[4..]) as usize;
+    if payload_len > PAYLOAD_BYTES_MAX {
+        return Err(Decoded::Invalid(Invalid::Checksum));
+    }
+    let bytes = (HEADER_BYTES + payload_len).div_ceil(ALIGN) * ALIGN;
+    if buf.len() < bytes {
+        return Err(Decoded::NeedMore { bytes });
+    }
+    if frame_crc(salt, &buf[4..bytes]) != le32(buf) {
+        return Err(Decoded::Invalid(Invalid::Checksum));
+    }
+    let kind = match buf[20] {
+        1 => Kind::Pad,
+        2 => Kind::Put,
+        3 => Kind::Delete,
+        4 => Kind::Fragment,
+        5 => Kind::Relocated,
+        other => return Err(Decoded::Invalid(Invalid::UnknownKind(other))),
+    };
+    let epoch = u32::from(buf[21]) | u32::from(buf[22]) << 8 | u32::from(buf[23]) << 16;
+    if epoch < min_epoch {
+        return Err(Decoded::Invalid(Invalid::Stale { epoch }));
+    }
+    // The durable gap: u32::MAX claims nothing; anything else is subtracted, never below 0.
+    let gap = le32(&buf[16..]);
+    let durable_lsn = if gap == u32::MAX { 0 } else { lsn.saturating_sub(u64::from(gap)) };
+    let payload = &buf[HEADER_BYTES..HEADER_BYTES + payload_len];
+    Ok(Frame { lsn, durable_lsn, epoch, kind, payload, bytes })
+}
+
+/// Decodes at the start of `buf` with `frame::decode`, checks the answer against
+/// [`reference_decode`] and, for a frame, with [`check_frame`].
+pub fn decode_checked(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Decoded<'_> {
+    let got = decode(buf, lsn, salt, min_epoch);
+    match (reference_decode(buf, lsn, salt, min_epoch), got) {
+        (Ok(want), Decoded::Frame(frame)) => {
+            assert_eq!(frame, want, "decode disagrees with the byte table");
+            assert!(
+                core::ptr::eq(frame.payload.as_ptr(), buf[HEADER_BYTES..].as_ptr()),
+                "payload not in place"
+            );
+            check_frame(buf, salt, min_epoch, &frame);
+        }
+        (Err(want), got) => {
+            assert_eq!(got, want, "decode disagrees with the byte table at {lsn}");
+            if let Decoded::NeedMore { bytes } = got {
+                assert!(bytes > buf.len() && bytes >= HEADER_BYTES && bytes.is_multiple_of(ALIGN));
+            }
+        }
+        (Ok(want), got) => panic!("decode gave {got:?}, the byte table says {want:?}"),
+    }
+    got
+}
+
+/// The self-consistency of a frame decoded from the start of `buf`: it fits in `buf`, its
+/// addresses and epoch are in range, and encoding it again at the same address, salt and epoch
+/// gives the same bytes (or, where the input was not in the form the writer produces — padding
+/// that is not zero, a durable gap larger than the address — bytes that decode to the same
+/// frame and differ only there).
+pub fn check_frame(buf: &[u8], salt: u64, min_epoch: u32, frame: &Frame<'_>) {
+    let Frame { lsn, durable_lsn, epoch, kind, payload, bytes } = *frame;
+    assert!(bytes <= buf.len(), "a frame of {bytes} bytes decoded from {} bytes", buf.len());
+    assert_eq!(bytes, frame_bytes(payload.len()));
+    assert!(bytes >= HEADER_BYTES && bytes.is_multiple_of(ALIGN));
+    assert!(durable_lsn <= lsn, "durable point {durable_lsn} beyond the frame at {lsn}");
+    assert!(epoch >= min_epoch && epoch <= EPOCH_MAX, "epoch {epoch}, floor {min_epoch}");
+    assert_eq!(le64(&buf[8..]), lsn);
+    assert_eq!(le32(&buf[4..]) as usize, payload.len());
+    assert_eq!(buf[20], kind as u8);
+
+    let mut again = vec![0xA5; bytes];
+    encode(&mut again, Stamp { salt, epoch }, lsn, durable_lsn, kind, payload);
+    match decode(&again, lsn, salt, epoch) {
+        Decoded::Frame(back) => assert_eq!(back, *frame, "a re-encoded frame decodes to another"),
+        other => panic!("a re-encoded frame does not decode: {other:?}"),
+    }
+    assert_eq!(&again[HEADER_BYTES..HEADER_BYTES + payload.len()], payload);
+    assert_eq!(again[4..16], buf[4..16]);
+    assert_eq!(again[20..24], buf[20..24]);
+    assert!(again[HEADER_BYTES + payload.len()..].iter().all(|&b| b == 0), "padding not zero");
+    let gap = le32(&buf[16..]);
+    let padding_zero = buf[HEADER_BYTES + payload.len()..bytes].iter().all(|&b| b == 0);
+    if padding_zero && gap != u32::MAX && u64::from(gap) <= lsn {
+        assert_eq!(&again[..], &buf[..bytes], "re-encoding the frame at {lsn} gives other bytes");
+    }
+}
+
+/// [`frame::vouching_frame`] written plainly: every aligned offset from `from` on, decoded in
+/// full.
+pub fn reference_vouching(
+    bytes: &[u8],
+    base: u64,
+    from: usize,
+    failed_lsn: u64,
+    salt: u64,
+    min_epoch: u32,
+) -> Option<u64> {
+    let mut at = from.div_ceil(ALIGN) * ALIGN;
+    while at + HEADER_BYTES <= bytes.len() {
+        let candidate = base.wrapping_add(at as u64);
+        if let Ok(frame) = reference_decode(&bytes[at..], candidate, salt, min_epoch) {
+            if frame.durable_lsn > failed_lsn {
+                return Some(candidate);
+            }
+        }
+        at += ALIGN;
+    }
+    None
+}
+
+/// `classify_failure` at `lsn` over `rest`, checked against [`reference_vouching`]; a
+/// corruption's proof must be an intact frame at its address that vouches for `lsn`.
+pub fn classify_checked(rest: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Failure {
+    let failure = classify_failure(rest, lsn, salt, min_epoch);
+    let want = reference_vouching(rest, lsn, ALIGN, lsn, salt, min_epoch);
+    match failure {
+        Failure::Torn => assert_eq!(want, None, "torn, but a frame vouches for {lsn}"),
+        Failure::Corrupt { proof_lsn } => {
+            assert_eq!(Some(proof_lsn), want, "another proof than the first vouching frame");
+            let at = proof_lsn.wrapping_sub(lsn) as usize;
+            assert!(at >= ALIGN && at.is_multiple_of(ALIGN) && at + HEADER_BYTES <= rest.len());
+            match decode(&rest[at..], proof_lsn, salt, min_epoch) {
+                Decoded::Frame(proof) => assert!(proof.durable_lsn > lsn),
+                other => panic!("the proof at {proof_lsn} does not decode: {other:?}"),
+            }
+        }
+    }
+    failure
+}
+
+/// `Op::decode_payload` written plainly from `u64 sn, u32 key_len, key, value`.
+pub fn reference_op(kind: Kind, payload: &[u8]) -> Option<Op<'_>> {
+    if payload.len() < 12 {
+        return None;
+    }
+    let sn = le64(payload);
+    let key_len = le32(&payload[8..]) as u64;
+    if key_len > (payload.len() - 12) as u64 {
+        return None;
+    }
+    let (key, value) = payload[12..].split_at(key_len as usize);
+    match kind {
+        Kind::Put => Some(Op { sn, key, value: Some(value) }),
+        Kind::Delete if value.is_empty() => Some(Op { sn, key, value: None }),
+        _ => None,
+    }
+}
+
+/// `Op::decode_payload` for `kind`, checked against [`reference_op`]; an op that decodes must
+/// write back the same payload.
+pub fn op_checked(kind: Kind, payload: &[u8]) -> Option<Op<'_>> {
+    let op = Op::decode_payload(kind, payload);
+    assert_eq!(op, reference_op(kind, payload), "Op::decode_payload disagrees for {kind:?}");
+    if let Some(op) = op {
+        assert_eq!(op.kind(), kind);
+        assert_eq!(op.payload_len(), payload.len());
+        let mut back = vec![0; payload.len()];
+        op.write_payload(&mut back);
+        assert_eq!(back, payload, "an op re-encodes to other bytes");
+    }
+    op
+}
+
+/// The entries of a batch payload (`u32 key_len, key, u32 value_len, value` repeated, at least
+/// one), written plainly: `Ok` with every entry, or `Err` with the entries before the damage.
+#[allow(clippy::type_complexity)]
+pub fn reference_entries(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8], &[u8])>> {
+    fn field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+        let len = le32(bytes.get(..4)?) as u64;
+        if len > (bytes.len() - 4) as u64 {
+            return None;
+        }
+        Some(bytes[4..].split_at(len as usize))
+    }
+    let mut out = Vec::new();
+    if payload.is_empty() {
+        return Err(out);
+    }
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let Some((key, after)) = field(rest) else { return Err(out) };
+        let Some((value, after)) = field(after) else { return Err(out) };
+        out.push((key, value));
+        rest = after;
+    }
+    Ok(out)
+}
+
+/// `batch::entries` of `payload`, checked against [`reference_entries`]: the entries in order,
+/// each in place in the payload, and `None` as the last item exactly when the payload is
+/// malformed; the iterator stays ended.
+#[allow(clippy::type_complexity)]
+pub fn entries_checked(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8], &[u8])>> {
+    let mut iter = batch::entries(payload);
+    let mut got = Vec::new();
+    let mut bad = false;
+    for item in iter.by_ref() {
+        assert!(!bad, "an item after the damage");
+        match item {
+            Some(entry) => got.push(entry),
+            None => bad = true,
+        }
+    }
+    assert!(iter.next().is_none() && iter.next().is_none(), "entries goes on after its end");
+    let want = reference_entries(payload);
+    let result = if bad { Err(got) } else { Ok(got) };
+    assert_eq!(result, want, "batch::entries disagrees");
+    // Each entry lies in the payload, right after the previous one.
+    let mut at = 0;
+    for (key, value) in match &result {
+        Ok(v) | Err(v) => v,
+    } {
+        assert!(core::ptr::eq(key.as_ptr(), payload[at + 4..].as_ptr()));
+        at += 4 + key.len();
+        assert!(core::ptr::eq(value.as_ptr(), payload[at + 4..].as_ptr()));
+        at += 4 + value.len();
+    }
+    if result.is_ok() {
+        assert_eq!(at, payload.len());
+    }
+    result
+}
+
+/// The checks of a whole record's payload, by its kind: ops and batches parse as the byte tables
+/// say. Returns the entries it would hand the cleaner (`None` if it does not parse).
+pub fn record_checked(kind: Kind, payload: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    for other in [Kind::Pad, Kind::Put, Kind::Delete, Kind::Fragment, Kind::Relocated] {
+        op_checked(other, payload);
+    }
+    let owned = |entries: Vec<(&[u8], &[u8])>| {
+        entries.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<Vec<_>>()
+    };
+    let entries = entries_checked(payload);
+    match kind {
+        Kind::Put => op_checked(kind, payload).map(|op| vec![(op.key.to_vec(), op.value.unwrap().to_vec())]),
+        Kind::Delete => op_checked(kind, payload).map(|_| Vec::new()),
+        Kind::Relocated => entries.ok().map(owned),
+        Kind::Pad | Kind::Fragment => Some(Vec::new()),
+        other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
+    }
+}
+
+/// The assembler's rule, written from `fragment.rs`'s description: a piece at offset 0 starts a
+/// record (dropping an unfinished one); a later piece must continue it exactly (same kind and
+/// total, the next offset, not past the total); the record is whole at `total` bytes. Anything
+/// else is refused and drops the record being assembled.
+#[derive(Default)]
+pub struct ModelAssembler {
+    kind: Option<Kind>,
+    total: u64,
+    bytes: Vec<u8>,
+}
+
+impl ModelAssembler {
+    /// What `Assembler::push` must answer for a fragment with this payload (`Err` for a refusal).
+    #[allow(clippy::result_unit_err)]
+    pub fn push(&mut self, payload: &[u8]) -> Result<Option<(Kind, Vec<u8>)>, ()> {
+        if payload.len() < FRAGMENT_HEADER_BYTES || payload[1..8].iter().any(|&b| b != 0) {
+            return Err(());
+        }
+        let kind = match Kind::from_byte(payload[0]) {
+            Some(Kind::Pad | Kind::Fragment) | None => return Err(()),
+            Some(kind) => kind,
+        };
+        let total = le64(&payload[8..]);
+        let offset = le64(&payload[16..]);
+        let piece = &payload[FRAGMENT_HEADER_BYTES..];
+        if offset == 0 {
+            self.bytes.clear();
+            self.kind = Some(kind);
+            self.total = total;
+        }
+        let continues = self.kind == Some(kind)
+            && self.total == total
+            && self.bytes.len() as u64 == offset
+            && u128::from(offset) + piece.len() as u128 <= u128::from(total);
+        if !continues {
+            self.kind = None;
+            return Err(());
+        }
+        self.bytes.extend_from_slice(piece);
+        if (self.bytes.len() as u64) < self.total {
+            return Ok(None);
+        }
+        self.kind = None;
+        Ok(Some((kind, self.bytes.clone())))
+    }
+}
+
+/// A fragment payload: `u8 kind, 7 zero bytes, u64 total, u64 offset, piece`.
+pub fn fragment_payload(kind: u8, pad: [u8; 7], total: u64, offset: u64, piece: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&pad);
+    out.extend_from_slice(&total.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(piece);
+    out
+}
+
+/// A frame as the writer encoded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Its address.
+    pub lsn: u64,
+    /// The durable point it was encoded with.
+    pub durable_lsn: u64,
+    /// Its epoch.
+    pub epoch: u32,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Log bytes it takes.
+    pub bytes: usize,
+}
+
+/// A valid log as the writer leaves it: frames one after another from `base`, epochs and
+/// durable points never decreasing, each durable point a frame boundary at or below the frame.
+pub struct LogBuilder {
+    /// The log's salt.
+    pub salt: u64,
+    /// Address of the first byte.
+    pub base: u64,
+    /// The bytes.
+    pub log: Vec<u8>,
+    /// The frames, in order.
+    pub frames: Vec<Written>,
+    /// The current epoch.
+    pub epoch: u32,
+    /// The current durable point.
+    pub durable_lsn: u64,
+}
+
+impl LogBuilder {
+    /// An empty log at `base` (a multiple of [`ALIGN`]).
+    pub fn new(salt: u64, base: u64, epoch: u32) -> Self {
+        assert_eq!(base % ALIGN as u64, 0);
+        Self {
+            salt,
+            base,
+            log: Vec::new(),
+            frames: Vec::new(),
+            epoch: epoch.min(EPOCH_MAX),
+            durable_lsn: base,
+        }
+    }
+
+    /// Where the next frame goes.
+    pub fn next_lsn(&self) -> u64 {
+        self.base + self.log.len() as u64
+    }
+
+    /// Frame boundaries so far (the base, then each frame's end).
+    pub fn boundaries(&self) -> impl Iterator<Item = u64> + '_ {
+        core::iter::once(self.base).chain(self.frames.iter().map(|f| f.lsn + f.bytes as u64))
+    }
+
+    /// Moves the durable point to the `n`th boundary counted back from the end (never back).
+    pub fn sync_to(&mut self, back: usize) {
+        let boundaries: Vec<u64> = self.boundaries().collect();
+        let at = boundaries[boundaries.len() - 1 - back.min(boundaries.len() - 1)];
+        self.durable_lsn = self.durable_lsn.max(at);
+    }
+
+    /// A later epoch (as after a recovery).
+    pub fn bump_epoch(&mut self, by: u32) {
+        self.epoch = self.epoch.saturating_add(by).min(EPOCH_MAX);
+    }
+
+    /// Appends a frame.
+    pub fn push(&mut self, kind: Kind, payload: &[u8]) {
+        let lsn = self.next_lsn();
+        let bytes = frame_bytes(payload.len());
+        let start = self.log.len();
+        self.log.resize(start + bytes, 0xEE);
+        let stamp = Stamp { salt: self.salt, epoch: self.epoch };
+        encode(&mut self.log[start..], stamp, lsn, self.durable_lsn, kind, payload);
+        self.frames.push(Written {
+            lsn,
+            durable_lsn: self.durable_lsn,
+            epoch: self.epoch,
+            kind,
+            payload: payload.to_vec(),
+            bytes,
+        });
+    }
+
+    /// Appends an op record.
+    pub fn push_op(&mut self, op: &Op<'_>) {
+        let mut payload = vec![0; op.payload_len()];
+        op.write_payload(&mut payload);
+        self.push(op.kind(), &payload);
+    }
+
+    /// Appends a record of `kind` as fragments, pieces of at most `piece` bytes.
+    pub fn push_fragmented(&mut self, kind: Kind, payload: &[u8], piece: usize) {
+        let max = FRAGMENT_HEADER_BYTES + piece.max(1);
+        for (offset, len) in helio_core::log::fragment::pieces(payload.len(), max) {
+            let mut out = vec![0; FRAGMENT_HEADER_BYTES + len];
+            helio_core::log::fragment::write_fragment(&mut out, kind, payload, offset, len);
+            self.push(Kind::Fragment, &out);
+        }
+    }
+}
+
+/// Decodes a log from its start as recovery does: frame after frame, each at the address where
+/// the previous one ended, the epoch floor rising with the frames read, until one does not
+/// decode. Returns the frames and the offset where decoding stopped.
+pub fn scan(log: &[u8], base: u64, salt: u64) -> (Vec<Frame<'_>>, usize, u32) {
+    let (mut frames, mut at, mut min_epoch) = (Vec::new(), 0usize, 0u32);
+    while at < log.len() {
+        match decode_checked(&log[at..], base.wrapping_add(at as u64), salt, min_epoch) {
+            Decoded::Frame(frame) => {
+                min_epoch = frame.epoch;
+                at += frame.bytes;
+                frames.push(frame);
+            }
+            _ => break,
+        }
+    }
+    (frames, at, min_epoch)
+}
