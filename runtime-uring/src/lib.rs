@@ -25,6 +25,7 @@
 //! Requirements: Linux with io_uring (5.6 or later; 6.1 or later reports direct-I/O alignment).
 #![deny(missing_docs)]
 
+pub mod disk;
 pub mod dma;
 pub mod log;
 pub mod probe;

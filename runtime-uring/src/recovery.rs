@@ -4,14 +4,14 @@
 //! this module reads the files.
 
 use std::fmt;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use helio_core::log::frame::{decode, vouching_frame, Decoded, Frame, Invalid, ALIGN, HEADER_BYTES};
 use helio_core::log::superblock::Superblock;
 
+use crate::disk::{read_full, DiskFile};
 use crate::segments::Segments;
 
 /// Bytes read from a segment at a time (more when one frame is bigger).
@@ -311,12 +311,11 @@ fn find_vouching(
         }
         let path = segments.path(index);
         let read_err = |source| RecoveryError::Io { op: "read segment", path: path.clone(), source };
-        let file = File::open(&path).map_err(read_err)?;
         let offset = at - segments.start_of(index);
         let len = window_bytes.min(seg - offset) as usize;
         data.clear();
         data.resize(len, 0);
-        read_full(&file, &mut data, offset).map_err(read_err)?;
+        segments.read(index, &mut data, offset).map_err(read_err)?;
         let from = if at == failed { ALIGN } else { 0 };
         if let Some(proof) = vouching_frame(&data, at, from, failed, sb.salt, min_epoch) {
             return Ok(Some(proof));
@@ -335,20 +334,6 @@ fn find_vouching(
     }
 }
 
-/// Reads `buf.len()` bytes at `offset`; bytes past the file's end read as zeros.
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut read = 0;
-    while read < buf.len() {
-        match file.read_at(&mut buf[read..], offset + read as u64) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Checks the end found against the superblock: the log was durable up to its tail.
 fn finish(segments: &Segments, sb: &Superblock, replayed: Replayed) -> Result<Replayed, RecoveryError> {
     if replayed.end_lsn < sb.tail {
@@ -361,7 +346,7 @@ fn finish(segments: &Segments, sb: &Superblock, replayed: Replayed) -> Result<Re
 /// A readable window over one segment file; bytes past the file's end read as zeros (never
 /// written).
 struct Window {
-    file: File,
+    file: Arc<dyn DiskFile>,
     segment_bytes: u64,
     data: Vec<u8>,
     /// Segment offset of `data[0]`.
@@ -369,7 +354,7 @@ struct Window {
 }
 
 impl Window {
-    fn new(file: File, segment_bytes: u64) -> Self {
+    fn new(file: Arc<dyn DiskFile>, segment_bytes: u64) -> Self {
         Self { file, segment_bytes, data: Vec::new(), at: 0 }
     }
 
@@ -382,7 +367,7 @@ impl Window {
         let want = ((end - offset) as usize).max(CHUNK).min((self.segment_bytes - offset) as usize);
         self.data.clear();
         self.data.resize(want, 0);
-        read_full(&self.file, &mut self.data, offset)?;
+        read_full(&*self.file, &mut self.data, offset)?;
         self.at = offset;
         Ok(())
     }

@@ -12,11 +12,11 @@
 //! every frame carries its own log address, so recovery reads one at another address as the end
 //! of the log, and never as a frame that vouches for earlier ones.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::disk::{read_full, write_all_at, DiskFile, DiskRef, OpenHow};
 
 /// Bytes written at a time when zero-filling a new segment.
 const ZERO_CHUNK: usize = 1 << 20;
@@ -27,15 +27,27 @@ pub const SPARES: usize = 2;
 /// Where a shard's segments live and how big they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segments {
+    disk: DiskRef,
     dir: PathBuf,
     segment_bytes: u64,
 }
 
 impl Segments {
-    /// The segments of the log in `dir`, `segment_bytes` each (a multiple of 4096).
+    /// The segments of the log in `dir` on the real file system, `segment_bytes` each (a
+    /// multiple of 4096).
     pub fn new(dir: &Path, segment_bytes: u64) -> Self {
+        Self::on(DiskRef::real(), dir, segment_bytes)
+    }
+
+    /// The segments of the log in `dir` on `disk`.
+    pub fn on(disk: DiskRef, dir: &Path, segment_bytes: u64) -> Self {
         assert!(segment_bytes > 0 && segment_bytes % 4096 == 0, "segment size {segment_bytes}");
-        Self { dir: dir.to_path_buf(), segment_bytes }
+        Self { disk, dir: dir.to_path_buf(), segment_bytes }
+    }
+
+    /// The disk the segments are on.
+    pub fn disk(&self) -> &DiskRef {
+        &self.disk
     }
 
     /// Size of each segment file.
@@ -59,40 +71,50 @@ impl Segments {
     }
 
     /// Opens segment `index` for reading, or `None` if it was never created (or was trimmed).
-    pub fn open(&self, index: u64) -> io::Result<Option<File>> {
-        match File::open(self.path(index)) {
+    pub fn open(&self, index: u64) -> io::Result<Option<Arc<dyn DiskFile>>> {
+        self.open_as(index, OpenHow::Read)
+    }
+
+    /// Opens segment `index` as `how` says, or `None` if there is no such segment.
+    pub fn open_as(&self, index: u64, how: OpenHow) -> io::Result<Option<Arc<dyn DiskFile>>> {
+        match self.disk.open(&self.path(index), how) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    /// Reads `buf.len()` bytes of segment `index` at `offset` (zeros past its end).
+    pub fn read(&self, index: u64, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let file = self.disk.open(&self.path(index), OpenHow::Read)?;
+        read_full(&*file, buf, offset)
+    }
+
     /// Creates segment `index` from a spare if there is one (whole, so already written), else
     /// as a new file with its first `zeroed` bytes zero-filled (at most the segment size);
     /// durably (data and directory entry); opens it for reading and writing.
-    pub fn create(&self, index: u64, zeroed: u64) -> io::Result<File> {
+    pub fn create(&self, index: u64, zeroed: u64) -> io::Result<Arc<dyn DiskFile>> {
         for spare in self.spares()? {
-            match std::fs::rename(&spare, self.path(index)) {
+            match self.disk.rename(&spare, &self.path(index)) {
                 Ok(()) => {
-                    File::open(&self.dir)?.sync_all()?;
-                    return OpenOptions::new().read(true).write(true).open(self.path(index));
+                    self.disk.sync_dir(&self.dir)?;
+                    return self.disk.open(&self.path(index), OpenHow::ReadWrite);
                 }
                 // Deleted since it was listed (a full cleaning drops the spares).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(index))?;
+        let file = self.disk.open(&self.path(index), OpenHow::CreateNew)?;
         let zeros = vec![0u8; ZERO_CHUNK];
-        zero_fill(&file, &zeros, 0, zeroed.min(self.segment_bytes))?;
-        file.sync_all()?;
-        File::open(&self.dir)?.sync_all()?;
+        zero_fill(&*file, &zeros, 0, zeroed.min(self.segment_bytes))?;
+        self.disk.sync_dir(&self.dir)?;
         Ok(file)
     }
 
     /// Deletes segment `index` (already gone is fine).
     pub fn remove(&self, index: u64) -> io::Result<()> {
-        match std::fs::remove_file(self.path(index)) {
+        match self.disk.remove_file(&self.path(index)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -103,12 +125,14 @@ impl Segments {
     pub fn retire(&self, index: u64) -> io::Result<()> {
         let path = self.path(index);
         // Whole: as long as a segment and every block written (none punched out).
-        let whole = std::fs::metadata(&path)
-            .is_ok_and(|m| m.len() == self.segment_bytes && m.blocks() * 512 >= self.segment_bytes);
+        let whole = self.disk.open(&path, OpenHow::Read).is_ok_and(|file| {
+            file.len().is_ok_and(|len| len == self.segment_bytes)
+                && file.allocated().is_ok_and(|bytes| bytes >= self.segment_bytes)
+        });
         if whole && self.spares()?.len() < SPARES {
             // Not synced: a rename lost in a crash leaves a segment below the head, which the
             // next open retires again.
-            return std::fs::rename(&path, self.dir.join(format!("spare-{index:016x}")));
+            return self.disk.rename(&path, &self.dir.join(format!("spare-{index:016x}")));
         }
         self.remove(index)
     }
@@ -119,28 +143,8 @@ impl Segments {
     pub fn punch_below(&self, lsn: u64) -> io::Result<()> {
         let index = self.index_of(lsn);
         let len = (lsn - self.start_of(index)) / 4096 * 4096;
-        let Some(file) = self.open_writable(index)? else { return Ok(()) };
-        if len == 0 {
-            return Ok(());
-        }
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: a plain system call on a descriptor this function owns.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, len as libc::off_t) };
-        match rc {
-            0 => Ok(()),
-            _ => match io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
-                e => Err(e),
-            },
-        }
-    }
-
-    fn open_writable(&self, index: u64) -> io::Result<Option<File>> {
-        match OpenOptions::new().write(true).open(self.path(index)) {
-            Ok(file) => Ok(Some(file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(file) = self.open_as(index, OpenHow::ReadWrite)? else { return Ok(()) };
+        file.punch_hole(0, len)
     }
 
     /// Deletes the spare segments, returning their space to the file system (a full cleaning
@@ -148,7 +152,7 @@ impl Segments {
     pub fn drop_spares(&self) -> io::Result<usize> {
         let mut dropped = 0;
         for spare in self.spares()? {
-            match std::fs::remove_file(spare) {
+            match self.disk.remove_file(&spare) {
                 Ok(()) => dropped += 1,
                 // Taken for a new segment since it was listed.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -160,26 +164,22 @@ impl Segments {
 
     /// The spare files, oldest first.
     fn spares(&self) -> io::Result<Vec<PathBuf>> {
-        let mut spares: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("spare-")))
-            .map(|e| e.path())
-            .collect();
-        spares.sort();
-        Ok(spares)
+        let mut names: Vec<String> =
+            self.disk.list(&self.dir)?.into_iter().filter(|n| n.starts_with("spare-")).collect();
+        names.sort();
+        Ok(names.into_iter().map(|n| self.dir.join(n)).collect())
     }
 
     /// Indices of every segment file present, sorted.
     pub fn list(&self) -> io::Result<Vec<u64>> {
-        let mut indices = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            let parsed = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("segment-"))
-                .and_then(|hex| (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten());
-            indices.extend(parsed);
-        }
+        let mut indices: Vec<u64> = self
+            .disk
+            .list(&self.dir)?
+            .iter()
+            .filter_map(|n| n.strip_prefix("segment-"))
+            .filter(|hex| hex.len() == 16)
+            .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
+            .collect();
         indices.sort_unstable();
         Ok(indices)
     }
@@ -187,11 +187,11 @@ impl Segments {
 
 /// Writes zeros over `from..to` of `file`, `zeros.len()` bytes at a time, and makes them
 /// durable. On a direct descriptor, `zeros` must be aligned and `from`, `to` block multiples.
-pub fn zero_fill(file: &File, zeros: &[u8], from: u64, to: u64) -> io::Result<()> {
+pub fn zero_fill(file: &dyn DiskFile, zeros: &[u8], from: u64, to: u64) -> io::Result<()> {
     let mut at = from;
     while at < to {
         let n = zeros.len().min((to - at) as usize);
-        file.write_all_at(&zeros[..n], at)?;
+        write_all_at(file, &zeros[..n], at)?;
         at += n as u64;
     }
     file.sync_data()
@@ -206,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let segments = Segments::new(dir.path(), 1 << 16);
         for index in 0..4 {
-            segments.create(index, 1 << 16).unwrap().write_all_at(&[index as u8 + 1; 16], 0).unwrap();
+            write_all_at(&*segments.create(index, 1 << 16).unwrap(), &[index as u8 + 1; 16], 0).unwrap();
         }
         segments.create(4, 4096).unwrap();
         for index in 0..4 {
@@ -218,9 +218,9 @@ mod tests {
         assert_eq!(segments.spares().unwrap().len(), SPARES);
         // A new segment takes a spare: whole already, its old bytes still there.
         let file = segments.create(9, 0).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), 1 << 16);
+        assert_eq!(file.len().unwrap(), 1 << 16);
         let mut first = [0u8; 1];
-        file.read_exact_at(&mut first, 0).unwrap();
+        read_full(&*file, &mut first, 0).unwrap();
         assert_eq!(first[0], 1, "the oldest spare is used first");
         assert_eq!(segments.list().unwrap(), vec![9]);
         assert_eq!(segments.spares().unwrap().len(), SPARES - 1);
@@ -237,10 +237,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let segments = Segments::new(dir.path(), 1 << 16);
         let file = segments.create(0, 1 << 16).unwrap();
-        file.write_all_at(&[7; 1 << 16], 0).unwrap();
+        write_all_at(&*file, &[7; 1 << 16], 0).unwrap();
         segments.punch_below(3 * 4096 + 100).unwrap();
         let mut back = vec![0u8; 1 << 16];
-        file.read_exact_at(&mut back, 0).unwrap();
+        read_full(&*file, &mut back, 0).unwrap();
         let punched = back.iter().position(|&b| b != 0).unwrap();
         // File systems without hole punching leave the data: then nothing is punched.
         assert!(punched == 3 * 4096 || punched == 0, "first nonzero byte at {punched}");

@@ -4,12 +4,13 @@
 //! moves the bytes.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use helio_core::log::superblock::{Superblock, SuperblockError, BLOCK_BYTES};
+
+use crate::disk::{read_full, write_all_at, DiskFile, DiskRef, OpenHow};
 
 /// The file's name in a shard's directory.
 pub const FILE_NAME: &str = "superblock";
@@ -57,9 +58,8 @@ impl std::error::Error for SuperblockFileError {
 }
 
 /// An open superblock file and the copy it holds newest.
-#[derive(Debug)]
 pub struct SuperblockFile {
-    file: File,
+    file: Arc<dyn DiskFile>,
     path: PathBuf,
     current: Superblock,
 }
@@ -69,40 +69,43 @@ impl SuperblockFile {
     /// written aside, synced, renamed into place, directory synced, so that a crash leaves
     /// either no superblock or a whole one.
     pub fn create(dir: &Path, first: Superblock) -> Result<Self, SuperblockFileError> {
+        Self::create_on(&DiskRef::real(), dir, first)
+    }
+
+    /// [`SuperblockFile::create`] on `disk`.
+    pub fn create_on(disk: &DiskRef, dir: &Path, first: Superblock) -> Result<Self, SuperblockFileError> {
         let path = dir.join(FILE_NAME);
         let aside = dir.join(ASIDE_NAME);
         let io = |op, source| SuperblockFileError::Io { op, path: path.clone(), source };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&aside)
-            .map_err(|e| io("create superblock", e))?;
+        let file = disk.open(&aside, OpenHow::Truncate).map_err(|e| io("create superblock", e))?;
         file.set_len(2 * BLOCK_BYTES as u64).map_err(|e| io("size superblock", e))?;
         let mut this = Self { file, path: aside.clone(), current: first };
         this.write_copy(first)?;
-        if path.exists() {
+        if disk.open(&path, OpenHow::Read).is_ok() {
             return Err(io("create superblock", std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
         }
-        std::fs::rename(&aside, &path).map_err(|e| io("rename superblock", e))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync directory of", e))?;
+        disk.rename(&aside, &path).map_err(|e| io("rename superblock", e))?;
+        disk.sync_dir(dir).map_err(|e| io("sync directory of", e))?;
         this.path = path;
         Ok(this)
     }
 
     /// Opens the file in `dir` and takes the newest intact copy.
     pub fn open(dir: &Path) -> Result<Self, SuperblockFileError> {
+        Self::open_on(&DiskRef::real(), dir)
+    }
+
+    /// [`SuperblockFile::open`] on `disk`.
+    pub fn open_on(disk: &DiskRef, dir: &Path) -> Result<Self, SuperblockFileError> {
         let path = dir.join(FILE_NAME);
         let io = |op, source| SuperblockFileError::Io { op, path: path.clone(), source };
-        let file =
-            OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io("open superblock", e))?;
+        let file = disk.open(&path, OpenHow::ReadWrite).map_err(|e| io("open superblock", e))?;
         let mut blocks = vec![0u8; 2 * BLOCK_BYTES];
-        let len = file.metadata().map_err(|e| io("stat superblock", e))?.len();
+        let len = file.len().map_err(|e| io("stat superblock", e))?;
         if len != blocks.len() as u64 {
             return Err(SuperblockFileError::Format { path, error: SuperblockError::Corrupt });
         }
-        file.read_exact_at(&mut blocks, 0).map_err(|e| io("read superblock", e))?;
+        read_full(&*file, &mut blocks, 0).map_err(|e| io("read superblock", e))?;
         let (slot0, slot1) = blocks.split_at(BLOCK_BYTES);
         let current = Superblock::choose(slot0, slot1)
             .map_err(|error| SuperblockFileError::Format { path: path.clone(), error })?;
@@ -126,26 +129,29 @@ impl SuperblockFile {
     fn write_copy(&mut self, sb: Superblock) -> Result<(), SuperblockFileError> {
         let io = |op, source| SuperblockFileError::Io { op, path: self.path.clone(), source };
         let at = (sb.slot() * BLOCK_BYTES) as u64;
-        self.file.write_all_at(&sb.encode(), at).map_err(|e| io("write superblock", e))?;
+        write_all_at(&*self.file, &sb.encode(), at).map_err(|e| io("write superblock", e))?;
         self.file.sync_data().map_err(|e| io("sync superblock", e))
+    }
+}
+
+impl fmt::Debug for SuperblockFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SuperblockFile").field("path", &self.path).field("current", &self.current).finish()
     }
 }
 
 /// A fresh random salt for a new log, from the kernel.
 pub fn random_salt() -> io::Result<u64> {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom fills at most `bytes.len()` bytes of our buffer.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u64::from_le_bytes(bytes))
+    use crate::disk::{Disk, RealDisk};
+    RealDisk.random_u64()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use helio_core::log::superblock::FORMAT_VERSION;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
 
     fn first() -> Superblock {
         Superblock {

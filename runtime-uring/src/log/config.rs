@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::disk::DiskRef;
 use crate::recovery::ScanLimits;
 
 /// What survives a crash, chosen per write.
@@ -24,15 +25,10 @@ pub enum Durability {
     Sync,
 }
 
-/// Test-only failure injection: the Nth I/O of a kind fails with `EIO` instead of reaching the
-/// kernel, as if the device had failed it. Counting starts at 1 when the log opens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Faults {
-    /// Fail the Nth segment write.
-    pub fail_write: Option<u64>,
-    /// Fail the Nth flush (fdatasync).
-    pub fail_flush: Option<u64>,
-}
+/// Test-only failure injection: the Nth segment write or flush (counting from 1 when the log
+/// opens) fails with an injected error instead of reaching the kernel, as if the device had
+/// failed it.
+pub use helio_core::log::writer::Faults;
 
 /// Configuration of one shard's log. Every knob has a documented default and limits, checked
 /// by [`LogConfig::validate`] (and so at open).
@@ -62,6 +58,11 @@ pub struct LogConfig {
     pub cpu: Option<usize>,
     /// Failure injection for tests (default: none).
     pub faults: Faults,
+    /// Where the log's files are: the real file system (default), or a simulated disk in
+    /// tests (whose log is then driven by the threads that wait on it instead of an io_uring
+    /// I/O thread). A test hook.
+    #[doc(hidden)]
+    pub disk: DiskRef,
 }
 
 impl Default for LogConfig {
@@ -76,6 +77,7 @@ impl Default for LogConfig {
             sqpoll: false,
             cpu: None,
             faults: Faults::default(),
+            disk: DiskRef::real(),
         }
     }
 }

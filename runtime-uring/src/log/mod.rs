@@ -12,11 +12,10 @@
 
 mod config;
 mod error;
+mod inline;
 mod io;
 mod shared;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -26,14 +25,17 @@ use std::time::{Duration, Instant};
 use helio_core::log::fragment::{pieces, write_fragment, Assembler, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{frame_bytes, Kind, Op, Stamp, EPOCH_MAX};
 use helio_core::log::superblock::Superblock;
+use helio_core::log::writer::{Writer, WriterConfig};
 
 pub use config::{Durability, Faults, LogConfig, LogConfigError};
 pub use error::{IoFailure, LogError};
 
+use crate::disk::DiskRef;
 use crate::probe::{probe, DirectIo};
 use crate::recovery::{replay, CorruptReason, RecoveryError, Replayed, ScanLimits};
 use crate::segments::Segments;
-use crate::superblock_file::{random_salt, SuperblockFile, SuperblockFileError};
+use crate::superblock_file::{SuperblockFile, SuperblockFileError};
+use inline::Inline;
 use shared::Shared;
 
 /// What opening a log found and did.
@@ -84,7 +86,8 @@ pub struct LogStats {
 /// [`Log::close`] to see them).
 pub struct Log {
     shared: Arc<Shared>,
-    io: Mutex<Option<JoinHandle<()>>>,
+    /// The I/O thread (`None` inside where the log is driven inline); `None` once closed.
+    io: Mutex<Option<Option<JoinHandle<()>>>>,
     superblock: Mutex<SuperblockFile>,
     segments: Segments,
     /// Serializes records too large for one buffer (their pieces must not interleave).
@@ -111,7 +114,7 @@ impl Log {
     pub fn prepare<'c>(dir: &Path, config: &'c LogConfig) -> Result<Opening<'c>, LogError> {
         config.validate().map_err(LogError::Config)?;
         let started = Instant::now();
-        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        config.disk.create_dir_all(dir).map_err(|source| LogError::Io {
             op: "create directory",
             path: dir.to_path_buf(),
             source,
@@ -129,8 +132,8 @@ impl Log {
         config: &LogConfig,
         mut visit: impl FnMut(Kind, &[u8]),
     ) -> Result<Replayed, LogError> {
-        let sb = Self::superblock_of(dir)?;
-        let segments = Segments::new(dir, sb.segment_bytes);
+        let sb = SuperblockFile::open_on(&config.disk, dir).map_err(LogError::Superblock)?.current();
+        let segments = Segments::on(config.disk.clone(), dir, sb.segment_bytes);
         replay_records(&segments, &sb, config.scan_limits(), |kind, payload| visit(kind, payload))
     }
 
@@ -294,8 +297,10 @@ impl Log {
         let Some(handle) = self.io.lock().unwrap().take() else { return Ok(()) };
         let synced = self.sync();
         self.shared.closing.store(true, Ordering::Release);
-        self.shared.doorbell.ring();
-        handle.join().expect("the log's I/O thread panicked");
+        self.shared.ring();
+        if let Some(handle) = handle {
+            handle.join().expect("the log's I/O thread panicked");
+        }
         synced?;
         let mut superblock = self.superblock.lock().unwrap();
         let sb = superblock.current();
@@ -330,56 +335,56 @@ impl Opening<'_> {
         let dir = dir.as_path();
         let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
         let sb = superblock.current();
-        let segments = Segments::new(dir, sb.segment_bytes);
+        let segments = Segments::on(config.disk.clone(), dir, sb.segment_bytes);
         let mut records = 0;
         let replayed = replay_records(&segments, &sb, config.scan_limits(), |kind, payload| {
             records += 1;
             visit(kind, payload);
         })?;
+        // What was replayed may never have been flushed (the process died before its flush,
+        // or the device still holds it in a volatile cache): make it durable before the log
+        // takes writes, whose frames vouch for everything below the durable address.
+        sync_replayed(&segments, sb.head, replayed.end_lsn)?;
         let elapsed = started.elapsed();
         // New frames carry the next epoch, so that frames beyond a cut tail read as stale.
         let epoch = sb.epoch + 1;
         if epoch > EPOCH_MAX {
             return Err(io("reopen log in", std::io::Error::other("the log was recovered 2^24 times")));
         }
-        // The tail stays: what was replayed may not have been flushed before the crash.
-        let next = Superblock { epoch, ..sb.next(sb.head, sb.tail) };
+        let next = Superblock { epoch, ..sb.next(sb.head, sb.tail.max(replayed.end_lsn)) };
         superblock.store(next).map_err(LogError::Superblock)?;
 
-        let caps = probe(dir).map_err(|e| io("probe I/O support in", e.source))?;
-        let direct = match (&caps.direct_io, config.direct_io) {
-            (DirectIo::Supported { .. }, true) => caps.direct_io.align(),
-            (DirectIo::Refused { reason }, true) => {
-                ::log::warn!(
-                    "{}: O_DIRECT refused ({reason}); the log writes through the page cache",
-                    dir.display()
-                );
-                None
-            }
-            (_, false) => None,
-        };
+        let direct = direct_io_block(dir, config)?;
         let block = direct.unwrap_or(4096);
         let start = replayed.end_lsn;
         let carry = read_carry(&segments, start, block)?;
+        let writer = Writer::new(
+            WriterConfig {
+                block,
+                segment_bytes: sb.segment_bytes,
+                flush_interval_nanos: config.flush_interval.as_nanos() as u64,
+                max_in_flight: io::IoThread::max_in_flight(config.ring_depth),
+                faults: config.faults,
+            },
+            start,
+            carry,
+        );
         let stamp = Stamp { salt: sb.salt, epoch };
-        let shared = Shared::new(stamp, sb.segment_bytes, config.buffer_bytes, config.buffers, block, start)
-            .map_err(|e| io("allocate write buffers for", e))?;
+        // The real file system gets an io_uring I/O thread; any other disk is driven inline.
+        let (inline, writer) = if config.disk.is_real() {
+            (None, Some(writer))
+        } else {
+            let seed = config.disk.random_u64().map_err(|e| io("draw a seed for", e))?;
+            (Some(Inline::new(writer, segments.clone(), seed)), None)
+        };
+        let shared =
+            Shared::new(stamp, segments.clone(), config.buffer_bytes, config.buffers, block, start, inline)
+                .map_err(|e| io("allocate write buffers for", e))?;
         let shared = Arc::new(shared);
-        let thread =
-            io::IoThread::new(shared.clone(), segments.clone(), config, direct.is_some(), start, carry)
-                .map_err(|e| io("set up io_uring for", e))?;
-        let on_panic = (shared.clone(), dir.to_path_buf());
-        let handle = std::thread::Builder::new()
-            .name("helio-log-io".into())
-            .spawn(move || {
-                // A panic here (a bug) must not leave writers parked forever: poison instead.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run())).is_err() {
-                    let (shared, path) = on_panic;
-                    let source = std::io::Error::other("the log's I/O thread panicked");
-                    shared.poison(IoFailure { op: "run the I/O thread of", path, source });
-                }
-            })
-            .map_err(|e| io("start the I/O thread for", e))?;
+        let handle = match writer {
+            Some(writer) => Some(spawn_io_thread(dir, config, &shared, writer, &segments, direct.is_some())?),
+            None => None,
+        };
         let log = Log {
             shared,
             io: Mutex::new(Some(handle)),
@@ -393,6 +398,69 @@ impl Opening<'_> {
     }
 }
 
+/// The direct-I/O block size where the log writes with O_DIRECT, `None` for the page cache.
+fn direct_io_block(dir: &Path, config: &LogConfig) -> Result<Option<usize>, LogError> {
+    if !config.direct_io || !config.disk.is_real() {
+        return Ok(None);
+    }
+    let caps = probe(dir).map_err(|e| LogError::Io {
+        op: "probe I/O support in",
+        path: dir.to_path_buf(),
+        source: e.source,
+    })?;
+    Ok(match &caps.direct_io {
+        DirectIo::Supported { .. } => caps.direct_io.align(),
+        DirectIo::Refused { reason } => {
+            ::log::warn!(
+                "{}: O_DIRECT refused ({reason}); the log writes through the page cache",
+                dir.display()
+            );
+            None
+        }
+    })
+}
+
+/// Starts the io_uring I/O thread driving `writer`.
+fn spawn_io_thread(
+    dir: &Path,
+    config: &LogConfig,
+    shared: &Arc<Shared>,
+    writer: Writer,
+    segments: &Segments,
+    direct: bool,
+) -> Result<JoinHandle<()>, LogError> {
+    let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
+    let thread = io::IoThread::new(shared.clone(), writer, segments.clone(), config, direct)
+        .map_err(|e| io("set up io_uring for", e))?;
+    let on_panic = (shared.clone(), dir.to_path_buf());
+    std::thread::Builder::new()
+        .name("helio-log-io".into())
+        .spawn(move || {
+            // A panic here (a bug) must not leave writers parked forever: poison instead.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run())).is_err() {
+                let (shared, path) = on_panic;
+                let source = std::io::Error::other("the log's I/O thread panicked");
+                shared.poison(IoFailure { op: "run the I/O thread of", path, source });
+            }
+        })
+        .map_err(|e| io("start the I/O thread for", e))
+}
+
+/// fdatasyncs every segment holding the log from `head` to `end`.
+fn sync_replayed(segments: &Segments, head: u64, end: u64) -> Result<(), LogError> {
+    if end == head {
+        return Ok(());
+    }
+    for index in segments.index_of(head)..=segments.index_of(end - 1) {
+        let path = segments.path(index);
+        let io = |op, source| LogError::Io { op, path: path.clone(), source };
+        if let Some(file) = segments.open(index).map_err(|e| io("open segment", e))? {
+            file.sync_data().map_err(|e| io("sync replayed segment", e))?;
+        }
+    }
+    Ok(())
+}
+
 impl Drop for Log {
     fn drop(&mut self) {
         let _ = self.shut_down();
@@ -402,12 +470,13 @@ impl Drop for Log {
 /// Opens the superblock in `dir`, or creates a log there if the directory has none. Segment
 /// files without a superblock are refused (creating a new log over them would lose them).
 fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bool), LogError> {
-    match SuperblockFile::open(dir) {
+    let disk: &DiskRef = &config.disk;
+    match SuperblockFile::open_on(disk, dir) {
         Ok(file) => Ok((file, false)),
         Err(SuperblockFileError::Io { source, path, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            let listed = Segments::new(dir, config.segment_bytes).list();
+            let listed = Segments::on(disk.clone(), dir, config.segment_bytes).list();
             let orphans = listed.map_err(|source| LogError::Io {
                 op: "list segments in",
                 path: dir.to_path_buf(),
@@ -417,7 +486,7 @@ fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bo
                 let error = helio_core::log::superblock::SuperblockError::Corrupt;
                 return Err(LogError::Superblock(SuperblockFileError::Format { path, error }));
             }
-            let salt = random_salt().map_err(|source| LogError::Io {
+            let salt = disk.random_u64().map_err(|source| LogError::Io {
                 op: "draw a salt for",
                 path: dir.to_path_buf(),
                 source,
@@ -430,7 +499,7 @@ fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bo
                 salt,
                 epoch: 0,
             };
-            Ok((SuperblockFile::create(dir, first).map_err(LogError::Superblock)?, true))
+            Ok((SuperblockFile::create_on(disk, dir, first).map_err(LogError::Superblock)?, true))
         }
         Err(e) => Err(LogError::Superblock(e)),
     }
@@ -469,14 +538,12 @@ fn read_carry(segments: &Segments, start: u64, block: usize) -> Result<Vec<u8>, 
     let mut carry = vec![0; lead];
     if lead > 0 {
         let index = segments.index_of(start);
-        let path = segments.path(index);
-        let file = File::open(&path).map_err(|source| LogError::Io {
-            op: "open segment",
-            path: path.clone(),
+        let offset = start - lead as u64 - segments.start_of(index);
+        segments.read(index, &mut carry, offset).map_err(|source| LogError::Io {
+            op: "read segment",
+            path: segments.path(index),
             source,
         })?;
-        file.read_exact_at(&mut carry, start - lead as u64 - segments.start_of(index))
-            .map_err(|source| LogError::Io { op: "read segment", path, source })?;
     }
     Ok(carry)
 }

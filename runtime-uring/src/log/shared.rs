@@ -21,9 +21,12 @@ use std::{io, slice};
 
 use helio_core::log::buffer::{BufferState, Reserve};
 use helio_core::log::frame::{encode_with, Kind, Stamp, HEADER_BYTES};
+use helio_core::log::writer::{Buffers, Cause, Count, Failure};
 
 use super::error::{IoFailure, LogError};
+use super::inline::Inline;
 use crate::dma::DmaBuf;
+use crate::segments::Segments;
 use crate::striped::Striped;
 
 /// One write buffer.
@@ -63,14 +66,7 @@ impl Slot {
     }
 }
 
-/// A sealed fill, ready to be written.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Fill {
-    pub seq: u64,
-    pub slot: usize,
-    pub base: u64,
-    pub filled: u64,
-}
+pub(crate) use helio_core::log::writer::Fill;
 
 /// Counters behind [`super::LogStats`]: writers' on stripes, the I/O thread's plain.
 pub(crate) struct Counters {
@@ -158,7 +154,11 @@ pub(crate) struct Shared {
     handoffs: Mutex<Vec<Fill>>,
     /// Writers parked until the log is durable up to an address.
     durable_waiters: Mutex<Vec<(u64, Thread)>>,
-    pub doorbell: Doorbell,
+    /// Rung to wake the io_uring I/O thread (none where the log is driven inline).
+    pub doorbell: Option<Doorbell>,
+    /// The writer, driven by the threads that wait, for a log on a disk other than the real one.
+    inline: Option<Inline>,
+    segments: Segments,
     lock: Mutex<()>,
     progress: Condvar,
     pub counters: Counters,
@@ -206,15 +206,18 @@ impl Drop for Claim<'_> {
 
 impl Shared {
     /// Allocates `buffers` buffers of `buffer_bytes` (plus one block for the carried partial
-    /// block) and opens fill 0 at `start`.
+    /// block) and opens fill 0 at `start`. With `inline`, the log's writer is driven by the
+    /// threads that wait on it; else an io_uring I/O thread drives it, woken by the doorbell.
     pub fn new(
         stamp: Stamp,
-        segment_bytes: u64,
+        segments: Segments,
         buffer_bytes: usize,
         buffers: usize,
         block: usize,
         start: u64,
+        inline: Option<Inline>,
     ) -> io::Result<Self> {
+        let segment_bytes = segments.segment_bytes();
         let slots = (0..buffers)
             .map(|i| {
                 let mut memory = DmaBuf::new(buffer_bytes + block, block)
@@ -246,7 +249,9 @@ impl Shared {
             poison: OnceLock::new(),
             handoffs: Mutex::new(Vec::new()),
             durable_waiters: Mutex::new(Vec::new()),
-            doorbell: Doorbell::new()?,
+            doorbell: if inline.is_none() { Some(Doorbell::new()?) } else { None },
+            inline,
+            segments,
             lock: Mutex::new(()),
             progress: Condvar::new(),
             counters: Counters::new(),
@@ -290,7 +295,7 @@ impl Shared {
             && !self.buffered_pending.swap(true, Ordering::AcqRel)
         {
             // The I/O thread may be asleep with no timeout: wake it to start the interval.
-            self.doorbell.ring();
+            self.ring();
         }
     }
 
@@ -402,7 +407,7 @@ impl Shared {
             Fill { seq: s.seq.load(Ordering::Acquire), slot, base: s.base.load(Ordering::Acquire), filled };
         self.handoffs.lock().unwrap().push(fill);
         if ring {
-            self.doorbell.ring();
+            self.ring();
         }
     }
 
@@ -425,18 +430,21 @@ impl Shared {
         let pending = self.sync_wanted.fetch_max(end, Ordering::SeqCst);
         self.durable_waiters.lock().unwrap().push((end, std::thread::current()));
         if pending <= self.durable.load(Ordering::SeqCst) {
-            self.doorbell.ring();
+            self.ring();
         }
         loop {
             if self.durable.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             self.check_poison()?;
+            if self.pump() {
+                continue;
+            }
             // The timeout only bounds the cost of a lost unpark or doorbell; none is expected,
             // and ringing again after one is harmless.
             std::thread::park_timeout(Duration::from_millis(5));
             if self.durable.load(Ordering::Acquire) < end {
-                self.doorbell.ring();
+                self.ring();
             }
         }
     }
@@ -468,9 +476,30 @@ impl Shared {
                 return Ok(());
             }
             self.check_poison()?;
+            if self.inline.is_some() {
+                drop(guard);
+                if !self.pump() {
+                    std::thread::yield_now();
+                }
+                guard = self.lock.lock().unwrap();
+                continue;
+            }
             // The timeout only bounds the cost of a missed notification; none is expected.
             guard = self.progress.wait_timeout(guard, Duration::from_millis(5)).unwrap().0;
         }
+    }
+
+    /// Wakes the I/O thread (where there is one).
+    pub fn ring(&self) {
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring();
+        }
+    }
+
+    /// Drives an inline log's writer one step; false where there is none to drive (or another
+    /// thread drives it now).
+    fn pump(&self) -> bool {
+        self.inline.as_ref().is_some_and(|inline| inline.pump(self))
     }
 
     /// Wakes every waiter to re-check its condition.
@@ -497,6 +526,91 @@ impl Shared {
         match self.poison.get() {
             Some(failure) => Err(LogError::Poisoned(failure.clone())),
             None => Ok(()),
+        }
+    }
+}
+
+/// The writer's view of the shared state (see [`helio_core::log::writer::Buffers`]).
+impl Buffers for Shared {
+    fn take_handoffs(&self, into: &mut Vec<Fill>) {
+        Shared::take_handoffs(self, into);
+    }
+
+    fn sync_wanted(&self) -> u64 {
+        self.sync_wanted.load(Ordering::Acquire)
+    }
+
+    fn want_durable(&self, lsn: u64) {
+        self.sync_wanted.fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    fn buffered_pending(&self) -> bool {
+        self.buffered_pending.load(Ordering::Acquire)
+    }
+
+    fn clear_buffered(&self) {
+        self.buffered_pending.store(false, Ordering::SeqCst);
+    }
+
+    fn claimed_end(&self) -> u64 {
+        Shared::claimed_end(self)
+    }
+
+    fn seal_for_commit(&self) -> bool {
+        Shared::seal_for_commit(self)
+    }
+
+    fn take_durable_wait(&self) -> bool {
+        self.durable_waits_seen.swap(false, Ordering::Relaxed)
+    }
+
+    fn with_bytes(&self, slot: usize, len: usize, f: &mut dyn FnMut(&mut [u8])) {
+        // SAFETY: the writer owns a handed-off fill's buffer until its write completes; the
+        // bytes outside the fill's claims are nobody else's either.
+        f(unsafe { self.slots[slot].bytes(0, len) });
+    }
+
+    fn fills_written(&self, n: u64) {
+        self.written_fills.fetch_add(n, Ordering::AcqRel);
+        self.notify();
+    }
+
+    fn durable(&self, lsn: u64) {
+        self.advance_durable(lsn);
+    }
+
+    fn poison(&self, failure: Failure) {
+        let source = match failure.cause {
+            Cause::Os(errno) => io::Error::from_raw_os_error(errno),
+            Cause::Short { wrote, len } => {
+                io::Error::new(io::ErrorKind::WriteZero, format!("wrote {wrote} of {len} bytes"))
+            }
+            Cause::Injected => io::Error::other("injected I/O failure (test fault injection)"),
+        };
+        let path = self.segments.path(failure.segment);
+        Shared::poison(self, IoFailure { op: failure.step.name(), path, source });
+    }
+
+    fn count(&self, what: Count) {
+        let c = &self.counters;
+        match what {
+            Count::Write(bytes) => {
+                c.writes.fetch_add(1, Ordering::Relaxed);
+                c.device_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Count::Flush(syncs) => {
+                c.flushes.fetch_add(1, Ordering::Relaxed);
+                c.syncs.fetch_add(syncs, Ordering::Relaxed);
+            }
+            Count::GroupCommit => {
+                c.group_commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Count::Zeroed(bytes) => {
+                c.zeroed_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Count::Completion => {
+                c.completions.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
