@@ -86,20 +86,26 @@ impl Inner {
         }
     }
 
+    /// One wake of the cleaner: measure, clean a round if due, give space back.
+    pub(super) fn clean_once(&self) -> Result<(), ShardError> {
+        self.refresh_live();
+        let cleaned = self.clean_round();
+        self.release_space();
+        cleaned
+    }
+
     pub(super) fn run_cleaner(&self) {
         while !self.stop.load(Ordering::Acquire) {
             self.clean_requested.store(false, Ordering::Release);
-            self.refresh_live();
             // A failed cleaning leaves the log as it was; a poisoned log also fails every later
             // write, which is where a user sees the error.
-            let failed = match self.clean_round() {
+            let failed = match self.clean_once() {
                 Ok(()) => false,
                 Err(e) => {
                     ::log::warn!("{}: cleaning failed: {e}", self.log.dir().display());
                     true
                 }
             };
-            self.release_space();
             let guard = self.wake.0.lock().unwrap();
             if failed || (!self.clean_requested.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire))
             {
