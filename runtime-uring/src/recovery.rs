@@ -8,7 +8,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use helio_core::log::frame::{decode, vouching_frame, Decoded, Frame, Invalid, ALIGN, HEADER_BYTES};
+use helio_core::log::frame::{
+    decode, holds_frames, vouching_frame, Decoded, Frame, Invalid, ALIGN, HEADER_BYTES,
+};
 use helio_core::log::superblock::Superblock;
 
 use crate::disk::{read_full, DiskFile};
@@ -127,10 +129,10 @@ impl std::error::Error for RecoveryError {}
 /// How far recovery looks past a failed decode for a frame that proves it corruption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScanLimits {
-    /// The scan stops after this many consecutive zero bytes: more than the writer can leave
-    /// unwritten between written fills (its buffers in flight), so no frame of this epoch lies
-    /// beyond them.
-    pub zero_run: u64,
+    /// The scan stops after this many bytes in a row that hold no intact frame of this log at
+    /// its own address (unwritten space, a recycled segment's stale frames, garbage): more
+    /// than the writer can leave unwritten between written fills (its buffers in flight).
+    pub quiet_run: u64,
     /// Largest frame the writer makes; the scan reads windows of at least twice this.
     pub max_frame: usize,
 }
@@ -138,7 +140,7 @@ pub struct ScanLimits {
 impl Default for ScanLimits {
     /// Limits for the default log geometry (1 MiB buffers, a few in flight).
     fn default() -> Self {
-        Self { zero_run: 64 << 20, max_frame: 512 << 10 }
+        Self { quiet_run: 64 << 20, max_frame: 512 << 10 }
     }
 }
 
@@ -168,6 +170,11 @@ pub fn replay(
         let start = segments.start_of(index);
         let mut window = Window::new(file, segments.segment_bytes());
         while replayed.end_lsn < start + segments.segment_bytes() {
+            if sb.clean && replayed.end_lsn == sb.tail {
+                // Closed cleanly here: nothing was written past it (a recycled segment's old
+                // bytes may follow, and are not read).
+                return finish(segments, sb, replayed);
+            }
             let lsn = replayed.end_lsn;
             let offset = lsn - start;
             window.fill(offset, HEADER_BYTES).map_err(|e| io("read segment", e))?;
@@ -283,8 +290,8 @@ fn after_failure(
 }
 
 /// Looks for an intact frame after `failed` (in this segment and the existing later ones) that
-/// says the log was durable past it, window by window, until `limits.zero_run` zero bytes in a
-/// row or the last segment's end.
+/// says the log was durable past it, window by window, until `limits.quiet_run` bytes in a row
+/// without a frame of this log ([`holds_frames`]) or the last segment's end.
 fn find_vouching(
     segments: &Segments,
     sb: &Superblock,
@@ -298,7 +305,7 @@ fn find_vouching(
     let step = window_bytes - limits.max_frame as u64;
     let seg = segments.segment_bytes();
     let mut at = failed;
-    let mut zeros = 0u64;
+    let mut quiet = 0u64;
     let mut data = Vec::new();
     loop {
         let index = segments.index_of(at);
@@ -321,14 +328,13 @@ fn find_vouching(
             return Ok(Some(proof));
         }
         let advance = step.min(seg - offset);
-        let scanned = &data[..advance as usize];
-        if scanned.iter().all(|&b| b == 0) {
-            zeros += advance;
-            if zeros >= limits.zero_run {
+        if holds_frames(&data, at, sb.salt, min_epoch) {
+            quiet = 0;
+        } else {
+            quiet += advance;
+            if quiet >= limits.quiet_run {
                 return Ok(None);
             }
-        } else {
-            zeros = 0;
         }
         at += advance;
     }

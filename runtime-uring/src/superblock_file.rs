@@ -161,6 +161,7 @@ mod tests {
             segment_bytes: 1 << 20,
             salt: random_salt().unwrap(),
             epoch: 0,
+            clean: false,
         }
     }
 

@@ -64,6 +64,7 @@ impl TestLog {
             segment_bytes: SEGMENT,
             salt: STAMP.salt,
             epoch: STAMP.epoch,
+            clean: false,
         }
     }
 }

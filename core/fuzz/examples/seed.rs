@@ -83,6 +83,7 @@ fn superblock(generation: u64) -> [u8; BLOCK_BYTES] {
         segment_bytes: 1 << 26,
         salt: SALT,
         epoch: generation as u32 / 2,
+        clean: false,
     }
     .encode()
 }

@@ -269,21 +269,41 @@ pub fn vouching_frame(
     salt: u64,
     min_epoch: u32,
 ) -> Option<u64> {
-    let mut at = from.next_multiple_of(ALIGN);
-    while at + HEADER_BYTES <= bytes.len() {
+    frames_in_place(bytes, base, from, salt, min_epoch).find(|f| f.durable_lsn > failed_lsn).map(|f| f.lsn)
+}
+
+/// Whether `bytes` (whose first byte is log address `base`) hold any intact frame of this log,
+/// of epoch `min_epoch` or later, at its own address: a sign that the writer was writing there.
+/// Unwritten space holds none, nor does a recycled segment's stale data (its frames carry the
+/// addresses of the segment they were written in) or garbage, so a long enough stretch without
+/// one ends recovery's search for a vouching frame.
+pub fn holds_frames(bytes: &[u8], base: u64, salt: u64, min_epoch: u32) -> bool {
+    frames_in_place(bytes, base, 0, salt, min_epoch).next().is_some()
+}
+
+/// The intact frames in `bytes` (whose first byte is log address `base`) at offset `from` or
+/// later, wherever they start at their own address (frames in the payload of a torn frame
+/// included).
+fn frames_in_place(
+    bytes: &[u8],
+    base: u64,
+    from: usize,
+    salt: u64,
+    min_epoch: u32,
+) -> impl Iterator<Item = Frame<'_>> {
+    let start = from.next_multiple_of(ALIGN);
+    (start..bytes.len().saturating_sub(HEADER_BYTES - 1)).step_by(ALIGN).filter_map(move |at| {
         let candidate = base.wrapping_add(at as u64);
         // Cheap filter first: an intact frame here must carry this very address.
         let stamped = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
-        if stamped == candidate {
-            if let Decoded::Frame(frame) = decode(&bytes[at..], candidate, salt, min_epoch) {
-                if frame.durable_lsn > failed_lsn {
-                    return Some(candidate);
-                }
-            }
+        match stamped == candidate {
+            true => match decode(&bytes[at..], candidate, salt, min_epoch) {
+                Decoded::Frame(frame) => Some(frame),
+                _ => None,
+            },
+            false => None,
         }
-        at += ALIGN;
-    }
-    None
+    })
 }
 
 /// A durable write, as a [`Kind::Put`] or [`Kind::Delete`] frame carries it.

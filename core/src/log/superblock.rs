@@ -12,7 +12,8 @@
 //!     40     8  segment bytes
 //!     48     8  salt: random per log, mixed into every frame checksum
 //!     56     4  epoch: recoveries so far; frames written now carry it
-//!     60     4  zero
+//!     60     4  flags: bit 0 set when the log was closed cleanly at `tail` (nothing was written
+//!               past it); other bits zero
 //!     64  4028  zero (format 2 kept a checkpoint's address at 64; format 3 has no checkpoints)
 //!   4092     4  crc32c of bytes 0 .. 4092
 //! ```
@@ -46,6 +47,9 @@ pub struct Superblock {
     pub salt: u64,
     /// Recoveries so far: bumped (and written here) before a recovered log takes new frames.
     pub epoch: u32,
+    /// The log was closed cleanly: it ends exactly at `tail`, and recovery reads nothing past
+    /// it (where a recycled segment's stale bytes would otherwise have to be told from a tear).
+    pub clean: bool,
 }
 
 /// Why no superblock copy could be used.
@@ -81,10 +85,16 @@ impl Superblock {
         (self.generation % 2) as usize
     }
 
-    /// The next generation, with new bounds: write it to its [`Superblock::slot`].
+    /// The next generation, with new bounds, for a log still open: write it to its
+    /// [`Superblock::slot`].
     pub fn next(&self, head: u64, tail: u64) -> Self {
         debug_assert!(self.head <= head && head <= tail && self.tail <= tail, "log bounds moved back");
-        Self { generation: self.generation + 1, head, tail, ..*self }
+        Self { generation: self.generation + 1, head, tail, clean: false, ..*self }
+    }
+
+    /// The next generation of a log closed cleanly at `tail` (its durable end).
+    pub fn closed(&self, tail: u64) -> Self {
+        Self { clean: true, ..self.next(self.head, tail) }
     }
 
     /// Encodes one copy.
@@ -99,6 +109,7 @@ impl Superblock {
         block[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
         block[48..56].copy_from_slice(&self.salt.to_le_bytes());
         block[56..60].copy_from_slice(&self.epoch.to_le_bytes());
+        block[60..64].copy_from_slice(&u32::from(self.clean).to_le_bytes());
         let crc = crc32c(&[&block[..CRC_AT]]);
         block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         debug_assert_eq!(Self::decode(&block), Ok(*self));
@@ -135,8 +146,9 @@ impl Superblock {
             segment_bytes: word(40),
             salt: word(48),
             epoch: half(56),
+            clean: half(60) & 1 != 0,
         };
-        if sb.head > sb.tail || sb.segment_bytes == 0 {
+        if sb.head > sb.tail || sb.segment_bytes == 0 || half(60) > 1 {
             return Err(SuperblockError::Corrupt);
         }
         Ok((half(8), sb))
@@ -177,6 +189,7 @@ mod tests {
             segment_bytes: 1 << 32,
             salt: 0xA5A5_0000_1111_2222,
             epoch: generation as u32 / 2,
+            clean: generation % 3 == 0,
         }
     }
 

@@ -107,7 +107,7 @@ impl LogConfig {
     pub fn scan_limits(&self) -> ScanLimits {
         let in_flight = (self.buffers * self.buffer_bytes) as u64;
         ScanLimits {
-            zero_run: (2 * in_flight).max(ScanLimits::default().zero_run),
+            quiet_run: (2 * in_flight).max(ScanLimits::default().quiet_run),
             max_frame: self.buffer_bytes / 2,
         }
     }

@@ -305,7 +305,7 @@ impl Log {
         let mut superblock = self.superblock.lock().unwrap();
         let sb = superblock.current();
         let tail = self.durable_lsn().max(sb.tail);
-        superblock.store(sb.next(sb.head, tail)).map_err(LogError::Superblock)
+        superblock.store(sb.closed(tail)).map_err(LogError::Superblock)
     }
 
     /// The segment files' naming and geometry.
@@ -498,6 +498,7 @@ fn open_superblock(dir: &Path, config: &LogConfig) -> Result<(SuperblockFile, bo
                 segment_bytes: config.segment_bytes,
                 salt,
                 epoch: 0,
+                clean: false,
             };
             Ok((SuperblockFile::create_on(disk, dir, first).map_err(LogError::Superblock)?, true))
         }
