@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod clean;
 pub mod fragment;
 pub mod frame;
+pub mod recover;
 pub mod replay;
 pub mod superblock;
 pub mod writer;
