@@ -461,6 +461,8 @@ impl Writer {
         if linked {
             self.submit_flush(Some(segment), now, mem);
         }
+        // An injected flush failure poisons before the flush is queued: nothing to link then.
+        let linked = linked && !self.poisoned;
         Some(Io::Write { seq: fill.seq, slot: fill.slot, segment, offset, len, linked })
     }
 

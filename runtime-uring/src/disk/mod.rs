@@ -56,6 +56,7 @@ pub trait Disk: Send + Sync + fmt::Debug {
 }
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
 pub trait DiskFile: Send + Sync {
     /// Reads at `offset`; returns the bytes read (0 at the end of the file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

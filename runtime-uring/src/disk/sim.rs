@@ -287,7 +287,7 @@ fn parent(path: &Path) -> PathBuf {
 }
 
 fn dead() -> io::Error {
-    io::Error::new(io::ErrorKind::Other, "the simulated machine lost power or the process was killed")
+    io::Error::other("the simulated machine lost power or the process was killed")
 }
 
 impl Disk for SimDisk {
