@@ -70,7 +70,13 @@ impl Inner {
     /// end of their own record rather than read the log's end off its busiest cache line.
     pub(super) fn log_grown_to(&self, end: u64) -> bool {
         let head = self.head.load(Ordering::Acquire);
-        self.policy().should_clean(end.saturating_sub(head), self.memory.load(Ordering::Relaxed))
+        self.policy().should_clean(end.saturating_sub(head), self.live_estimate())
+    }
+
+    /// The live data the trigger works from: the pages' bytes, or what the cleaner last found
+    /// live in the log if that is more (see `found_live`).
+    fn live_estimate(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed).max(self.found_live.load(Ordering::Relaxed))
     }
 
     /// Measures the live data again when it may have changed enough to matter: always under a
@@ -123,6 +129,20 @@ impl Inner {
     fn clean_round(&self) -> Result<(), ShardError> {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
+        let (start_head, mut read, mut moved) = (self.head.load(Ordering::Acquire), 0, 0);
+        // What the round found live. A round that read the whole log as it was when it began
+        // (the trigger still held after every stretch) found it exactly: the next round waits
+        // until the log has grown past that by the ratio, however little of it the pages count.
+        // A round that stopped earlier only lowers the figure, to the share it found live times
+        // the log it began on (so that it decays once those copies die), never raises it.
+        let found = |read: u64, moved: u64, whole: bool| {
+            if whole {
+                self.found_live.store(moved, Ordering::Relaxed);
+            } else if read > 0 {
+                let share = moved as f64 / read as f64;
+                self.found_live.fetch_min((share * (end - start_head) as f64) as u64, Ordering::Relaxed);
+            }
+        };
         loop {
             let head = self.head.load(Ordering::Acquire);
             let log_bytes = self.log.appended() - head;
@@ -133,12 +153,17 @@ impl Inner {
                 || head >= end
                 || !(cheap || self.log_grown_to(head + log_bytes))
             {
+                if !self.stop.load(Ordering::Acquire) {
+                    found(read, moved, head >= end);
+                }
                 return Ok(());
             }
             let stretch = self.clean_stretch(end, false)?;
             if stretch.read == 0 {
                 return Ok(());
             }
+            read += stretch.read;
+            moved += stretch.relocated;
             let share = stretch.relocated as f64 / stretch.read as f64;
             self.head_live_share.store(share.to_bits(), Ordering::Relaxed);
         }
@@ -150,11 +175,17 @@ impl Inner {
     pub(super) fn clean_all(&self) -> Result<(), ShardError> {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
+        let mut moved = 0;
         while self.head.load(Ordering::Acquire) < end {
-            if self.clean_stretch(end, true)?.read == 0 {
+            let stretch = self.clean_stretch(end, true)?;
+            if stretch.read == 0 {
                 break; // the rest is a fragmented record still being appended
             }
+            moved += stretch.relocated;
         }
+        // The log is now about what the cleaner finds live: the background cleaner starts again
+        // only once it grows past that by the ratio.
+        self.found_live.store(moved, Ordering::Relaxed);
         // Give the space back before returning, as soon as the readers pinned before the head
         // moved are gone (each pin and flush moves the epoch on); a reader that stays pinned
         // longer leaves it to the cleaner thread.
@@ -296,7 +327,14 @@ impl<'a> Mover<'a> {
     fn relocate(&mut self, candidates: &BatchWriter) -> Result<(), LogError> {
         let inner = self.inner;
         let mut entries: Vec<(&[u8], &[u8])> = batch::entries(candidates.payload()).flatten().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // By key, each key's candidates in log order (a stable sort); of those only the last
+        // can be live: the others have a newer record of their key right here. Keeping one
+        // also drops the copies a key written again with the same value leaves, which the
+        // value check below would take for live.
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        entries.reverse();
+        entries.dedup_by(|later, newer| later.0 == newer.0);
+        entries.reverse();
         // A full cleaning skips the first pass: writers are likely idle, so holding a batch's
         // stripes through its lookups costs them little, and most entries are live, which the
         // first pass would look up twice.

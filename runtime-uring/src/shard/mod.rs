@@ -81,6 +81,11 @@ struct Inner {
     memory_quota: Option<u64>,
     /// Bytes of entries in the pages, as last measured by the cleaner thread: the live data.
     memory: AtomicU64,
+    /// Log bytes the cleaner last found live (0 before the first round that read the whole
+    /// log; see `clean_round`). Above `memory` when the log holds live-looking copies the pages
+    /// do not count (a key written again with the value it has); the trigger takes the larger
+    /// of the two, so such copies cannot keep the cleaner rewriting the log.
+    found_live: AtomicU64,
     /// The end of the log when `memory` was last measured.
     measured_at: AtomicU64,
     /// When the quota last made the cleaner consolidate every page.
@@ -164,6 +169,7 @@ impl Shard {
             replayed_bytes: recovered.replayed.bytes,
             memory_quota: config.memory_quota,
             memory: AtomicU64::new(0),
+            found_live: AtomicU64::new(0),
             measured_at: AtomicU64::new(end),
             last_compact: Mutex::new(None),
         });
