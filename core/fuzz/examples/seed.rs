@@ -11,7 +11,7 @@ use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{encode, frame_bytes, Kind, Op, Stamp};
 use helio_core::log::superblock::{Superblock, BLOCK_BYTES};
 
-const SALT: u64 = 0x5EED_0F_4E11_0C0DE;
+const SALT: u64 = 0x05EE_D0F4_E110_C0DE;
 
 /// Deterministic bytes.
 struct Bytes(u64);
@@ -172,6 +172,25 @@ fn main() {
         input.extend(rng.take(100 + 50 * i));
         write(dir, "batch", &format!("entries-{i}"), &input);
     }
+
+    // recover: logs the writer mode builds (then damages) from the input; a valid log in the
+    // raw mode's layout (flags, head, tail, its shift, segment bytes, salt, limits, segments).
+    for i in 0..6 {
+        let mut input = vec![0];
+        input.extend(rng.take(120 + 60 * i));
+        write(dir, "recover", &format!("writer-{i}"), &input);
+    }
+    let log = log_at(0, 0);
+    let mut raw = vec![1, 1];
+    raw.extend_from_slice(&0u64.to_le_bytes());
+    raw.extend_from_slice(&(log.len() as u64).to_le_bytes());
+    raw.push(0);
+    raw.extend_from_slice(&4096u64.to_le_bytes());
+    raw.extend_from_slice(&SALT.to_le_bytes());
+    raw.extend_from_slice(&[0, 16, 0, 2, 1, 0]);
+    raw.extend_from_slice(&(log.len() as u16).to_le_bytes());
+    raw.extend_from_slice(&log);
+    write(dir, "recover", "raw-valid-log", &raw);
 
     // clean and replay: records they build from the input.
     for i in 0..5 {

@@ -3,11 +3,11 @@
 //! input says.
 //!
 //! Checks: both agree with a reference decoder written from the byte table in `superblock.rs`
-//! (magic, block size, checksum, head ≤ tail, nonzero segments; the copy with the larger
-//! generation among the intact ones in their own slots, never an older copy of this version
-//! under a newer one of another); a decoded superblock encodes to a block that decodes to the
-//! same value (the same bytes, when the reserved bytes were zero); its next generation goes to
-//! the other slot.
+//! (magic, block size, checksum, head ≤ tail, nonzero segments, known flags; the copy with the
+//! larger generation among the intact ones in their own slots, never an older copy of this
+//! version under a newer one of another); a decoded superblock encodes to a block that decodes
+//! to the same value (the same bytes, when the reserved bytes were zero); its next generation,
+//! open or closed, goes to the other slot.
 //!
 //! Input: `u8 mode`, then for mode 0 the two raw slots (4096 bytes each, zero-filled), for mode
 //! 1 the fields of two superblocks and the damage to each, for mode 2 one block of any length.
@@ -37,8 +37,10 @@ fn reference_any(block: &[u8]) -> Option<(u32, Superblock)> {
         segment_bytes: word(40),
         salt: word(48),
         epoch: half(56),
+        clean: half(60) == 1,
     };
-    (sb.head <= sb.tail && sb.segment_bytes != 0).then_some((half(8), sb))
+    // Flags: bit 0 (closed cleanly) only.
+    (sb.head <= sb.tail && sb.segment_bytes != 0 && half(60) <= 1).then_some((half(8), sb))
 }
 
 fn reference_decode(block: &[u8]) -> Result<Superblock, SuperblockError> {
@@ -75,7 +77,7 @@ fn decode_checked(block: &[u8], input: &mut Input<'_>) -> Result<Superblock, Sup
     if let Ok(sb) = got {
         let again = sb.encode();
         assert_eq!(Superblock::decode(&again), Ok(sb), "a re-encoded superblock decodes to another");
-        if block[60..CRC_AT].iter().all(|&b| b == 0) {
+        if block[64..CRC_AT].iter().all(|&b| b == 0) {
             assert_eq!(&again[..], block, "re-encoding gives other bytes");
         }
         assert_eq!(sb.slot(), (sb.generation % 2) as usize);
@@ -90,9 +92,17 @@ fn decode_checked(block: &[u8], input: &mut Input<'_>) -> Result<Superblock, Sup
         let head = sb.head.saturating_add(u64::from(input.u16()));
         let tail = sb.tail.max(head).saturating_add(u64::from(input.u16()));
         let next = sb.next(head, tail);
-        assert_eq!((next.generation, next.head, next.tail), (sb.generation + 1, head, tail));
+        assert_eq!(
+            (next.generation, next.head, next.tail, next.clean),
+            (sb.generation + 1, head, tail, false)
+        );
+        assert_eq!((next.segment_bytes, next.salt, next.epoch), (sb.segment_bytes, sb.salt, sb.epoch));
         assert_ne!(next.slot(), sb.slot());
         assert_eq!(Superblock::decode(&next.encode()), Ok(next));
+        // And at a clean close.
+        let closed = sb.closed(tail);
+        assert_eq!(closed, Superblock { clean: true, ..sb.next(sb.head, tail) });
+        assert_eq!(Superblock::decode(&closed.encode()), Ok(closed));
     }
     got
 }
@@ -126,6 +136,7 @@ fn damaged(input: &mut Input<'_>, generation: u64) -> Vec<u8> {
         segment_bytes: input.u64().max(1),
         salt: input.u64(),
         epoch: input.u32(),
+        clean: input.u8() & 1 != 0,
     };
     let mut block = sb.encode().to_vec();
     let how = input.u8();

@@ -225,6 +225,15 @@ pub fn reference_vouching(
     None
 }
 
+/// [`frame::holds_frames`] written plainly: any intact frame at its own address, from offset 0.
+///
+/// [`frame::holds_frames`]: helio_core::log::frame::holds_frames
+pub fn reference_holds(bytes: &[u8], base: u64, salt: u64, min_epoch: u32) -> bool {
+    (0..bytes.len().saturating_sub(HEADER_BYTES - 1))
+        .step_by(ALIGN)
+        .any(|at| reference_decode(&bytes[at..], base.wrapping_add(at as u64), salt, min_epoch).is_ok())
+}
+
 /// `classify_failure` at `lsn` over `rest`, checked against [`reference_vouching`]; a
 /// corruption's proof must be an intact frame at its address that vouches for `lsn`.
 pub fn classify_checked(rest: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Failure {
