@@ -49,3 +49,6 @@ cargo test --workspace --release --features helio-bench/peers
 
 step "loom model checks of the CAS protocols"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" cargo test -p helio-core --test loom --release
+
+step "fuzz targets (cargo fuzz, ${HELIO_FUZZ_SECONDS:-20} s each)"
+bash ci/fuzz.sh
