@@ -387,11 +387,8 @@ fn raw_mode(input: &mut Input<'_>) {
         generation: 1,
         head,
         tail: head.saturating_add(small(input.u64(), input) >> (input.u8() % 64)),
-        // Known: a frame header at its own address whose length field is damaged makes `replay`
-        // (and `read_durable`) allocate and read that length, up to 4 GiB, before the checksum
-        // can refuse it, whenever the segment is that large (4 GiB by default); capped here
-        // (at 64 KiB, which also keeps every window small) until the length is checked
-        // against `ScanLimits::max_frame` first.
+        // Small segments keep every window small (a damaged length reads at most
+        // `FRAME_BYTES_MAX`, checked by a unit test of `recover`).
         segment_bytes: small(input.u64(), input).clamp(1, 1 << 16),
         salt: input.u64(),
         epoch: 0,

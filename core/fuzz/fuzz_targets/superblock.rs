@@ -39,8 +39,10 @@ fn reference_any(block: &[u8]) -> Option<(u32, Superblock)> {
         epoch: half(56),
         clean: half(60) == 1,
     };
-    // Flags: bit 0 (closed cleanly) only.
-    (sb.head <= sb.tail && sb.segment_bytes != 0 && half(60) <= 1).then_some((half(8), sb))
+    // Flags: bit 0 (closed cleanly) only; a generation that can be followed, an epoch frames
+    // can carry.
+    let reachable = sb.generation != u64::MAX && sb.epoch <= helio_core::log::frame::EPOCH_MAX;
+    (sb.head <= sb.tail && sb.segment_bytes != 0 && half(60) <= 1 && reachable).then_some((half(8), sb))
 }
 
 fn reference_decode(block: &[u8]) -> Result<Superblock, SuperblockError> {
@@ -82,11 +84,9 @@ fn decode_checked(block: &[u8], input: &mut Input<'_>) -> Result<Superblock, Sup
         }
         assert_eq!(sb.slot(), (sb.generation % 2) as usize);
         // What open does with it: the next generation, with bounds that only move forward, goes
-        // to the other slot. Known: `next` overflows (a panic with overflow checks, generation 0
-        // in slot 0 without them, which `choose` then ranks below the copy it was to supersede) on an
-        // intact copy of generation u64::MAX, which `decode` accepts; skipped here until
-        // `decode` refuses it or `next` handles it.
-        if sb.generation == u64::MAX {
+        // to the other slot. `decode` refuses generation u64::MAX, which has no next; the next
+        // of u64::MAX - 1 is that one (no log writes 2^64 - 2 superblocks).
+        if sb.generation == u64::MAX - 1 {
             return got;
         }
         let head = sb.head.saturating_add(u64::from(input.u16()));
@@ -130,12 +130,13 @@ fn block(input: &mut Input<'_>) -> Vec<u8> {
 fn damaged(input: &mut Input<'_>, generation: u64) -> Vec<u8> {
     let head = input.u64() >> (input.u8() % 64);
     let sb = Superblock {
-        generation,
+        // A copy a log can write: its generation has a next, its epoch fits a frame.
+        generation: generation.min(u64::MAX - 2),
         head,
         tail: head.saturating_add(input.u64() >> (input.u8() % 64)),
         segment_bytes: input.u64().max(1),
         salt: input.u64(),
-        epoch: input.u32(),
+        epoch: input.u32() % (helio_core::log::frame::EPOCH_MAX + 1),
         clean: input.u8() & 1 != 0,
     };
     let mut block = sb.encode().to_vec();

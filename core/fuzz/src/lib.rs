@@ -120,6 +120,9 @@ pub fn reference_decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Resu
         return Err(Decoded::Invalid(Invalid::Checksum));
     }
     let bytes = (HEADER_BYTES + payload_len).div_ceil(ALIGN) * ALIGN;
+    if lsn.checked_add(bytes as u64).is_none() {
+        return Err(Decoded::Invalid(Invalid::Checksum));
+    }
     if buf.len() < bytes {
         return Err(Decoded::NeedMore { bytes });
     }

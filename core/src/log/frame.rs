@@ -31,8 +31,13 @@ pub const HEADER_BYTES: usize = 24;
 /// Frames start at log addresses that are multiples of this.
 pub const ALIGN: usize = 8;
 
+/// Largest frame a log holds, padding included: half the largest write buffer (64 MiB) any
+/// configuration writes with. A header claiming more is not a frame, so a damaged length can
+/// never make a reader allocate or read more than this.
+pub const FRAME_BYTES_MAX: usize = 32 << 20;
+
 /// Largest payload a frame can carry.
-pub const PAYLOAD_BYTES_MAX: usize = u32::MAX as usize - HEADER_BYTES - ALIGN;
+pub const PAYLOAD_BYTES_MAX: usize = FRAME_BYTES_MAX - HEADER_BYTES;
 
 /// The durable gap that claims nothing: a frame encoded more than `u32::MAX - 1` bytes past the
 /// durable point says only that the log was durable below address 0. Claiming less than the
@@ -149,8 +154,9 @@ pub struct Frame<'a> {
 pub enum Decoded<'a> {
     /// A whole, intact frame.
     Frame(Frame<'a>),
-    /// The header is plausible but the frame runs past the bytes given: read more, or, at the
-    /// end of the written log, treat it as a failure at this address.
+    /// The header is plausible but the frame runs past the bytes given: read more (at most
+    /// [`FRAME_BYTES_MAX`]), or, at the end of the written log, treat it as a failure at this
+    /// address.
     NeedMore {
         /// Bytes the whole frame needs.
         bytes: usize,
@@ -204,6 +210,10 @@ pub fn decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Decoded<'_> {
         return Decoded::Invalid(Invalid::Checksum);
     }
     let bytes = frame_bytes(payload_len);
+    if lsn.checked_add(bytes as u64).is_none() {
+        // Would end past the last log address.
+        return Decoded::Invalid(Invalid::Checksum);
+    }
     if buf.len() < bytes {
         return Decoded::NeedMore { bytes };
     }
@@ -541,6 +551,26 @@ mod tests {
         encode_with(&mut frame, STAMP, lsn, durable, op.kind(), op.payload_len(), |p| op.write_payload(p));
         let Decoded::Frame(f) = decode(&frame, lsn, STAMP.salt, 0) else { panic!("frame") };
         assert_eq!(f.durable_lsn, durable);
+    }
+
+    /// A damaged length is never trusted with a read or an allocation beyond the largest frame
+    /// a log holds, and a frame cannot end past the last log address (found by fuzzing: a
+    /// flipped length bit made recovery read and allocate up to 4 GiB in a default segment).
+    #[test]
+    fn lengths_no_writer_makes_and_frames_past_the_address_space_are_refused() {
+        let op = Op { sn: 1, key: b"k", value: Some(b"v") };
+        let mut frame = vec![0u8; frame_bytes(op.payload_len())];
+        encode_with(&mut frame, STAMP, 0, 0, op.kind(), op.payload_len(), |p| op.write_payload(p));
+        for len in [PAYLOAD_BYTES_MAX as u32 + 1, 0xE000_0000, u32::MAX] {
+            frame[4..8].copy_from_slice(&len.to_le_bytes());
+            assert_eq!(decode(&frame, 0, STAMP.salt, 0), Decoded::Invalid(Invalid::Checksum), "length {len}");
+        }
+        frame[4..8].copy_from_slice(&(PAYLOAD_BYTES_MAX as u32).to_le_bytes());
+        assert_eq!(decode(&frame, 0, STAMP.salt, 0), Decoded::NeedMore { bytes: FRAME_BYTES_MAX });
+        let lsn = u64::MAX - 7;
+        encode_with(&mut frame, STAMP, 0, 0, op.kind(), op.payload_len(), |p| op.write_payload(p));
+        frame[8..16].copy_from_slice(&lsn.to_le_bytes());
+        assert_eq!(decode(&frame, lsn, STAMP.salt, 0), Decoded::Invalid(Invalid::Checksum));
     }
 
     #[test]

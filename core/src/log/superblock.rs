@@ -148,7 +148,10 @@ impl Superblock {
             epoch: half(56),
             clean: half(60) & 1 != 0,
         };
-        if sb.head > sb.tail || sb.segment_bytes == 0 || half(60) > 1 {
+        // A generation that cannot be followed, or an epoch frames cannot carry, is no copy a
+        // log wrote.
+        let unreachable = sb.generation == u64::MAX || sb.epoch > super::frame::EPOCH_MAX;
+        if sb.head > sb.tail || sb.segment_bytes == 0 || half(60) > 1 || unreachable {
             return Err(SuperblockError::Corrupt);
         }
         Ok((half(8), sb))
@@ -224,6 +227,29 @@ mod tests {
         // A copy in the wrong slot is not trusted.
         assert_eq!(Superblock::choose(&slot1, &slot0), Err(SuperblockError::Corrupt));
         assert_eq!(Superblock::choose(&[0; BLOCK_BYTES], &[0; BLOCK_BYTES]), Err(SuperblockError::Corrupt));
+    }
+
+    /// Copies no log can have written are refused (found by fuzzing: generation u64::MAX has no
+    /// next, and an epoch above what frames carry overflowed the next open's epoch).
+    #[test]
+    fn unreachable_generations_and_epochs_are_corrupt() {
+        let at_max = Superblock { generation: u64::MAX, ..sb(1) };
+        let wide_epoch = Superblock { epoch: crate::log::frame::EPOCH_MAX + 1, ..sb(2) };
+        for copy in [at_max, wide_epoch] {
+            let mut block = [0u8; BLOCK_BYTES];
+            block[..8].copy_from_slice(&MAGIC);
+            block[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+            block[12..16].copy_from_slice(&(BLOCK_BYTES as u32).to_le_bytes());
+            block[16..24].copy_from_slice(&copy.generation.to_le_bytes());
+            block[24..32].copy_from_slice(&copy.head.to_le_bytes());
+            block[32..40].copy_from_slice(&copy.tail.to_le_bytes());
+            block[40..48].copy_from_slice(&copy.segment_bytes.to_le_bytes());
+            block[48..56].copy_from_slice(&copy.salt.to_le_bytes());
+            block[56..60].copy_from_slice(&copy.epoch.to_le_bytes());
+            let crc = crc32c(&[&block[..CRC_AT]]);
+            block[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(Superblock::decode(&block), Err(SuperblockError::Corrupt), "{copy:?}");
+        }
     }
 
     #[test]
