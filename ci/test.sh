@@ -13,11 +13,14 @@ step() { printf '\n== %s\n' "$*"; }
 export CARGO_TARGET_DIR="${HELIO_BUILD_CACHE:-$HOME/.cache/helio-build}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-step "system packages (clang + libclang for RocksDB's bindings, a TrueType font for the plots)"
+step "system packages (clang + libclang for RocksDB's bindings, a TrueType font for the plots, bindfs for the FUSE test)"
 missing=()
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+# hw-tests/tests/fuse.rs opens a store on a bindfs mount (it skips, saying why, without /dev/fuse).
+command -v bindfs >/dev/null 2>&1 || missing+=(bindfs)
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
