@@ -189,52 +189,20 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
                 crash(&disk, &mut shard, power);
                 stats.crashes += 1;
                 stats.power_losses += u64::from(power);
-                disk.set_faults(SimFaults { sync_is_noop: faults.sync_is_noop, ..SimFaults::default() });
-                let reopened =
-                    open(dir, &config).map_err(|e| violation(step, format!("recovery failed: {e}")))?;
-                let found = contents(&reopened);
-                if model.prefix_of(&found).is_none() {
-                    return Err(violation(
-                        step,
-                        format!("not a prefix at or after the durable point: {}", model.explain(&found)),
-                    ));
-                }
-                model = Model { base: found, history: Vec::new(), durable: 0 };
-                shard = Some(reopened);
-                disk.set_faults(faults);
+                shard = Some(reopen(&disk, &config, faults, &mut model, Must::BePrefix, step)?);
                 broken = false;
             }
             // A clean close and reopen: everything is there.
             15..=19 if !broken => {
                 let closing = shard.take().unwrap();
-                match closing.close() {
-                    Ok(()) => {
-                        disk.set_faults(SimFaults {
-                            sync_is_noop: faults.sync_is_noop,
-                            ..SimFaults::default()
-                        });
-                        let reopened = open(dir, &config).map_err(|e| {
-                            violation(step, format!("reopen after a clean close failed: {e}"))
-                        })?;
-                        let found = contents(&reopened);
-                        if found != model.latest() {
-                            return Err(violation(
-                                step,
-                                format!("a clean close lost writes: {}", model.explain(&found)),
-                            ));
-                        }
-                        model = Model { base: found, history: Vec::new(), durable: 0 };
-                        shard = Some(reopened);
-                        disk.set_faults(faults);
-                        stats.closes += 1;
-                    }
-                    // An injected fault: treat as a crash next step.
-                    Err(_) => {
-                        disk.kill();
-                        shard = Some(open_after_failed_close(&disk, dir, &config, &mut model, step)?);
-                        disk.set_faults(faults);
-                    }
-                }
+                // A close that fails (an injected fault) leaves the process as after a kill.
+                let must = match closing.close() {
+                    Ok(()) => Must::HoldEverything,
+                    Err(_) => Must::BePrefix,
+                };
+                disk.kill();
+                shard = Some(reopen(&disk, &config, faults, &mut model, must, step)?);
+                stats.closes += u64::from(must == Must::HoldEverything);
             }
             20..=39 if !broken && roll < 20 + sync_calls => {
                 if live.sync().is_ok() {
@@ -277,22 +245,43 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
     Ok(stats)
 }
 
-/// A close that failed (an injected fault): the process goes on as after a kill.
-fn open_after_failed_close(
+/// What a reopened shard must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Must {
+    /// A prefix of the writes at or after the durable point (after a crash).
+    BePrefix,
+    /// Every write (after a clean close).
+    HoldEverything,
+}
+
+/// Reopens the shard with no faults injected (but a broken sync stays broken), checks what it
+/// holds, and makes that the model's new durable base; faults resume.
+fn reopen(
     disk: &SimDisk,
-    dir: &Path,
     config: &ShardConfig,
+    faults: SimFaults,
     model: &mut Model,
+    must: Must,
     step: usize,
 ) -> Result<Shard, Violation> {
-    disk.set_faults(SimFaults::default());
-    let reopened = open(dir, config)
-        .map_err(|e| Violation { step, what: format!("recovery after a failed close: {e}") })?;
+    let violation = |what: String| Violation { step, what };
+    disk.set_faults(SimFaults { sync_is_noop: faults.sync_is_noop, ..SimFaults::default() });
+    let reopened = open(Path::new(DIR), config).map_err(|e| violation(format!("recovery failed: {e}")))?;
     let found = contents(&reopened);
-    if model.prefix_of(&found).is_none() {
-        return Err(Violation { step, what: format!("after a failed close: {}", model.explain(&found)) });
+    match must {
+        Must::BePrefix if model.prefix_of(&found).is_none() => {
+            return Err(violation(format!(
+                "not a prefix at or after the durable point: {}",
+                model.explain(&found)
+            )));
+        }
+        Must::HoldEverything if found != model.latest() => {
+            return Err(violation(format!("a clean close lost writes: {}", model.explain(&found))));
+        }
+        _ => {}
     }
     *model = Model { base: found, history: Vec::new(), durable: 0 };
+    disk.set_faults(faults);
     Ok(reopened)
 }
 
