@@ -9,7 +9,7 @@
 //!
 //! Every run is decided by its seed (the shard has no cleaner thread on a simulated disk and the
 //! log is driven in the test's thread). A failure prints the seed and the command that replays
-//! it. `HELIO_SIM_SEEDS=N` runs N seeds (default 400), `HELIO_SIM_SECONDS=S` runs seeds for S
+//! it. `HELIO_SIM_SEEDS=N` runs N seeds (default 2000), `HELIO_SIM_SECONDS=S` runs seeds for S
 //! seconds instead (the long mode), `HELIO_SIM_SEED=0x…` replays one.
 
 use std::collections::BTreeMap;
@@ -320,7 +320,7 @@ fn seeds() -> Box<dyn Iterator<Item = u64>> {
             (0..).map(move |i| start.wrapping_add(i)).take_while(move |_| Instant::now() < until),
         );
     }
-    let count = std::env::var("HELIO_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let count = std::env::var("HELIO_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     Box::new((0..count).map(|i| 0x5EED_0000 + i))
 }
 

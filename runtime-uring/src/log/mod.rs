@@ -345,6 +345,10 @@ impl Opening<'_> {
         // or the device still holds it in a volatile cache): make it durable before the log
         // takes writes, whose frames vouch for everything below the durable address.
         sync_replayed(&segments, sb.head, replayed.end_lsn)?;
+        // So may the directory entries of the segments: one created by a process that died (or
+        // failed) before syncing the directory would be written into now, its data synced, and
+        // its name still lost at a power loss.
+        config.disk.sync_dir(dir).map_err(|e| io("sync the directory of", e))?;
         let elapsed = started.elapsed();
         // New frames carry the next epoch, so that frames beyond a cut tail read as stale.
         let epoch = sb.epoch + 1;
