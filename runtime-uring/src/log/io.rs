@@ -1,19 +1,27 @@
-//! The shard's I/O thread on the real file system: drives the core's log writer
+//! The log's writer on the real file system: the core's writer
 //! ([`helio_core::log::writer::Writer`], which decides what to write, when to flush and how far
-//! the log is durable) with io_uring: writes and fdatasyncs go to the ring, completions go back
-//! to the writer.
+//! the log is durable) and the segment files it writes, in an [`Engine`] that two drivers share
+//! under a lock:
 //!
-//! The thread sleeps in `io_uring_enter` with a read always posted on the writers' doorbell (an
-//! eventfd), so a hand-off, a durability request or a completion wakes it, whichever comes first,
-//! or the end of a `Buffered` interval (the writer's deadline).
+//! - the shard's **I/O thread**, on its own io_uring: writes and fdatasyncs go to the ring,
+//!   completions back to the writer. It sleeps in `io_uring_enter` with a read always posted on
+//!   the writers' doorbell (an eventfd), so a hand-off, a durability request or a completion
+//!   wakes it, whichever comes first, or the end of a `Buffered` interval (the writer's deadline);
+//! - a **leader**: a `Sync` writer (or `sync()`) that finds nothing in flight takes the engine
+//!   and does the group commit itself, with blocking `pwrite` and `fdatasync` in its own thread,
+//!   sparing the two thread hand-offs (to the I/O thread and back) a commit through the ring
+//!   costs. Writers that arrive meanwhile gather in the next fill, as they do behind the ring.
+//!
+//! Either way the writer's invariants hold: every step it hands out is done and reported once,
+//! by whoever holds the engine.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use helio_core::log::writer::{Cause, Failure, Io, Step, Writer};
+use helio_core::log::writer::{Buffers, Cause, Failure, Io, Step, Writer};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::LogConfig;
@@ -28,12 +36,9 @@ const WRITE: u64 = 2 << 62;
 const FLUSH: u64 = 3 << 62;
 const TAG: u64 = 3 << 62;
 
-/// The I/O thread's own state.
-pub(crate) struct IoThread {
-    shared: Arc<Shared>,
+/// The writer and the files it writes, shared by the I/O thread and leaders.
+pub(crate) struct Engine {
     writer: Writer,
-    cpu: Option<usize>,
-    ring: IoUring,
     segments: Segments,
     direct: bool,
     files: BTreeMap<u64, Arc<dyn DiskFile>>,
@@ -41,20 +46,118 @@ pub(crate) struct IoThread {
     zeros: DmaBuf,
     /// Time 0 of the writer's clock.
     started: Instant,
+}
+
+impl Engine {
+    /// The engine of `writer`, writing the segments with O_DIRECT if `direct`, in blocks of
+    /// `block` bytes.
+    pub fn new(writer: Writer, segments: Segments, direct: bool, block: usize) -> io::Result<Self> {
+        let zeros = DmaBuf::new(1 << 20, block).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        Ok(Self { writer, segments, direct, files: BTreeMap::new(), zeros, started: Instant::now() })
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The next step the writer wants, with the synchronous ones (open, zero-fill, close) done
+    /// here: a write or flush for the driver, or `None`.
+    fn next(&mut self, shared: &Shared) -> Option<Io> {
+        loop {
+            let io = self.writer.poll(self.now(), shared)?;
+            match io {
+                Io::Open { segment } => match self.open_segment(segment) {
+                    Ok(len) => self.writer.opened(segment, len),
+                    Err(e) => self.fail(Step::Open, segment, e, shared),
+                },
+                Io::ZeroFill { segment, from, to } => {
+                    // Through the same (direct) descriptor: zeros that went through the page
+                    // cache would make every later direct write there invalidate cached pages.
+                    match zero_fill(&*self.files[&segment], &self.zeros, from, to) {
+                        Ok(()) => self.writer.zeroed(segment, shared),
+                        Err(e) => self.fail(Step::ZeroFill, segment, e, shared),
+                    }
+                }
+                // Only when nothing is in flight: a queued entry names its file by descriptor.
+                Io::Close { segment } => {
+                    self.files.remove(&segment);
+                }
+                Io::Write { .. } | Io::Flush { .. } => return Some(io),
+            }
+        }
+    }
+
+    /// Leads a group commit in the caller's thread, if nothing is in flight: takes every step
+    /// the writer wants with blocking calls until the log is durable up to `end` or nothing is
+    /// left to do. True if it did anything.
+    fn lead(&mut self, shared: &Shared, end: u64) -> bool {
+        if !self.writer.idle() {
+            return false;
+        }
+        let mut led = false;
+        while shared.durable.load(Ordering::Acquire) < end {
+            let Some(io) = self.next(shared) else { break };
+            led = true;
+            match io {
+                Io::Write { seq, slot, segment, offset, len, .. } => {
+                    let file = &self.files[&segment];
+                    let mut result = Ok(0);
+                    Buffers::with_bytes(shared, slot, len, &mut |bytes| {
+                        result = file.write_at(bytes, offset).map_err(|e| errno(&e));
+                    });
+                    self.writer.written(seq, result, shared);
+                }
+                Io::Flush { segment } => {
+                    let result = self.files[&segment].sync_data().map_err(|e| errno(&e));
+                    self.writer.flushed(segment, result, shared);
+                }
+                _ => unreachable!("synchronous steps are done in `next`"),
+            }
+        }
+        led
+    }
+
+    /// Opens the segment for writing (creating it the first time the log reaches it) and
+    /// returns its length.
+    fn open_segment(&mut self, segment: u64) -> io::Result<u64> {
+        if self.segments.open(segment)?.is_none() {
+            self.segments.create(segment, 0)?;
+        }
+        let how = if self.direct { OpenHow::WriteDirect } else { OpenHow::ReadWrite };
+        let file = self.segments.open_as(segment, how)?.ok_or(io::ErrorKind::NotFound)?;
+        let len = file.len()?;
+        self.files.insert(segment, file);
+        Ok(len)
+    }
+
+    /// A synchronous step failed: the log is poisoned with the error as the kernel gave it.
+    fn fail(&mut self, step: Step, segment: u64, source: io::Error, shared: &Shared) {
+        let cause = Cause::Os(errno(&source));
+        shared.poison(IoFailure { op: step.name(), path: self.segments.path(segment), source });
+        self.writer.failed(Failure { step, segment, cause }, shared);
+    }
+}
+
+/// Leads a group commit for a writer waiting for `end` (see [`Engine::lead`]) unless another
+/// thread holds the engine. True if it did anything.
+pub(crate) fn lead(engine: &Mutex<Engine>, shared: &Shared, end: u64) -> bool {
+    match engine.try_lock() {
+        Ok(mut engine) => engine.lead(shared, end),
+        Err(_) => false,
+    }
+}
+
+/// The I/O thread's own state.
+pub(crate) struct IoThread {
+    shared: Arc<Shared>,
+    cpu: Option<usize>,
+    ring: IoUring,
     doorbell_buf: Box<[u8; 8]>,
 }
 
 impl IoThread {
-    /// The thread's state for `writer`.
-    pub fn new(
-        shared: Arc<Shared>,
-        writer: Writer,
-        segments: Segments,
-        config: &LogConfig,
-        direct: bool,
-    ) -> io::Result<Self> {
-        let zeros =
-            DmaBuf::new(1 << 20, shared.block).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+    /// The thread's state.
+    pub fn new(shared: Arc<Shared>, config: &LogConfig) -> io::Result<Self> {
         let mut builder = IoUring::builder();
         if config.sqpoll {
             builder.setup_sqpoll(50);
@@ -63,12 +166,6 @@ impl IoThread {
             ring: builder.build(config.ring_depth)?,
             cpu: config.cpu,
             shared,
-            writer,
-            segments,
-            direct,
-            files: BTreeMap::new(),
-            zeros,
-            started: Instant::now(),
             doorbell_buf: Box::new([0; 8]),
         })
     }
@@ -86,73 +183,50 @@ impl IoThread {
         }
         self.post_doorbell_read();
         loop {
-            let now = self.now();
-            while let Some(io) = self.writer.poll(now, &*self.shared) {
-                self.execute(io);
-            }
-            if self.writer.idle() && self.shared.closing.load(Ordering::Acquire) {
-                break;
-            }
-            self.wait();
+            let deadline = {
+                let shared = self.shared.clone();
+                let mut engine = lock(&shared);
+                while let Some(io) = engine.next(&shared) {
+                    let entry = Self::entry(&engine, &shared, io);
+                    self.push(&entry);
+                }
+                if engine.writer.idle() && shared.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                engine.writer.deadline(&*shared).map(|at| at.saturating_sub(engine.now()))
+            };
+            self.wait(deadline);
             self.reap();
         }
     }
 
-    fn now(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
-    }
-
-    fn execute(&mut self, io: Io) {
+    /// The ring entry for a write or a flush.
+    fn entry(engine: &Engine, shared: &Shared, io: Io) -> squeue::Entry {
         match io {
-            Io::Open { segment } => match self.open_segment(segment) {
-                Ok(len) => self.writer.opened(segment, len),
-                Err(e) => self.fail(Step::Open, segment, e),
-            },
-            Io::ZeroFill { segment, from, to } => {
-                // Through the same (direct) descriptor: zeros that went through the page cache
-                // would make every later direct write there invalidate cached pages first.
-                match zero_fill(&*self.files[&segment], &self.zeros, from, to) {
-                    Ok(()) => self.writer.zeroed(segment, &*self.shared),
-                    Err(e) => self.fail(Step::ZeroFill, segment, e),
-                }
-            }
             Io::Write { seq, slot, segment, offset, len, linked } => {
-                let fd = self.files[&segment].raw_fd().expect("a real file");
+                let fd = engine.files[&segment].raw_fd().expect("a real file");
                 let flags = if linked { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
-                let entry = opcode::Write::new(types::Fd(fd), self.shared.slots[slot].as_ptr(), len as u32)
+                opcode::Write::new(types::Fd(fd), shared.slots[slot].as_ptr(), len as u32)
                     .offset(offset)
                     .build()
                     .flags(flags)
-                    .user_data(WRITE | seq);
-                self.push(&entry);
+                    .user_data(WRITE | seq)
             }
             Io::Flush { segment } => {
-                let fd = self.files[&segment].raw_fd().expect("a real file");
-                let entry = opcode::Fsync::new(types::Fd(fd))
+                let fd = engine.files[&segment].raw_fd().expect("a real file");
+                opcode::Fsync::new(types::Fd(fd))
                     .flags(types::FsyncFlags::DATASYNC)
                     .build()
-                    .user_data(FLUSH | segment);
-                self.push(&entry);
+                    .user_data(FLUSH | segment)
             }
-            // Only when nothing is in flight: a queued entry names its file by descriptor.
-            Io::Close { segment } => {
-                self.files.remove(&segment);
-            }
+            _ => unreachable!("synchronous steps are done by the engine"),
         }
     }
 
-    /// A synchronous step failed: the log is poisoned with the error as the kernel gave it.
-    fn fail(&mut self, step: Step, segment: u64, source: io::Error) {
-        let cause = Cause::Os(source.raw_os_error().unwrap_or(libc::EIO));
-        self.shared.poison(IoFailure { op: step.name(), path: self.segments.path(segment), source });
-        self.writer.failed(Failure { step, segment, cause }, &*self.shared);
-    }
-
-    /// Sleeps until a completion (or the doorbell) arrives, or the writer's deadline.
-    fn wait(&mut self) {
-        let result = match self.writer.deadline(&*self.shared) {
-            Some(at) => {
-                let left = at.saturating_sub(self.now());
+    /// Sleeps until a completion (or the doorbell) arrives, or `deadline` nanoseconds pass.
+    fn wait(&mut self, deadline: Option<u64>) {
+        let result = match deadline {
+            Some(left) => {
                 let ts = types::Timespec::new().sec(left / 1_000_000_000).nsec((left % 1_000_000_000) as u32);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
@@ -169,19 +243,32 @@ impl IoThread {
     fn reap(&mut self) {
         let completions: Vec<(u64, i32)> =
             self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        if completions.iter().all(|&(data, _)| data & TAG == DOORBELL) {
+            if !completions.is_empty() {
+                self.post_doorbell_read();
+            }
+            return;
+        }
+        let shared = self.shared.clone();
+        let mut engine = lock(&shared);
+        let mut doorbell = false;
         for (data, result) in completions {
             match data & TAG {
-                DOORBELL => self.post_doorbell_read(),
+                DOORBELL => doorbell = true,
                 WRITE => {
                     let result = if result < 0 { Err(-result) } else { Ok(result as usize) };
-                    self.writer.written(data & !TAG, result, &*self.shared);
+                    engine.writer.written(data & !TAG, result, &*shared);
                 }
                 FLUSH => {
                     let result = if result < 0 { Err(-result) } else { Ok(()) };
-                    self.writer.flushed(data & !TAG, result, &*self.shared);
+                    engine.writer.flushed(data & !TAG, result, &*shared);
                 }
                 _ => unreachable!("unknown completion {data:#x}"),
             }
+        }
+        drop(engine);
+        if doorbell {
+            self.post_doorbell_read();
         }
     }
 
@@ -203,19 +290,15 @@ impl IoThread {
             self.ring.submit().expect("io_uring submit");
         }
     }
+}
 
-    /// Opens the segment for writing (creating it the first time the log reaches it) and
-    /// returns its length.
-    fn open_segment(&mut self, segment: u64) -> io::Result<u64> {
-        if self.segments.open(segment)?.is_none() {
-            self.segments.create(segment, 0)?;
-        }
-        let how = if self.direct { OpenHow::WriteDirect } else { OpenHow::ReadWrite };
-        let file = self.segments.open_as(segment, how)?.ok_or(io::ErrorKind::NotFound)?;
-        let len = file.len()?;
-        self.files.insert(segment, file);
-        Ok(len)
-    }
+/// The engine of a log on the real disk.
+fn lock(shared: &Shared) -> MutexGuard<'_, Engine> {
+    shared.engine().expect("a real log has an engine").lock().unwrap()
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Pins the calling thread to `cpu` (best effort: a cpuset that excludes it leaves the thread

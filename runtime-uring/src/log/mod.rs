@@ -36,7 +36,7 @@ use crate::recovery::{replay, CorruptReason, RecoveryError, Replayed, ScanLimits
 use crate::segments::Segments;
 use crate::superblock_file::{SuperblockFile, SuperblockFileError};
 use inline::Inline;
-use shared::Shared;
+use shared::{Driver, Shared};
 
 /// What opening a log found and did.
 #[derive(Clone, Debug)]
@@ -375,20 +375,20 @@ impl Opening<'_> {
         );
         let stamp = Stamp { salt: sb.salt, epoch };
         // The real file system gets an io_uring I/O thread; any other disk is driven inline.
-        let (inline, writer) = if config.disk.is_real() {
-            (None, Some(writer))
+        let real = config.disk.is_real();
+        let driver = if real {
+            let engine = io::Engine::new(writer, segments.clone(), direct.is_some(), block)
+                .map_err(|e| io("allocate write buffers for", e))?;
+            Driver::Ring(Mutex::new(engine))
         } else {
             let seed = config.disk.random_u64().map_err(|e| io("draw a seed for", e))?;
-            (Some(Inline::new(writer, segments.clone(), seed)), None)
+            Driver::Inline(Inline::new(writer, segments.clone(), seed))
         };
         let shared =
-            Shared::new(stamp, segments.clone(), config.buffer_bytes, config.buffers, block, start, inline)
+            Shared::new(stamp, segments.clone(), config.buffer_bytes, config.buffers, block, start, driver)
                 .map_err(|e| io("allocate write buffers for", e))?;
         let shared = Arc::new(shared);
-        let handle = match writer {
-            Some(writer) => Some(spawn_io_thread(dir, config, &shared, writer, &segments, direct.is_some())?),
-            None => None,
-        };
+        let handle = if real { Some(spawn_io_thread(dir, config, &shared)?) } else { None };
         let log = Log {
             shared,
             io: Mutex::new(Some(handle)),
@@ -424,18 +424,10 @@ fn direct_io_block(dir: &Path, config: &LogConfig) -> Result<Option<usize>, LogE
     })
 }
 
-/// Starts the io_uring I/O thread driving `writer`.
-fn spawn_io_thread(
-    dir: &Path,
-    config: &LogConfig,
-    shared: &Arc<Shared>,
-    writer: Writer,
-    segments: &Segments,
-    direct: bool,
-) -> Result<JoinHandle<()>, LogError> {
+/// Starts the io_uring I/O thread driving the shared engine.
+fn spawn_io_thread(dir: &Path, config: &LogConfig, shared: &Arc<Shared>) -> Result<JoinHandle<()>, LogError> {
     let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
-    let thread = io::IoThread::new(shared.clone(), writer, segments.clone(), config, direct)
-        .map_err(|e| io("set up io_uring for", e))?;
+    let thread = io::IoThread::new(shared.clone(), config).map_err(|e| io("set up io_uring for", e))?;
     let on_panic = (shared.clone(), dir.to_path_buf());
     std::thread::Builder::new()
         .name("helio-log-io".into())

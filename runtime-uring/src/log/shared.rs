@@ -25,6 +25,7 @@ use helio_core::log::writer::{Buffers, Cause, Count, Failure};
 
 use super::error::{IoFailure, LogError};
 use super::inline::Inline;
+use super::io::{self as ring, Engine};
 use crate::dma::DmaBuf;
 use crate::segments::Segments;
 use crate::striped::Striped;
@@ -67,6 +68,15 @@ impl Slot {
 }
 
 pub(crate) use helio_core::log::writer::Fill;
+
+/// Who drives the log's writer.
+pub(crate) enum Driver {
+    /// On the real file system: the io_uring I/O thread, or a `Sync` writer that finds nothing
+    /// in flight (a leader), whichever holds the engine.
+    Ring(Mutex<Engine>),
+    /// On any other disk: the threads that wait on the log, in turn.
+    Inline(Inline),
+}
 
 /// Counters behind [`super::LogStats`]: writers' on stripes, the I/O thread's plain.
 pub(crate) struct Counters {
@@ -156,8 +166,7 @@ pub(crate) struct Shared {
     durable_waiters: Mutex<Vec<(u64, Thread)>>,
     /// Rung to wake the io_uring I/O thread (none where the log is driven inline).
     pub doorbell: Option<Doorbell>,
-    /// The writer, driven by the threads that wait, for a log on a disk other than the real one.
-    inline: Option<Inline>,
+    driver: Driver,
     segments: Segments,
     lock: Mutex<()>,
     progress: Condvar,
@@ -206,8 +215,8 @@ impl Drop for Claim<'_> {
 
 impl Shared {
     /// Allocates `buffers` buffers of `buffer_bytes` (plus one block for the carried partial
-    /// block) and opens fill 0 at `start`. With `inline`, the log's writer is driven by the
-    /// threads that wait on it; else an io_uring I/O thread drives it, woken by the doorbell.
+    /// block) and opens fill 0 at `start`, for a writer driven by `driver` (a ring's gets a
+    /// doorbell to wake its I/O thread).
     pub fn new(
         stamp: Stamp,
         segments: Segments,
@@ -215,7 +224,7 @@ impl Shared {
         buffers: usize,
         block: usize,
         start: u64,
-        inline: Option<Inline>,
+        driver: Driver,
     ) -> io::Result<Self> {
         let segment_bytes = segments.segment_bytes();
         let slots = (0..buffers)
@@ -249,8 +258,8 @@ impl Shared {
             poison: OnceLock::new(),
             handoffs: Mutex::new(Vec::new()),
             durable_waiters: Mutex::new(Vec::new()),
-            doorbell: if inline.is_none() { Some(Doorbell::new()?) } else { None },
-            inline,
+            doorbell: if matches!(driver, Driver::Ring(_)) { Some(Doorbell::new()?) } else { None },
+            driver,
             segments,
             lock: Mutex::new(()),
             progress: Condvar::new(),
@@ -381,7 +390,8 @@ impl Shared {
     }
 
     /// Seals the current fill for a group commit, if it holds anything and the next buffer is
-    /// free (so this never waits). For the I/O thread. True if it sealed.
+    /// free (so this never waits). For the writer's driver (whoever holds the engine, or the
+    /// inline driver). True if it sealed.
     pub fn seal_for_commit(&self) -> bool {
         let seq = self.current.load(Ordering::Acquire);
         let buffers = self.slots.len() as u64;
@@ -390,8 +400,9 @@ impl Shared {
         if slot.state.filled() == 0 || self.written_fills.load(Ordering::Acquire) + buffers <= seq + 1 {
             return false;
         }
-        // Only the I/O thread writes fills, and it is here: fill `seq` cannot have been written
-        // and its buffer reopened since `current` was read, so a successful seal is of `seq`.
+        // Only the writer's driver writes fills, and it is here: fill `seq` cannot have been
+        // written and its buffer reopened since `current` was read, so a successful seal is of
+        // `seq`.
         match slot.state.seal() {
             Some((filled, flush)) => {
                 self.sealed(index, filled, flush, false).expect("the next buffer was checked free");
@@ -429,23 +440,23 @@ impl Shared {
         }
         let pending = self.sync_wanted.fetch_max(end, Ordering::SeqCst);
         self.durable_waiters.lock().unwrap().push((end, std::thread::current()));
-        if pending <= self.durable.load(Ordering::SeqCst) {
-            self.ring();
-        }
+        let mut ring = pending <= self.durable.load(Ordering::SeqCst);
         loop {
             if self.durable.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             self.check_poison()?;
-            if self.pump() {
+            // Commit in this thread if nothing is in flight (or drive an inline log).
+            if self.drive(end) {
                 continue;
+            }
+            if std::mem::take(&mut ring) {
+                self.ring();
             }
             // The timeout only bounds the cost of a lost unpark or doorbell; none is expected,
             // and ringing again after one is harmless.
             std::thread::park_timeout(Duration::from_millis(5));
-            if self.durable.load(Ordering::Acquire) < end {
-                self.ring();
-            }
+            ring = self.durable.load(Ordering::Acquire) < end;
         }
     }
 
@@ -476,9 +487,9 @@ impl Shared {
                 return Ok(());
             }
             self.check_poison()?;
-            if self.inline.is_some() {
+            if matches!(self.driver, Driver::Inline(_)) {
                 drop(guard);
-                if !self.pump() {
+                if !self.drive(0) {
                     std::thread::yield_now();
                 }
                 guard = self.lock.lock().unwrap();
@@ -496,10 +507,22 @@ impl Shared {
         }
     }
 
-    /// Drives an inline log's writer one step; false where there is none to drive (or another
-    /// thread drives it now).
-    fn pump(&self) -> bool {
-        self.inline.as_ref().is_some_and(|inline| inline.pump(self))
+    /// Drives the writer from a thread that waits for the log to be durable up to `end`: leads
+    /// a group commit on the real disk if nothing is in flight, pumps an inline log one step.
+    /// False if it did nothing (another thread drives the writer now, or I/O is in flight).
+    fn drive(&self, end: u64) -> bool {
+        match &self.driver {
+            Driver::Ring(engine) => ring::lead(engine, self, end),
+            Driver::Inline(inline) => inline.pump(self),
+        }
+    }
+
+    /// The engine an I/O thread drives (on the real disk).
+    pub fn engine(&self) -> Option<&Mutex<Engine>> {
+        match &self.driver {
+            Driver::Ring(engine) => Some(engine),
+            Driver::Inline(_) => None,
+        }
     }
 
     /// Wakes every waiter to re-check its condition.
