@@ -1,7 +1,6 @@
-//! The log's writer on the real file system: the core's writer
-//! ([`helio_core::log::writer::Writer`], which decides what to write, when to flush and how far
-//! the log is durable) and the segment files it writes, in an [`Engine`] that two drivers share
-//! under a lock:
+//! The log's writer on the real file system: the [`Engine`] (the core's writer, which decides
+//! what to write, when to flush and how far the log is durable, and the segment files it
+//! writes), which two drivers share under a lock:
 //!
 //! - the shard's **I/O thread**, on its own io_uring: writes and fdatasyncs go to the ring,
 //!   completions back to the writer. It sleeps in `io_uring_enter` with a read always posted on
@@ -15,128 +14,21 @@
 //! Either way the writer's invariants hold: every step it hands out is done and reported once,
 //! by whoever holds the engine.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
-use helio_core::log::writer::{Buffers, Cause, Failure, Io, Step, Writer};
+use helio_core::log::writer::Io;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::LogConfig;
-use super::error::IoFailure;
+use super::engine::Engine;
 use super::shared::Shared;
-use crate::disk::{DiskFile, OpenHow};
-use crate::dma::DmaBuf;
-use crate::segments::{zero_fill, Segments};
 
 const DOORBELL: u64 = 1 << 62;
 const WRITE: u64 = 2 << 62;
 const FLUSH: u64 = 3 << 62;
 const TAG: u64 = 3 << 62;
-
-/// The writer and the files it writes, shared by the I/O thread and leaders.
-pub(crate) struct Engine {
-    writer: Writer,
-    segments: Segments,
-    direct: bool,
-    files: BTreeMap<u64, Arc<dyn DiskFile>>,
-    /// An aligned buffer of zeros for zero-filling.
-    zeros: DmaBuf,
-    /// Time 0 of the writer's clock.
-    started: Instant,
-}
-
-impl Engine {
-    /// The engine of `writer`, writing the segments with O_DIRECT if `direct`, in blocks of
-    /// `block` bytes.
-    pub fn new(writer: Writer, segments: Segments, direct: bool, block: usize) -> io::Result<Self> {
-        let zeros = DmaBuf::new(1 << 20, block).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
-        Ok(Self { writer, segments, direct, files: BTreeMap::new(), zeros, started: Instant::now() })
-    }
-
-    fn now(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
-    }
-
-    /// The next step the writer wants, with the synchronous ones (open, zero-fill, close) done
-    /// here: a write or flush for the driver, or `None`.
-    fn next(&mut self, shared: &Shared) -> Option<Io> {
-        loop {
-            let io = self.writer.poll(self.now(), shared)?;
-            match io {
-                Io::Open { segment } => match self.open_segment(segment) {
-                    Ok(len) => self.writer.opened(segment, len),
-                    Err(e) => self.fail(Step::Open, segment, e, shared),
-                },
-                Io::ZeroFill { segment, from, to } => {
-                    // Through the same (direct) descriptor: zeros that went through the page
-                    // cache would make every later direct write there invalidate cached pages.
-                    match zero_fill(&*self.files[&segment], &self.zeros, from, to) {
-                        Ok(()) => self.writer.zeroed(segment, shared),
-                        Err(e) => self.fail(Step::ZeroFill, segment, e, shared),
-                    }
-                }
-                // Only when nothing is in flight: a queued entry names its file by descriptor.
-                Io::Close { segment } => {
-                    self.files.remove(&segment);
-                }
-                Io::Write { .. } | Io::Flush { .. } => return Some(io),
-            }
-        }
-    }
-
-    /// Leads a group commit in the caller's thread, if nothing is in flight: takes every step
-    /// the writer wants with blocking calls until the log is durable up to `end` or nothing is
-    /// left to do. True if it did anything.
-    fn lead(&mut self, shared: &Shared, end: u64) -> bool {
-        if !self.writer.idle() {
-            return false;
-        }
-        let mut led = false;
-        while shared.durable.load(Ordering::Acquire) < end {
-            let Some(io) = self.next(shared) else { break };
-            led = true;
-            match io {
-                Io::Write { seq, slot, segment, offset, len, .. } => {
-                    let file = &self.files[&segment];
-                    let mut result = Ok(0);
-                    Buffers::with_bytes(shared, slot, len, &mut |bytes| {
-                        result = file.write_at(bytes, offset).map_err(|e| errno(&e));
-                    });
-                    self.writer.written(seq, result, shared);
-                }
-                Io::Flush { segment } => {
-                    let result = self.files[&segment].sync_data().map_err(|e| errno(&e));
-                    self.writer.flushed(segment, result, shared);
-                }
-                _ => unreachable!("synchronous steps are done in `next`"),
-            }
-        }
-        led
-    }
-
-    /// Opens the segment for writing (creating it the first time the log reaches it) and
-    /// returns its length.
-    fn open_segment(&mut self, segment: u64) -> io::Result<u64> {
-        if self.segments.open(segment)?.is_none() {
-            self.segments.create(segment, 0)?;
-        }
-        let how = if self.direct { OpenHow::WriteDirect } else { OpenHow::ReadWrite };
-        let file = self.segments.open_as(segment, how)?.ok_or(io::ErrorKind::NotFound)?;
-        let len = file.len()?;
-        self.files.insert(segment, file);
-        Ok(len)
-    }
-
-    /// A synchronous step failed: the log is poisoned with the error as the kernel gave it.
-    fn fail(&mut self, step: Step, segment: u64, source: io::Error, shared: &Shared) {
-        let cause = Cause::Os(errno(&source));
-        shared.poison(IoFailure { op: step.name(), path: self.segments.path(segment), source });
-        self.writer.failed(Failure { step, segment, cause }, shared);
-    }
-}
 
 /// Leads a group commit for a writer waiting for `end` (see [`Engine::lead`]) unless another
 /// thread holds the engine. True if it did anything.
@@ -190,10 +82,10 @@ impl IoThread {
                     let entry = Self::entry(&engine, &shared, io);
                     self.push(&entry);
                 }
-                if engine.writer.idle() && shared.closing.load(Ordering::Acquire) {
+                if engine.writer().idle() && shared.closing.load(Ordering::Acquire) {
                     break;
                 }
-                engine.writer.deadline(&*shared).map(|at| at.saturating_sub(engine.now()))
+                engine.writer().deadline(&*shared).map(|at| at.saturating_sub(engine.now()))
             };
             self.wait(deadline);
             self.reap();
@@ -204,7 +96,7 @@ impl IoThread {
     fn entry(engine: &Engine, shared: &Shared, io: Io) -> squeue::Entry {
         match io {
             Io::Write { seq, slot, segment, offset, len, linked } => {
-                let fd = engine.files[&segment].raw_fd().expect("a real file");
+                let fd = engine.file(segment).raw_fd().expect("a real file");
                 let flags = if linked { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
                 opcode::Write::new(types::Fd(fd), shared.slots[slot].as_ptr(), len as u32)
                     .offset(offset)
@@ -213,7 +105,7 @@ impl IoThread {
                     .user_data(WRITE | seq)
             }
             Io::Flush { segment } => {
-                let fd = engine.files[&segment].raw_fd().expect("a real file");
+                let fd = engine.file(segment).raw_fd().expect("a real file");
                 opcode::Fsync::new(types::Fd(fd))
                     .flags(types::FsyncFlags::DATASYNC)
                     .build()
@@ -257,11 +149,11 @@ impl IoThread {
                 DOORBELL => doorbell = true,
                 WRITE => {
                     let result = if result < 0 { Err(-result) } else { Ok(result as usize) };
-                    engine.writer.written(data & !TAG, result, &*shared);
+                    engine.writer_mut().written(data & !TAG, result, &*shared);
                 }
                 FLUSH => {
                     let result = if result < 0 { Err(-result) } else { Ok(()) };
-                    engine.writer.flushed(data & !TAG, result, &*shared);
+                    engine.writer_mut().flushed(data & !TAG, result, &*shared);
                 }
                 _ => unreachable!("unknown completion {data:#x}"),
             }
@@ -295,10 +187,6 @@ impl IoThread {
 /// The engine of a log on the real disk.
 fn lock(shared: &Shared) -> MutexGuard<'_, Engine> {
     shared.engine().expect("a real log has an engine").lock().unwrap()
-}
-
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Pins the calling thread to `cpu` (best effort: a cpuset that excludes it leaves the thread

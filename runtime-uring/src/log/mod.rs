@@ -11,6 +11,7 @@
 //! Byte layouts: `docs/log-format.md`; the decisions are in `helio_core::log`.
 
 mod config;
+mod engine;
 mod error;
 mod inline;
 mod io;
@@ -377,12 +378,15 @@ impl Opening<'_> {
         // The real file system gets an io_uring I/O thread; any other disk is driven inline.
         let real = config.disk.is_real();
         let driver = if real {
-            let engine = io::Engine::new(writer, segments.clone(), direct.is_some(), block)
+            let engine = engine::Engine::new(writer, segments.clone(), direct.is_some(), block)
                 .map_err(|e| io("allocate write buffers for", e))?;
             Driver::Ring(Mutex::new(engine))
         } else {
             let seed = config.disk.random_u64().map_err(|e| io("draw a seed for", e))?;
-            Driver::Inline(Inline::new(writer, segments.clone(), seed))
+            Driver::Inline(
+                Inline::new(writer, segments.clone(), seed)
+                    .map_err(|e| io("allocate write buffers for", e))?,
+            )
         };
         let shared =
             Shared::new(stamp, segments.clone(), config.buffer_bytes, config.buffers, block, start, driver)

@@ -23,9 +23,10 @@ use helio_core::log::buffer::{BufferState, Reserve};
 use helio_core::log::frame::{encode_with, Kind, Stamp, HEADER_BYTES};
 use helio_core::log::writer::{Buffers, Cause, Count, Failure};
 
+use super::engine::Engine;
 use super::error::{IoFailure, LogError};
 use super::inline::Inline;
-use super::io::{self as ring, Engine};
+use super::io as ring;
 use crate::dma::DmaBuf;
 use crate::segments::Segments;
 use crate::striped::Striped;
