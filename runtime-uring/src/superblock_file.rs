@@ -140,12 +140,6 @@ impl fmt::Debug for SuperblockFile {
     }
 }
 
-/// A fresh random salt for a new log, from the kernel.
-pub fn random_salt() -> io::Result<u64> {
-    use crate::disk::{Disk, RealDisk};
-    RealDisk.random_u64()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +153,7 @@ mod tests {
             head: 0,
             tail: 0,
             segment_bytes: 1 << 20,
-            salt: random_salt().unwrap(),
+            salt: crate::disk::Disk::random_u64(&crate::disk::RealDisk).unwrap(),
             epoch: 0,
             clean: false,
         }
