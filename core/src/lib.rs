@@ -53,6 +53,6 @@ pub use config::{ConfigError, TreeConfig};
 pub use crossbeam_epoch::{Collector, Guard, LocalHandle};
 pub use error::Error;
 pub use iter::Iter;
-pub use mvcc::{Mvcc, Snapshot, LATEST};
+pub use mvcc::{Mvcc, Snapshot, WriteTicket, LATEST};
 pub use stats::TreeStats;
 pub use tree::Tree;

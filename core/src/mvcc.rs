@@ -45,8 +45,14 @@ impl Default for Mvcc {
 impl Mvcc {
     /// A new sequence whose first writes carry snapshot number 1 (0 means "visible to all").
     pub fn new() -> Self {
+        Self::starting_at(1)
+    }
+
+    /// A new sequence whose first writes carry number `first` (at least 1): a reopened store
+    /// continues its numbering past every number its logs hold.
+    pub fn starting_at(first: u64) -> Self {
         Self {
-            open: AtomicU64::new(1),
+            open: AtomicU64::new(first.max(1)),
             inflight: core::array::from_fn(|_| CachePadded::new([AtomicU64::new(0), AtomicU64::new(0)])),
             live: SpinLock::new(Vec::new()),
             sealing: SpinLock::new(()),
@@ -54,8 +60,12 @@ impl Mvcc {
     }
 
     /// Announces a write; the ticket carries the number to tag it with and ends the announcement
-    /// when dropped (also if the writer panics, so a seal never waits forever).
-    pub(crate) fn begin_write(&self, stripe: usize) -> WriteTicket<'_> {
+    /// when dropped (also if the writer panics, so a seal never waits forever). `stripe` picks
+    /// the in-flight counter (a hash of the key spreads writers over them). A caller that logs
+    /// its write takes the ticket before the log append and keeps it until the write is in the
+    /// tree ([`Tree::put_with`](crate::Tree::put_with)): a seal then also means that every write
+    /// with the sealed number is in its log.
+    pub fn begin_write(&self, stripe: usize) -> WriteTicket<'_> {
         let stripe = stripe % STRIPES;
         loop {
             let sn = self.open.load(Ordering::SeqCst);
@@ -74,11 +84,23 @@ impl Mvcc {
     /// Takes a point-in-time snapshot: it sees every write that returned before this call and none
     /// that starts after it returns.
     pub fn snapshot(self: &Arc<Self>) -> Snapshot {
-        let _sealing = self.sealing.lock();
-        let sn = self.open.load(Ordering::SeqCst);
         // Publish before sealing: a consolidation that does not see `sn` read its chain before any
         // write tagged above `sn` could exist, so it keeps what `sn` needs as "latest".
-        self.register(sn);
+        let sn = self.seal_with(|sn| self.register(sn));
+        Snapshot { mvcc: Arc::clone(self), sn }
+    }
+
+    /// Seals the open number without taking a snapshot: returns it once every write tagged
+    /// with it (or below) has landed, after which no write with a number at or below it can
+    /// begin. What a commit of the logs builds on: every write it must cover is appended.
+    pub fn seal(&self) -> u64 {
+        self.seal_with(|_| {})
+    }
+
+    fn seal_with(&self, before: impl FnOnce(u64)) -> u64 {
+        let _sealing = self.sealing.lock();
+        let sn = self.open.load(Ordering::SeqCst);
+        before(sn);
         self.open.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst); // pairs with the fence in `begin_write`
         for stripe in &self.inflight {
@@ -86,7 +108,7 @@ impl Mvcc {
                 spin_wait();
             }
         }
-        Snapshot { mvcc: Arc::clone(self), sn }
+        sn
     }
 
     fn register(&self, sn: u64) {
@@ -125,10 +147,22 @@ impl Mvcc {
 /// A write in flight: the number it carries and where it announced itself. Dropping it announces
 /// that the write is installed (or abandoned).
 #[must_use]
-pub(crate) struct WriteTicket<'a> {
+pub struct WriteTicket<'a> {
     mvcc: &'a Mvcc,
     pub(crate) sn: u64,
     stripe: usize,
+}
+
+impl WriteTicket<'_> {
+    /// The number the write carries.
+    pub fn sn(&self) -> u64 {
+        self.sn
+    }
+
+    /// Whether the ticket is of `mvcc`.
+    pub(crate) fn is_of(&self, mvcc: &Mvcc) -> bool {
+        core::ptr::eq(self.mvcc, mvcc)
+    }
 }
 
 impl Drop for WriteTicket<'_> {

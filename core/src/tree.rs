@@ -21,7 +21,7 @@ use crate::config::{ConfigError, TreeConfig};
 use crate::error::Error;
 use crate::index::{CellBox, Index, IndexKey};
 use crate::iter::Iter;
-use crate::mvcc::{Mvcc, Snapshot, LATEST};
+use crate::mvcc::{Mvcc, Snapshot, WriteTicket, LATEST};
 use crate::page::base::{prefix, Version};
 use crate::page::record::{free_chain, merge_state, Body, Header, PageCell, Record};
 use crate::page::{self, garbage_collect, Gathered, GcScratch};
@@ -141,14 +141,34 @@ impl Tree {
     /// Sets `key` to `value`.
     pub fn put(&self, key: &[u8], value: &[u8], guard: &Guard) -> Result<(), Error> {
         self.check_write(key, Some(value))?;
-        self.write(key, Some(value), guard);
+        self.write(key, Some(value), None, guard);
+        Ok(())
+    }
+
+    /// Sets `key` to `value` (`None` removes it) as part of the write `ticket` announced (from
+    /// this tree's [`Mvcc::begin_write`]): the version carries the ticket's number, so several
+    /// writes under one ticket (a batch, across trees that share the sequence) are seen by a
+    /// snapshot all together or not at all.
+    ///
+    /// # Panics
+    /// If the ticket is of another sequence than the tree's.
+    pub fn put_with(
+        &self,
+        ticket: &WriteTicket<'_>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        guard: &Guard,
+    ) -> Result<(), Error> {
+        assert!(ticket.is_of(&self.mvcc), "a write ticket of another snapshot sequence");
+        self.check_write(key, value)?;
+        self.write(key, value, Some(ticket), guard);
         Ok(())
     }
 
     /// Removes `key` (a no-op for a key that is absent, but still a recorded write).
     pub fn delete(&self, key: &[u8], guard: &Guard) -> Result<(), Error> {
         self.check_key(key)?;
-        self.write(key, None, guard);
+        self.write(key, None, None, guard);
         Ok(())
     }
 
@@ -315,7 +335,7 @@ impl Tree {
 
     // ---- Writes ---------------------------------------------------------------------------
 
-    fn write(&self, key: &[u8], value: Option<&[u8]>, guard: &Guard) {
+    fn write(&self, key: &[u8], value: Option<&[u8]>, given: Option<&WriteTicket<'_>>, guard: &Guard) {
         self.check_guard(guard);
         let rec = Record::write(key, value);
         // SAFETY: `rec` is ours until installed.
@@ -323,7 +343,10 @@ impl Tree {
         let mut ticket = None;
         loop {
             let (cell, head) = self.locate(Target::Key(key), guard);
-            let sn = ticket.get_or_insert_with(|| self.mvcc.begin_write(stripe_of(key))).sn;
+            let sn = match given {
+                Some(given) => given.sn,
+                None => ticket.get_or_insert_with(|| self.mvcc.begin_write(stripe_of(key))).sn,
+            };
             // SAFETY: `rec` is unpublished, so ours to change.
             unsafe {
                 (*rec).set_sn(sn);

@@ -25,6 +25,8 @@
 //! Requirements: Linux with io_uring (5.6 or later; 6.1 or later reports direct-I/O alignment).
 #![deny(missing_docs)]
 
+mod commit;
+mod cut;
 pub mod disk;
 pub mod dma;
 pub mod log;
@@ -38,4 +40,4 @@ pub mod superblock_file;
 
 pub use helio_core as core;
 pub use log::Durability;
-pub use store::{Config, Entry, Error, Range, Snapshot, Store, StoreStats};
+pub use store::{Config, Entry, Error, Range, Snapshot, Store, StoreStats, WriteBatch};

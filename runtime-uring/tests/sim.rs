@@ -359,15 +359,17 @@ fn sim_a_disk_whose_fdatasync_does_nothing_is_caught() {
 }
 
 /// A reopened log fdatasyncs what it replayed before it takes writes: the last process wrote a
-/// whole segment and died before any flush (its bytes still in the device's volatile cache);
-/// after the reopen a `Sync` write goes to the next segment, and only that segment is flushed
-/// for it. Then the power goes. The `Sync` write vouches for everything before it, so the
-/// recovery must find all of it.
+/// whole segment of `Buffered` writes and their commits and died before any flush (its bytes
+/// still in the device's volatile cache); after the reopen a `Sync` write goes to the next
+/// segment, and only that segment is flushed for it. Then the power goes. The `Sync` write
+/// vouches for everything before it, so the recovery must find all of it.
 #[test]
 fn sim_a_reopened_log_makes_what_it_replayed_durable() {
     for seed in 0..8u64 {
         let disk = SimDisk::new(seed);
-        let config = config(&disk, 0);
+        let mut config = config(&disk, 0);
+        // No interval flush comes due: the buffered commits reach the cache, not the disk.
+        config.log.flush_interval = Duration::from_secs(60);
         let dir = Path::new(DIR);
         let shard = open(dir, &config).unwrap();
         // A first durable write, so the log has a durable start.
@@ -377,7 +379,7 @@ fn sim_a_reopened_log_makes_what_it_replayed_durable() {
         // the first segment is written out (to free buffers) but never synced.
         while shard.log_stats().records < 1400 {
             n += 1;
-            shard.put(&n.to_be_bytes(), &[n as u8; 1000], Durability::None).unwrap();
+            shard.put(&n.to_be_bytes(), &[n as u8; 1000], Durability::Buffered).unwrap();
         }
         disk.kill();
         drop(shard);
@@ -441,5 +443,6 @@ fn sim_a_clean_close_then_open_reads_only_the_live_log_in_a_recycled_segment() {
     assert_eq!(recovery.log.replayed.torn_at, None, "a clean close is not a torn tail");
     let live = log.durable_lsn - head;
     let window = 4 << 20;
-    assert!(read <= live + window + 16384, "read {read} bytes to reopen a log of {live} live bytes");
+    // Twice: the first pass reads every log for its commits, the replay reads it again.
+    assert!(read <= 2 * (live + window + 16384), "read {read} bytes to reopen a log of {live} live bytes");
 }

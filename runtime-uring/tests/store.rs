@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 
+use helio::store::STORE_FORMAT;
 use helio::{Config, Durability, Error, Store};
 
 mod common;
@@ -263,7 +264,7 @@ fn bad_input_gives_typed_errors_and_changes_nothing() {
     std::fs::write(&manifest, b"helio-store 9\nshards 3\n").unwrap();
     assert!(matches!(
         Store::open(config(dir.path())),
-        Err(Error::Incompatible { found: 9, expected: 1, .. })
+        Err(Error::Incompatible { found: 9, expected: STORE_FORMAT, .. })
     ));
     std::fs::write(&manifest, b"garbage").unwrap();
     assert!(matches!(Store::open(config(dir.path())), Err(Error::Corrupt { .. })));

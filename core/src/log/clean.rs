@@ -4,8 +4,8 @@
 //! The cleaner works from the head of the log (the oldest records), a stretch at a time. Of each
 //! record there it keeps only what may still be live: a put's entry and a relocated batch's
 //! entries are candidates, which the runtime compares with the tree (an entry is live when the
-//! tree holds exactly its value) and appends again at the tail (see [`super::batch`]); deletes
-//! are dropped, since every older record of their key lies at the head too and goes with them.
+//! tree holds exactly its value) and appends again at the tail (see [`super::batch`]), as are
+//! a batch's puts; deletes (alone or in a batch) and commits are dropped, since every older record of their key lies at the head too and goes with them.
 //! Once the moved entries are durable, the head moves past the stretch and the segments wholly
 //! below it are deleted. A stretch never ends inside a record cut into fragments: replay from a
 //! head inside one would find its later pieces without the first.
@@ -61,12 +61,14 @@ impl HeadScan {
         Self { cut: head, ..Self::default() }
     }
 
-    /// Takes the next frame, calling `candidate(key, value)` for every entry it completes that
-    /// may still be live.
+    /// Takes the next frame, calling `candidate(sn, key, value)` for every entry it completes
+    /// that may still be live, with the write number of its record. (An entry whose number an
+    /// earlier recovery dropped is dead whatever its value: the caller skips it, or a copy
+    /// of it could hide the live entry before it.)
     pub fn push(
         &mut self,
         frame: &Frame<'_>,
-        mut candidate: impl FnMut(&[u8], &[u8]),
+        mut candidate: impl FnMut(u64, &[u8], &[u8]),
     ) -> Result<(), Unreadable> {
         let unreadable = Unreadable { lsn: frame.lsn };
         if frame.kind == Kind::Fragment {
@@ -101,20 +103,32 @@ impl HeadScan {
 
 /// Calls `candidate` for each entry of a whole record that may still be live; `None` if the
 /// record does not parse.
-fn candidates(kind: Kind, payload: &[u8], candidate: &mut impl FnMut(&[u8], &[u8])) -> Option<()> {
+fn candidates(kind: Kind, payload: &[u8], candidate: &mut impl FnMut(u64, &[u8], &[u8])) -> Option<()> {
     match kind {
         Kind::Put => {
             let op = Op::decode_payload(kind, payload)?;
-            candidate(op.key, op.value?);
+            candidate(op.sn, op.key, op.value?);
         }
         Kind::Relocated => {
+            let sn = batch::sn(payload)?;
             for entry in batch::entries(payload) {
                 let (key, value) = entry?;
-                candidate(key, value);
+                candidate(sn, key, value);
+            }
+        }
+        Kind::Batch => {
+            let sn = batch::sn(payload)?;
+            for entry in batch::ops(payload) {
+                if let (key, Some(value)) = entry? {
+                    candidate(sn, key, value);
+                }
             }
         }
         Kind::Delete => {
             Op::decode_payload(kind, payload)?;
+        }
+        Kind::Commit => {
+            super::cut::Commit::decode(payload)?;
         }
         Kind::Pad | Kind::Fragment => {}
     }
@@ -153,7 +167,7 @@ mod tests {
             [(Kind::Put, &put[..]), (Kind::Delete, &delete), (Kind::Relocated, batch.payload())]
         {
             let f = frame(at, 0, kind, payload);
-            scan.push(&f, |k, v| seen.push((k.to_vec(), v.to_vec()))).unwrap();
+            scan.push(&f, |_, k, v| seen.push((k.to_vec(), v.to_vec()))).unwrap();
             at += f.bytes as u64;
             assert_eq!(scan.cut(), at);
         }
@@ -163,7 +177,7 @@ mod tests {
             .collect();
         assert_eq!(seen, want);
         let bad = frame(at, 0, Kind::Relocated, &[9, 0, 0, 0]);
-        assert_eq!(scan.push(&bad, |_, _| {}), Err(Unreadable { lsn: at }));
+        assert_eq!(scan.push(&bad, |_, _, _| {}), Err(Unreadable { lsn: at }));
     }
 
     /// The head never moves inside a fragmented record, unless a later epoch shows the record
@@ -185,7 +199,7 @@ mod tests {
         let mut at = 0;
         let mut push = |scan: &mut HeadScan, epoch, kind, payload: &[u8], at: &mut u64| {
             let f = frame(*at, epoch, kind, payload);
-            scan.push(&f, |k, v| seen.push((k.to_vec(), v.len()))).unwrap();
+            scan.push(&f, |_, k, v| seen.push((k.to_vec(), v.len()))).unwrap();
             *at += f.bytes as u64;
         };
         // A record's pieces with a small record between them: no cut until its last piece.

@@ -72,6 +72,12 @@ pub enum Kind {
     /// Live entries the cleaner moved from the head of the log to its tail: each sets its key,
     /// in log order, as a [`Kind::Put`] there would (see [`super::batch`]).
     Relocated = 5,
+    /// One shard's part of an atomic batch: puts and deletes under one write number (see
+    /// [`super::batch`]).
+    Batch = 6,
+    /// A commit: every write numbered at or below its number is in the logs below the ends it
+    /// names, one per shard (see [`super::cut`]).
+    Commit = 7,
 }
 
 impl Kind {
@@ -83,6 +89,8 @@ impl Kind {
             3 => Kind::Delete,
             4 => Kind::Fragment,
             5 => Kind::Relocated,
+            6 => Kind::Batch,
+            7 => Kind::Commit,
             _ => return None,
         })
     }

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod buffer;
 pub mod clean;
+pub mod cut;
 pub mod fragment;
 pub mod frame;
 pub mod recover;

@@ -1,5 +1,6 @@
-//! What replay does with each record it reads back: ops and relocated entries set or remove
-//! their keys in log order.
+//! What replay does with each record it reads back: ops, batches and relocated entries set or
+//! remove their keys in log order, those numbered beyond the recovery's cut excepted (see
+//! [`super::cut`]).
 //!
 //! That order is the order the writes reached the tree: a shard appends each op and applies it
 //! under the key's write stripe, and the cleaner holds the stripes of a batch's keys from its
@@ -8,6 +9,7 @@
 use crossbeam_epoch::Guard;
 
 use super::batch;
+use super::cut::{write_sn, Plan};
 use super::frame::{Kind, Op};
 use crate::error::Error;
 use crate::tree::Tree;
@@ -42,23 +44,41 @@ pub struct ReplayStats {
     pub ops: u64,
     /// Relocated entries applied.
     pub relocated: u64,
+    /// Batch entries applied.
+    pub batched: u64,
+    /// Records dropped: numbered beyond the cut, or in a range an earlier recovery dropped.
+    pub dropped: u64,
 }
 
 /// Applies replayed records to a tree, in log order.
 pub struct Replay<'t> {
     tree: &'t Tree,
+    plan: Option<&'t Plan>,
     stats: ReplayStats,
 }
 
 impl<'t> Replay<'t> {
-    /// Replay into `tree` (empty).
+    /// Replay into `tree` (empty), applying every record.
     pub fn new(tree: &'t Tree) -> Self {
-        Self { tree, stats: ReplayStats::default() }
+        Self { tree, plan: None, stats: ReplayStats::default() }
+    }
+
+    /// Replay into `tree` (empty), applying only the writes `plan` keeps.
+    pub fn with_plan(tree: &'t Tree, plan: &'t Plan) -> Self {
+        Self { tree, plan: Some(plan), stats: ReplayStats::default() }
     }
 
     /// Applies one record read back from the log.
     pub fn apply(&mut self, kind: Kind, payload: &[u8], guard: &Guard) -> Result<(), ReplayError> {
         let malformed = ReplayError::Malformed { kind };
+        if let Some(plan) = self.plan {
+            if let Some(sn) = write_sn(kind, payload).ok_or(malformed.clone())? {
+                if !plan.keeps(sn) {
+                    self.stats.dropped += 1;
+                    return Ok(());
+                }
+            }
+        }
         match kind {
             Kind::Put | Kind::Delete => {
                 let op = Op::decode_payload(kind, payload).ok_or(malformed)?;
@@ -75,6 +95,20 @@ impl<'t> Replay<'t> {
                     self.tree.put(key, value, guard).map_err(ReplayError::Refused)?;
                     self.stats.relocated += 1;
                 }
+            }
+            Kind::Batch => {
+                for entry in batch::ops(payload) {
+                    let (key, value) = entry.ok_or(malformed.clone())?;
+                    match value {
+                        Some(value) => self.tree.put(key, value, guard),
+                        None => self.tree.delete(key, guard),
+                    }
+                    .map_err(ReplayError::Refused)?;
+                    self.stats.batched += 1;
+                }
+            }
+            Kind::Commit => {
+                super::cut::Commit::decode(payload).ok_or(malformed)?;
             }
             Kind::Pad | Kind::Fragment => {}
         }
@@ -118,7 +152,7 @@ mod tests {
         replay.apply(Kind::Relocated, moved.payload(), &guard).unwrap();
         replay.apply(Kind::Delete, &op(Kind::Delete, b"c", b""), &guard).unwrap();
         replay.apply(Kind::Pad, &[0; 16], &guard).unwrap();
-        assert_eq!(replay.stats(), ReplayStats { ops: 3, relocated: 3 });
+        assert_eq!(replay.stats(), ReplayStats { ops: 3, relocated: 3, ..ReplayStats::default() });
         let snapshot = tree.snapshot();
         let got: BTreeMap<Vec<u8>, Vec<u8>> =
             tree.range::<[u8], _>(&snapshot, .., &guard).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
@@ -134,7 +168,7 @@ mod tests {
         let tree = Tree::new(TreeConfig::default()).unwrap();
         let mut replay = Replay::new(&tree);
         let guard = tree.pin();
-        for kind in [Kind::Put, Kind::Delete, Kind::Relocated] {
+        for kind in [Kind::Put, Kind::Delete, Kind::Relocated, Kind::Batch, Kind::Commit] {
             assert_eq!(replay.apply(kind, &[1, 2], &guard), Err(ReplayError::Malformed { kind }));
         }
     }

@@ -111,6 +111,31 @@ pub fn read_full(file: &dyn DiskFile, buf: &mut [u8], offset: u64) -> io::Result
     Ok(())
 }
 
+/// The whole content of the file at `path`, or `None` if there is no such file.
+pub fn read_file(disk: &dyn Disk, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match disk.open(path, OpenHow::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = vec![0; usize::try_from(file.len()?).map_err(io::Error::other)?];
+    read_full(&*file, &mut bytes, 0)?;
+    Ok(Some(bytes))
+}
+
+/// Replaces the file `name` in `dir` with `bytes`, durably and whole: written aside (as
+/// `name.new`), synced, renamed into place, the directory synced. A crash leaves the old
+/// content or the new.
+pub fn replace_file(disk: &dyn Disk, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let aside = dir.join(format!("{name}.new"));
+    let file = disk.open(&aside, OpenHow::Truncate)?;
+    write_all_at(&*file, bytes, 0)?;
+    file.sync_data()?;
+    drop(file);
+    disk.rename(&aside, &dir.join(name))?;
+    disk.sync_dir(dir)
+}
+
 /// The disk a log's files are on, as configuration holds it: the real file system unless a
 /// test says otherwise. Two handles are equal when they are the same disk.
 #[derive(Clone)]

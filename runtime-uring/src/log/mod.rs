@@ -143,6 +143,11 @@ impl Log {
         Ok(SuperblockFile::open(dir).map_err(LogError::Superblock)?.current())
     }
 
+    /// [`Log::superblock_of`] on the disk `config` names.
+    pub fn superblock_on(dir: &Path, config: &LogConfig) -> Result<Superblock, LogError> {
+        Ok(SuperblockFile::open_on(&config.disk, dir).map_err(LogError::Superblock)?.current())
+    }
+
     /// Appends an op record (a put or a delete) with the given durability; returns the log
     /// address just past it.
     pub fn append_op(&self, op: &Op<'_>, durability: Durability) -> Result<u64, LogError> {
@@ -211,6 +216,19 @@ impl Log {
         Ok(end)
     }
 
+    /// Asks for a flush that makes the log durable up to `end`, without waiting for it: a
+    /// caller that needs several logs durable asks each first, then waits for each
+    /// ([`Log::wait_durable`]), so that their flushes overlap.
+    pub fn request_durable(&self, end: u64) {
+        self.shared.request_durable(end);
+    }
+
+    /// Waits until the log is durable up to `end`. `user`: a write or `sync` waits (which
+    /// turns on zero-filling ahead of the writes), not the log's own upkeep.
+    pub fn wait_durable(&self, end: u64, user: bool) -> Result<(), LogError> {
+        self.shared.wait_durable(end, user)
+    }
+
     /// Waits until the log is durable up to `end`, for the log's own upkeep (entries the cleaner
     /// moved): unlike a `Sync` write or [`Log::sync`] it does not mark the log as in use for
     /// durable writes, which would turn on zero-filling ahead of the writes.
@@ -259,6 +277,17 @@ impl Log {
     /// The failure that poisoned the log, if one did.
     pub fn poisoned(&self) -> Option<Arc<IoFailure>> {
         self.shared.poisoned().cloned()
+    }
+
+    /// Whether the log is closed (it takes no more appends).
+    pub fn is_closed(&self) -> bool {
+        self.io.lock().unwrap().is_none()
+    }
+
+    /// Whether the log is on the real disk (driven by its io_uring I/O thread), not a
+    /// simulated one (driven in the waiting threads).
+    pub fn disk_is_real(&self) -> bool {
+        self.shared.engine().is_some()
     }
 
     /// The directory the log lives in.

@@ -461,6 +461,17 @@ impl Shared {
         }
     }
 
+    /// Asks the I/O thread for a flush covering `end`, without waiting (see [`Shared::wait_durable`]).
+    pub fn request_durable(&self, end: u64) {
+        if self.durable.load(Ordering::Acquire) >= end {
+            return;
+        }
+        let pending = self.sync_wanted.fetch_max(end, Ordering::SeqCst);
+        if pending <= self.durable.load(Ordering::SeqCst) {
+            self.ring();
+        }
+    }
+
     /// Publishes a new durable address and wakes exactly the writers it covers.
     pub fn advance_durable(&self, to: u64) {
         self.durable.fetch_max(to, Ordering::AcqRel);

@@ -7,7 +7,6 @@
 //! [`helio_core::log::clean`]; this module reads the bytes and holds the locks.
 
 use std::sync::atomic::Ordering;
-use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use crossbeam_epoch::Guard;
@@ -15,7 +14,7 @@ use helio_core::log::batch::{self, BatchWriter};
 use helio_core::log::clean::{CleanPolicy, HeadScan, Unreadable};
 use helio_core::log::frame::{frame_bytes, Kind};
 
-use super::{Inner, ShardError, STRIPES};
+use super::{Inner, ShardError};
 use crate::log::{Durability, LogError};
 use crate::recovery::{read_durable, CorruptReason, RecoveryError};
 
@@ -30,6 +29,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(1);
 const CHEAP_SHARE: f64 = 0.25;
 
 /// What one stretch did.
+#[derive(Debug)]
 pub(super) struct Stretch {
     /// Log bytes read at the head.
     pub(super) read: u64,
@@ -225,7 +225,11 @@ impl Inner {
             if frame.lsn >= stop && scan.cut() == frame.lsn {
                 return false;
             }
-            let pushed = scan.push(frame, |key, value| candidates.push(key, value));
+            let pushed = scan.push(frame, |sn, key, value| {
+                if !self.dropped.is_void(sn) {
+                    candidates.push(key, value);
+                }
+            });
             if scan.cut() == frame.lsn + frame.bytes as u64 {
                 below_cut = candidates.mark();
             }
@@ -247,9 +251,10 @@ impl Inner {
         mover.relocate(&candidates)?;
         // An entry was found dead because the tree holds a newer write of its key, appended to
         // the log before the check (a writer appends before it updates the tree) but perhaps
-        // not yet durable: the head may move past the old entry only once that write is
-        // durable, or a crash would lose both. The moved entries are covered by the same wait.
-        self.log.wait_durable_for_upkeep(self.log.appended())?;
+        // not yet recoverable: the head may move past the old entry only once that write is
+        // covered by a durable commit, or a crash whose cut falls before it would lose both.
+        // The moved entries are covered by the same commit.
+        self.committer().commit_all(self.index, false)?;
         self.log.advance_head(cut)?;
         self.head.store(cut, Ordering::Release);
         let stretch = Stretch { read: cut - head, relocated: mover.bytes, entries: mover.entries };
@@ -368,13 +373,8 @@ impl<'a> Mover<'a> {
     /// Checks `entries` again and appends the live ones as one record, under their stripes.
     fn relocate_batch(&mut self, entries: &[(&[u8], &[u8])]) -> Result<(), LogError> {
         let inner = self.inner;
-        let mut wanted = [false; STRIPES];
-        for &(key, _) in entries {
-            wanted[inner.stripe_index(key)] = true;
-        }
-        // Ascending order; writers hold one stripe at a time, so this cannot deadlock.
-        let _held: Vec<MutexGuard<'_, ()>> =
-            (0..STRIPES).filter(|&i| wanted[i]).map(|i| inner.stripes[i].lock().unwrap()).collect();
+        // Ascending order, as every holder of several stripes takes them: no deadlock.
+        let _held = inner.lock_stripes(entries.iter().map(|&(key, _)| key));
         self.batch.clear();
         {
             let guard = inner.tree.pin();
@@ -387,7 +387,12 @@ impl<'a> Mover<'a> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        // A number of its own: the record says "these keys have these values", true at any
+        // cut at or after it; a cut before it drops it, and finds the entries where they were.
+        let ticket = inner.tree.mvcc().begin_write(0);
+        self.batch.set_sn(ticket.sn());
         inner.log.append(Kind::Relocated, self.batch.payload(), Durability::None)?;
+        drop(ticket);
         self.bytes += frame_bytes(self.batch.len()) as u64;
         self.entries += self.batch.entries();
         Ok(())

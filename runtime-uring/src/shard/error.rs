@@ -26,6 +26,14 @@ pub enum ShardError {
     Log(LogError),
     /// A record read back from the log could not be applied; nothing was changed on disk.
     Replay(ReplayError),
+    /// The store's recovery history (the file of earlier recoveries' cuts) is damaged or does
+    /// not fit the store; nothing was changed.
+    History {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: helio_core::log::cut::CutError,
+    },
     /// The shard holds its memory quota of entries: puts are refused until deletes free room.
     MemoryQuota {
         /// Bytes of entries held (as last measured).
@@ -43,6 +51,7 @@ impl fmt::Display for ShardError {
             ShardError::Config { knob, rule } => write!(f, "shard setting {knob}: must be {rule}"),
             ShardError::Log(e) => e.fmt(f),
             ShardError::Replay(e) => write!(f, "replaying the log: {e}"),
+            ShardError::History { path, reason } => write!(f, "{}: {reason}", path.display()),
             ShardError::MemoryQuota { used, quota } => {
                 write!(f, "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room")
             }
@@ -57,7 +66,7 @@ impl std::error::Error for ShardError {
             ShardError::TreeConfig(e) => Some(e),
             ShardError::Log(e) => Some(e),
             ShardError::Replay(e) => Some(e),
-            ShardError::Config { .. } | ShardError::MemoryQuota { .. } => None,
+            ShardError::Config { .. } | ShardError::MemoryQuota { .. } | ShardError::History { .. } => None,
         }
     }
 }

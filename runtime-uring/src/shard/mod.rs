@@ -16,14 +16,17 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use helio_core::log::frame::Op;
+use helio_core::log::cut::{History, Plan};
+use helio_core::log::frame::{Kind, Op};
 use helio_core::log::replay::{Replay, ReplayStats};
-use helio_core::{Mvcc, Snapshot, Tree};
+use helio_core::{Guard, Mvcc, Snapshot, Tree, WriteTicket};
 
+use crate::commit::Committer;
+use crate::cut::plan_recovery;
 use crate::log::{Durability, Log, LogError, LogStats, Recovered};
 use crate::striped::Striped;
 
@@ -50,7 +53,14 @@ pub struct ShardRecovery {
 
 struct Inner {
     tree: Tree,
-    log: Log,
+    log: Arc<Log>,
+    /// The shard's place in its store.
+    index: usize,
+    /// Makes writes recoverable across the store's shards (set once the store's shards are
+    /// all open).
+    committer: OnceLock<Arc<Committer>>,
+    /// The write numbers earlier recoveries dropped: records carrying them are dead.
+    dropped: History,
     stripes: Box<[Mutex<()>]>,
     clean_ratio: f64,
     /// Candidate bytes the cleaner checks and appends at a time.
@@ -99,17 +109,29 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Opens (or creates) the shard in `dir` with its own snapshot sequence.
+    /// Opens (or creates) the shard in `dir` on its own: a store of one shard, with its own
+    /// snapshot sequence and its recovery history in `dir`.
     pub fn open(dir: &Path, config: &ShardConfig) -> Result<(Self, ShardRecovery), ShardError> {
-        Self::open_with(dir, config, Arc::new(Mvcc::new()))
+        let plan = plan_recovery(dir, &[dir.to_path_buf()], &config.log)?;
+        let mvcc = Arc::new(Mvcc::starting_at(plan.next_sn));
+        let (mut shard, recovery) = Self::recover(dir, config, 0, mvcc.clone(), &plan)?;
+        let log = &config.log;
+        let committer =
+            Committer::new(mvcc, vec![shard.inner.log.clone()], log.disk.is_real(), log.flush_interval);
+        shard.start(committer)?;
+        Ok((shard, recovery))
     }
 
-    /// Opens (or creates) the shard in `dir`, tagging writes from `mvcc` (shared by the shards
-    /// of one store, so that a snapshot is one point in time across them).
-    pub fn open_with(
+    /// Opens (or creates) the shard in `dir`, number `index` of its store, replaying only the
+    /// writes `plan` keeps and tagging writes from `mvcc` (shared by the shards of one store,
+    /// so that a snapshot is one point in time across them, and numbered past every write in
+    /// their logs). It takes writes once [`Shard::start`]ed.
+    pub(crate) fn recover(
         dir: &Path,
         config: &ShardConfig,
+        index: usize,
         mvcc: Arc<Mvcc>,
+        plan: &Plan,
     ) -> Result<(Self, ShardRecovery), ShardError> {
         if !(0.1..=100.0).contains(&config.clean_ratio) {
             return Err(ShardError::Config { knob: "clean_ratio", rule: "from 0.1 to 100" });
@@ -121,7 +143,7 @@ impl Shard {
         let tree = Tree::with_parts(config.tree.clone(), collector, mvcc).map_err(ShardError::TreeConfig)?;
         let opening = Log::prepare(dir, &config.log)?;
         let sb = opening.superblock();
-        let mut replay = Replay::new(&tree);
+        let mut replay = Replay::with_plan(&tree, plan);
         let mut failed = None;
         let mut guard = tree.pin();
         let mut since_pin = 0u32;
@@ -145,7 +167,10 @@ impl Shard {
         let end = recovered.replayed.end_lsn;
         let inner = Arc::new(Inner {
             tree,
-            log,
+            log: Arc::new(log),
+            index,
+            committer: OnceLock::new(),
+            dropped: plan.history.clone(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             clean_ratio: config.clean_ratio,
             batch_bytes: config.batch_bytes,
@@ -175,23 +200,25 @@ impl Shard {
         });
         inner.measure_memory();
         inner.release_space();
+        Ok((Self { inner, cleaner: None }, ShardRecovery { log: recovered, applied }))
+    }
+
+    /// Lets the shard take writes, made recoverable by `committer`, and starts its cleaner.
+    pub(crate) fn start(&mut self, committer: Arc<Committer>) -> Result<(), ShardError> {
+        let inner = &self.inner;
+        assert!(inner.committer.set(committer).is_ok(), "a shard started twice");
         // On a simulated disk the test cleans when it chooses (`clean_now`), so that a seeded
         // run is repeatable; on the real one a cleaner thread does.
-        let cleaner = if config.log.disk.is_real() {
+        if inner.log.disk_is_real() {
             let inner = inner.clone();
+            let dir = inner.log.dir().to_path_buf();
             let thread = std::thread::Builder::new()
                 .name("helio-cleaner".into())
                 .spawn(move || inner.run_cleaner())
-                .map_err(|source| LogError::Io {
-                    op: "start the cleaner for",
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            Some(thread)
-        } else {
-            None
-        };
-        Ok((Self { inner, cleaner }, ShardRecovery { log: recovered, applied }))
+                .map_err(|source| LogError::Io { op: "start the cleaner for", path: dir, source })?;
+            self.cleaner = Some(thread);
+        }
+        Ok(())
     }
 
     /// Sets `key` to `value` with the given durability.
@@ -222,9 +249,10 @@ impl Shard {
         self.inner.tree.snapshot()
     }
 
-    /// Makes every earlier write durable.
+    /// Makes every earlier write recoverable: on a store's shard, every earlier write to any
+    /// of its shards.
     pub fn sync(&self) -> Result<(), ShardError> {
-        Ok(self.inner.log.sync()?)
+        Ok(self.inner.committer().commit_all(self.inner.index, true)?)
     }
 
     /// Cleans the whole log now: every entry still live is appended again, the head moves past
@@ -285,7 +313,7 @@ impl Shard {
         }
     }
 
-    /// Stops the cleaner and closes the log (everything durable).
+    /// Stops the cleaner, makes every write recoverable and closes the log.
     pub fn close(mut self) -> Result<(), ShardError> {
         self.shut_down()
     }
@@ -296,8 +324,50 @@ impl Shard {
             self.inner.wake();
             cleaner.join().expect("the cleaner panicked");
         }
+        // A shard never started took no writes.
+        let committed = match self.inner.committer.get() {
+            Some(committer) if !self.inner.log.is_closed() => committer.commit_all(self.inner.index, true),
+            _ => Ok(()),
+        };
         self.inner.release_space();
-        Ok(self.inner.log.shut_down()?)
+        let closed = self.inner.log.shut_down();
+        committed?;
+        Ok(closed?)
+    }
+
+    /// Takes the write stripes of `keys` (in ascending order, the order every holder of
+    /// several takes them in, so that batches and the cleaner cannot deadlock): no write of
+    /// those keys runs while they are held.
+    pub(crate) fn lock_stripes<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        self.inner.lock_stripes(keys)
+    }
+
+    /// Checks a write against the limits and the memory quota without doing it.
+    pub(crate) fn check_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ShardError> {
+        self.inner.check_write(key, value)
+    }
+
+    /// Appends one shard's part of a batch (a [`Kind::Batch`] payload); returns the log end
+    /// after it. The caller holds the stripes of its keys and the batch's write ticket.
+    pub(crate) fn log_batch(&self, payload: &[u8]) -> Result<u64, ShardError> {
+        Ok(self.inner.log.append(Kind::Batch, payload, Durability::None)?)
+    }
+
+    /// Applies one entry of a batch to the tree, under the batch's ticket.
+    pub(crate) fn apply(&self, ticket: &WriteTicket<'_>, key: &[u8], value: Option<&[u8]>, guard: &Guard) {
+        self.inner.tree.put_with(ticket, key, value, guard).expect("checked before the batch was logged");
+        self.inner.count(key, value);
+    }
+
+    /// What follows a write that ended the log at `end`, numbered `sn`: its durability, and
+    /// a cleaning if the log has grown enough.
+    pub(crate) fn settle(&self, end: u64, sn: u64, durability: Durability) -> Result<(), ShardError> {
+        self.inner.settle(end, sn, durability)
+    }
+
+    /// The shard's log.
+    pub(crate) fn log(&self) -> &Arc<Log> {
+        &self.inner.log
     }
 }
 
@@ -309,6 +379,22 @@ impl Drop for Shard {
 
 impl Inner {
     fn write(&self, key: &[u8], value: Option<&[u8]>, durability: Durability) -> Result<(), ShardError> {
+        self.check_write(key, value)?;
+        let (end, sn) = {
+            let _stripe = self.stripe(key).lock().unwrap();
+            // Numbered before the append and held until the tree has it: a commit that seals
+            // this number finds the record in the log.
+            let ticket = self.tree.mvcc().begin_write(self.stripe_index(key));
+            let end = self.log.append_op(&Op { sn: ticket.sn(), key, value }, Durability::None)?;
+            let guard = self.tree.pin();
+            self.tree.put_with(&ticket, key, value, &guard).expect("checked above");
+            (end, ticket.sn())
+        };
+        self.count(key, value);
+        self.settle(end, sn, durability)
+    }
+
+    fn check_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ShardError> {
         self.tree.check_write(key, value).map_err(ShardError::Refused)?;
         if let (Some(quota), Some(_)) = (self.memory_quota, value) {
             let used = self.memory.load(Ordering::Relaxed);
@@ -316,18 +402,10 @@ impl Inner {
                 return Err(ShardError::MemoryQuota { used, quota });
             }
         }
-        let op = Op { sn: 0, key, value };
-        let end = {
-            let _stripe = self.stripe(key).lock().unwrap();
-            let end = self.log.append_op(&op, Durability::None)?;
-            let guard = self.tree.pin();
-            match value {
-                Some(value) => self.tree.put(key, value, &guard),
-                None => self.tree.delete(key, &guard),
-            }
-            .expect("checked above");
-            end
-        };
+        Ok(())
+    }
+
+    fn count(&self, key: &[u8], value: Option<&[u8]>) {
         match value {
             Some(value) => {
                 self.puts.add(1);
@@ -338,11 +416,33 @@ impl Inner {
                 self.user_bytes.add(key.len() as u64);
             }
         }
-        self.log.settle(end, durability)?;
+    }
+
+    fn settle(&self, end: u64, sn: u64, durability: Durability) -> Result<(), ShardError> {
+        match durability {
+            Durability::None => {}
+            Durability::Buffered => {
+                self.log.settle(end, Durability::Buffered)?;
+                self.committer().buffered();
+            }
+            Durability::Sync => self.committer().commit(self.index, sn, true)?,
+        }
         if self.log_grown_to(end) && !self.clean_requested.swap(true, Ordering::AcqRel) {
             self.wake();
         }
         Ok(())
+    }
+
+    fn committer(&self) -> &Arc<Committer> {
+        self.committer.get().expect("a shard takes writes once started")
+    }
+
+    fn lock_stripes<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        let mut wanted = [false; STRIPES];
+        for key in keys {
+            wanted[self.stripe_index(key)] = true;
+        }
+        (0..STRIPES).filter(|&i| wanted[i]).map(|i| self.stripes[i].lock().unwrap()).collect()
     }
 
     fn stripe(&self, key: &[u8]) -> &Mutex<()> {
@@ -417,7 +517,7 @@ mod tests {
         assert!(inner.log.durable_lsn() < successor, "the second write is not durable yet");
         let _one = inner.cleaning.lock().unwrap();
         let stretch = inner.clean_stretch(end, false).unwrap();
-        assert!(stretch.read > 0 && stretch.entries == 0, "the head moved past the dead entry");
+        assert!(stretch.read > 0 && stretch.entries == 0, "the head moved past the dead entry: {stretch:?}");
         assert!(inner.log.durable_lsn() >= successor, "the head moved before the newer write was durable");
     }
 }

@@ -73,6 +73,14 @@ impl Config {
         self
     }
 
+    /// Puts the store's files on `disk` instead of the real file system: a test hook (the
+    /// power-loss tests' simulated disk).
+    #[doc(hidden)]
+    pub fn disk(mut self, disk: crate::disk::DiskRef) -> Self {
+        self.log.disk = disk;
+        self
+    }
+
     /// Longest a `Buffered` write waits to be flushed (default 10 ms; 100 µs ..= 60 s).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.log.flush_interval = interval;

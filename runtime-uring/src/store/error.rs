@@ -29,6 +29,17 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A [`WriteBatch`](super::WriteBatch) over its limits; nothing was written.
+    BatchTooLarge {
+        /// Operations in the batch.
+        ops: usize,
+        /// Bytes of keys and values in it.
+        bytes: usize,
+        /// Most operations a batch may hold.
+        max_ops: usize,
+        /// Most bytes a batch may hold.
+        max_bytes: usize,
+    },
     /// Another process (or another `Store` in this one) has the directory open.
     Locked {
         /// The store's directory.
@@ -108,6 +119,11 @@ impl fmt::Display for Error {
         match self {
             Error::KeyTooLarge { len, max } => write!(f, "key of {len} bytes is larger than the limit of {max}"),
             Error::ValueTooLarge { len, max } => write!(f, "value of {len} bytes is larger than the limit of {max}"),
+            Error::BatchTooLarge { ops, bytes, max_ops, max_bytes } => write!(
+                f,
+                "a batch of {ops} operations and {bytes} bytes is over the limits of {max_ops} operations and \
+                 {max_bytes} bytes; nothing was written"
+            ),
             Error::Locked { dir } => write!(f, "{} is open in another process or store", dir.display()),
             Error::Incompatible { path, found, expected } => {
                 write!(f, "{} is format version {found}; this build reads version {expected}", path.display())
@@ -170,6 +186,9 @@ impl From<ShardError> for Error {
                 Error::Corrupt { path: PathBuf::new(), offset: 0, reason: e.to_string() }
             }
             ShardError::MemoryQuota { used, quota } => Error::MemoryQuota { used, quota },
+            ShardError::History { path, reason } => {
+                Error::Corrupt { path, offset: 0, reason: reason.to_string() }
+            }
         }
     }
 }

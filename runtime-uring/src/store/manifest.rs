@@ -7,14 +7,15 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use super::error::{io_error, Error};
+use crate::disk::{read_file, replace_file, Disk};
 
-/// Format version of the store layout (directory, manifest, shard directories).
-pub const STORE_FORMAT: u32 = 1;
+/// Format version of the store layout (directory, manifest, shard directories, the records in
+/// the logs). 2: every record carries its write number, commits and batches.
+pub const STORE_FORMAT: u32 = 2;
 
 const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";
@@ -43,18 +44,20 @@ pub fn lock(dir: &Path) -> Result<File, Error> {
 
 /// Reads the manifest: the store's shard count, or `None` for a directory with no store yet
 /// (empty but for the lock file). Refuses other versions and directories holding other things.
-pub fn read(dir: &Path) -> Result<Option<usize>, Error> {
+pub fn read(disk: &dyn Disk, dir: &Path) -> Result<Option<usize>, Error> {
     let path = dir.join(MANIFEST);
-    let text = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir.to_path_buf(), e))?;
+    let text = match read_file(disk, &path).map_err(|e| io_error("read", path.clone(), e))? {
+        Some(bytes) => bytes,
+        None => {
+            let entries = match disk.list(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_error("list", dir.to_path_buf(), e)),
+            };
             // LOCK, and a manifest a crash left half-made, are ours.
-            let foreign =
-                entries.filter_map(Result::ok).any(|e| e.file_name() != LOCK && e.file_name() != ASIDE);
+            let foreign = entries.iter().any(|name| name != LOCK && name != ASIDE);
             return if foreign { Err(Error::NotAStore { dir: dir.to_path_buf() }) } else { Ok(None) };
         }
-        Err(e) => return Err(io_error("read", path, e)),
     };
     let corrupt = |reason: &str| Error::Corrupt { path: path.clone(), offset: 0, reason: reason.into() };
     let text = String::from_utf8(text).map_err(|_| corrupt("not text"))?;
@@ -78,13 +81,7 @@ pub fn read(dir: &Path) -> Result<Option<usize>, Error> {
 
 /// Writes the manifest of a new store, durably (written aside, synced, renamed, directory
 /// synced): a crash leaves either no manifest or a whole one.
-pub fn create(dir: &Path, shards: usize) -> Result<(), Error> {
-    let path = dir.join(MANIFEST);
-    let aside = dir.join(ASIDE);
-    let io = |op, e| io_error(op, aside.clone(), e);
-    let mut file = File::create(&aside).map_err(|e| io("create", e))?;
-    write!(file, "helio-store {STORE_FORMAT}\nshards {shards}\n").map_err(|e| io("write", e))?;
-    file.sync_all().map_err(|e| io("sync", e))?;
-    std::fs::rename(&aside, &path).map_err(|e| io_error("rename", path.clone(), e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync", dir.to_path_buf(), e))
+pub fn create(disk: &dyn Disk, dir: &Path, shards: usize) -> Result<(), Error> {
+    let text = format!("helio-store {STORE_FORMAT}\nshards {shards}\n");
+    replace_file(disk, dir, MANIFEST, text.as_bytes()).map_err(|e| io_error("write", dir.join(MANIFEST), e))
 }

@@ -4,6 +4,7 @@
 //! structures; only I/O goes through a shard's ring. One snapshot sequence spans the shards, so
 //! a snapshot is one point in time across all of them.
 
+mod batch;
 mod config;
 mod error;
 mod manifest;
@@ -18,21 +19,31 @@ use std::sync::Arc;
 use helio_core::log::replay::ReplayError;
 use helio_core::{Mvcc, Snapshot as CoreSnapshot};
 
+pub use batch::WriteBatch;
 pub use config::{Config, SHARDS_MAX};
 pub use error::Error;
 pub use manifest::STORE_FORMAT;
 pub use range::{Entry, Range};
 
-use crate::log::Durability;
+use crate::commit::Committer;
+use crate::cut::plan_recovery;
+use crate::log::{Durability, IoFailure};
 use crate::shard::{Shard, ShardError, ShardStats};
 
 /// An open store. `Send + Sync`: share it (in an `Arc`) between threads; every method may be
 /// called from any thread. Dropping it closes it (errors ignored; [`Store::close`] reports them).
+///
+/// Every write (a put, a delete, a batch) takes its place in one order across the store.
+/// After any crash the store holds exactly the writes up to some point of that order; when a
+/// `Sync` write or [`Store::sync`] returns, that point is at or past it (see
+/// `docs/consistency.md`).
 pub struct Store {
     shards: Box<[Shard]>,
+    mvcc: Arc<Mvcc>,
+    committer: Arc<Committer>,
     durability: Durability,
     dir: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 /// Counters of a store: per shard and summed.
@@ -46,35 +57,47 @@ pub struct StoreStats {
 
 impl Store {
     /// Opens the store `config` describes, creating it if its directory holds none, and
-    /// recovers every shard (in parallel) from its log.
+    /// recovers every shard (in parallel) from its log, to one point of the store's order of
+    /// writes: every log is read once for its commits, which fix that point, then replayed.
     pub fn open(config: Config) -> Result<Self, Error> {
         config.validate()?;
         let dir = config.dir().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| error::io_error("create directory", dir.clone(), e))?;
-        let lock = manifest::lock(&dir)?;
-        match manifest::read(&dir)? {
+        let disk = config.log.disk.clone();
+        disk.create_dir_all(&dir).map_err(|e| error::io_error("create directory", dir.clone(), e))?;
+        // A simulated disk is this process's own: no other process can open it.
+        let lock = if disk.is_real() { Some(manifest::lock(&dir)?) } else { None };
+        match manifest::read(&*disk, &dir)? {
             Some(found) if found != config.shards => {
                 return Err(Error::ShardCount { found, configured: config.shards })
             }
             Some(_) => {}
-            None => manifest::create(&dir, config.shards)?,
+            None => manifest::create(&*disk, &dir, config.shards)?,
         }
-        let mvcc = Arc::new(Mvcc::new());
+        let dirs: Vec<PathBuf> = (0..config.shards).map(|i| shard_dir(&dir, i)).collect();
+        let plan = plan_recovery(&dir, &dirs, &config.log).map_err(|e| shard_error(&dir, e))?;
+        let mvcc = Arc::new(Mvcc::starting_at(plan.next_sn));
         let opened: Vec<Result<Shard, Error>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..config.shards)
-                .map(|i| {
-                    let (config, mvcc, path) = (&config, mvcc.clone(), shard_dir(&dir, i));
+            let handles: Vec<_> = dirs
+                .iter()
+                .enumerate()
+                .map(|(i, path)| {
+                    let (config, mvcc, plan) = (&config, mvcc.clone(), &plan);
                     s.spawn(move || {
-                        Shard::open_with(&path, &config.shard(i), mvcc)
+                        Shard::recover(path, &config.shard(i), i, mvcc, plan)
                             .map(|(shard, _)| shard)
-                            .map_err(|e| shard_error(&path, e))
+                            .map_err(|e| shard_error(path, e))
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("a shard's recovery panicked")).collect()
         });
-        let shards = opened.into_iter().collect::<Result<Box<[Shard]>, Error>>()?;
-        Ok(Self { shards, durability: config.durability, dir, _lock: lock })
+        let mut shards = opened.into_iter().collect::<Result<Box<[Shard]>, Error>>()?;
+        let logs = shards.iter().map(|shard| shard.log().clone()).collect();
+        let committer = Committer::new(mvcc.clone(), logs, disk.is_real(), config.log.flush_interval);
+        for shard in shards.iter_mut() {
+            shard.start(committer.clone())?;
+        }
+        Ok(Self { shards, mvcc, committer, durability: config.durability, dir, _lock: lock })
     }
 
     /// Sets `key` to `value`, with the store's durability.
@@ -97,14 +120,88 @@ impl Store {
         Ok(self.shard_of(key).delete(key, durability)?)
     }
 
+    /// Applies `batch` all or nothing, with the store's durability (see [`WriteBatch`]).
+    pub fn write(&self, batch: &WriteBatch) -> Result<(), Error> {
+        self.write_with(batch, self.durability)
+    }
+
+    /// Applies `batch` all or nothing, across shards, with the durability given: a snapshot
+    /// (and so a range or a scan) sees all of it or none, and so does the store after any
+    /// crash. Refused whole, with nothing written, if it is over [`WriteBatch`]'s limits or
+    /// holds a key or value over the store's. A `get` is not a snapshot: two of them, one
+    /// each side of the moment the batch lands in the tree, can see one key new and another
+    /// old; read through [`Store::snapshot`] to see several keys at one point.
+    pub fn write_with(&self, batch: &WriteBatch, durability: Durability) -> Result<(), Error> {
+        if batch.len() > WriteBatch::MAX_OPS || batch.bytes() > WriteBatch::MAX_BYTES {
+            return Err(Error::BatchTooLarge {
+                ops: batch.len(),
+                bytes: batch.bytes(),
+                max_ops: WriteBatch::MAX_OPS,
+                max_bytes: WriteBatch::MAX_BYTES,
+            });
+        }
+        let parts = batch::parts(batch, |key| shard_index(key, self.shards.len()));
+        for part in &parts {
+            for &(key, value) in &part.ops {
+                self.shards[part.shard].check_write(key, value)?;
+            }
+        }
+        let Some(first) = parts.first() else { return Ok(()) };
+        let (ends, sn) = {
+            let _stripes: Vec<_> = parts
+                .iter()
+                .map(|part| self.shards[part.shard].lock_stripes(part.ops.iter().map(|&(key, _)| key)))
+                .collect();
+            let ticket = self.mvcc.begin_write(0);
+            let mut ends = Vec::with_capacity(parts.len());
+            for (i, part) in parts.iter().enumerate() {
+                match self.shards[part.shard].log_batch(part.payload(ticket.sn()).payload()) {
+                    Ok(end) => ends.push(end),
+                    Err(e) => {
+                        if i > 0 {
+                            self.committer.poison(IoFailure {
+                                op: "write every part of a batch to",
+                                path: self.dir.clone(),
+                                source: std::io::Error::other(format!("shard {} failed: {e}", part.shard)),
+                            });
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            let guard = self.shards[first.shard].tree().pin();
+            for part in &parts {
+                for &(key, value) in &part.ops {
+                    self.shards[part.shard].apply(&ticket, key, value, &guard);
+                }
+            }
+            (ends, ticket.sn())
+        };
+        match durability {
+            // One commit covers every part.
+            Durability::Sync => Ok(self.shards[first.shard].settle(ends[0], sn, durability)?),
+            _ => parts.iter().zip(ends).try_for_each(|(part, end)| {
+                self.shards[part.shard].settle(end, sn, durability).map_err(Error::from)
+            }),
+        }
+    }
+
     /// The latest value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.shard_of(key).get(key)?)
     }
 
     /// The entries with keys in `range`, in key order (`.rev()` for descending), as of now.
+    ///
+    /// Forms that infer the key type: `range(&b"a"[..]..&b"z"[..])`, `range(b"a".as_slice()..)`,
+    /// `range::<[u8], _>(..)`; the whole store is [`Store::iter`].
     pub fn range<K: AsRef<[u8]> + ?Sized, R: RangeBounds<K>>(&self, range: R) -> Range<'_> {
         self.snapshot().range(range)
+    }
+
+    /// Every entry, in key order (`.rev()` for descending), as of now: `range(..)`.
+    pub fn iter(&self) -> Range<'_> {
+        self.snapshot().iter()
     }
 
     /// Visits the entries with keys in `range`, in key order, as of now, until `visit` returns
@@ -126,12 +223,10 @@ impl Store {
         Snapshot { store: self, snapshot: self.shards[0].snapshot() }
     }
 
-    /// Makes every earlier write durable, on every shard.
+    /// Makes every earlier write recoverable, on every shard: after any crash from here on
+    /// the store holds them (and so every write before them in the store's order).
     pub fn sync(&self) -> Result<(), Error> {
-        for shard in self.shards.iter() {
-            shard.sync()?;
-        }
-        Ok(())
+        Ok(self.committer.commit_all(0, true)?)
     }
 
     /// Cleans every shard's log whole now: every live entry is appended again, the head moves past
@@ -157,7 +252,7 @@ impl Store {
     /// The shard count of the store in `dir` (from its manifest), or `None` if `dir` holds no
     /// store. Reads only.
     pub fn shards_in(dir: &Path) -> Result<Option<usize>, Error> {
-        manifest::read(dir)
+        manifest::read(&crate::disk::RealDisk, dir)
     }
 
     /// Takes the lock of the store in `dir` without opening it (for tools that read its files):
@@ -181,9 +276,17 @@ impl Store {
         &self.dir
     }
 
-    /// Makes everything durable and closes every shard.
+    /// Cleans every shard's log one round, as its cleaner would, in the caller's thread: a
+    /// test hook for stores on a simulated disk, which have no cleaner threads.
+    #[doc(hidden)]
+    pub fn clean_now(&self) -> Result<(), Error> {
+        self.shards.iter().try_for_each(|shard| shard.clean_now().map_err(Error::from))
+    }
+
+    /// Makes everything recoverable and closes every shard.
     pub fn close(self) -> Result<(), Error> {
-        let mut first = Ok(());
+        let mut first = self.committer.commit_all(0, true).map_err(Error::from);
+        self.committer.stop();
         for shard in self.shards.into_vec() {
             let closed = shard.close().map_err(Error::from);
             if first.is_ok() {
@@ -223,6 +326,11 @@ impl<'s> Snapshot<'s> {
     ) -> Result<usize, Error> {
         let (lo, hi) = (bytes_bound(range.start_bound()), bytes_bound(range.end_bound()));
         Ok(scan::scan(&self.store.shards, &self.snapshot, lo, hi, visit))
+    }
+
+    /// Every entry in this view, in key order (`.rev()` for descending).
+    pub fn iter(&self) -> Range<'s> {
+        self.range::<[u8], _>(..)
     }
 
     /// The entries with keys in `range` in this view, in key order (`.rev()` for descending).

@@ -1,0 +1,72 @@
+//! Recovery's first pass over a store's shards: every log is read once (read only, in
+//! parallel) for its commit records, its end and its largest write number; the core's
+//! [`plan`](helio_core::log::cut::plan) turns them and the store's history into the cut; the
+//! new history is written durably before any shard takes a write. The second pass is each
+//! shard's replay, which applies only what the plan keeps.
+//!
+//! The history is the file `CUT` in the store's directory (a shard opened on its own keeps one
+//! in its own directory). The pass costs a read of every log beside the replay's: frames and
+//! checksums, no tree work, a small share of an open (see `docs/consistency.md`).
+
+use std::path::{Path, PathBuf};
+
+use helio_core::log::cut::{plan, History, Malformed, Plan, ShardScan};
+use helio_core::log::replay::ReplayError;
+
+use crate::disk::{read_file, replace_file};
+use crate::log::{Log, LogConfig, LogError};
+use crate::shard::ShardError;
+use crate::superblock_file::SuperblockFileError;
+
+/// The history file's name.
+pub const HISTORY_FILE: &str = "CUT";
+
+/// Plans the recovery of the shards in `shard_dirs` (in order) of the store in `dir`, whose
+/// logs are configured as `log`, and writes the new history if it changed.
+pub fn plan_recovery(dir: &Path, shard_dirs: &[PathBuf], log: &LogConfig) -> Result<Plan, ShardError> {
+    let path = dir.join(HISTORY_FILE);
+    let io = |op, source| ShardError::Log(LogError::Io { op, path: path.clone(), source });
+    let history = match read_file(&*log.disk, &path).map_err(|e| io("read", e))? {
+        Some(bytes) => History::decode(&bytes, shard_dirs.len())
+            .map_err(|reason| ShardError::History { path: path.clone(), reason })?,
+        None => History::default(),
+    };
+    let scans: Vec<Result<ShardScan, ShardError>> = std::thread::scope(|s| {
+        let scans: Vec<_> = shard_dirs.iter().map(|d| s.spawn(move || scan(d, log))).collect();
+        scans.into_iter().map(|h| h.join().expect("a shard's scan panicked")).collect()
+    });
+    let scans = scans.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let plan = plan(&history, &scans).map_err(|reason| ShardError::History { path: path.clone(), reason })?;
+    if plan.history != history {
+        log.disk.create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        replace_file(&*log.disk, dir, HISTORY_FILE, &plan.history.encode(shard_dirs.len()))
+            .map_err(|e| io("write", e))?;
+    }
+    Ok(plan)
+}
+
+/// Reads one shard's log for the plan; a shard not created yet reads as empty.
+fn scan(dir: &Path, config: &LogConfig) -> Result<ShardScan, ShardError> {
+    let sb = match Log::superblock_on(dir, config) {
+        Ok(sb) => sb,
+        Err(LogError::Superblock(SuperblockFileError::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(ShardScan::default());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut scan = ShardScan::new(sb.head);
+    let mut bad = None;
+    let replayed = Log::read(dir, config, |kind, payload| {
+        if bad.is_none() {
+            bad = scan.push(kind, payload).err();
+        }
+    })?;
+    if let Some(Malformed { kind }) = bad {
+        // What the replay would refuse the log for.
+        return Err(ShardError::Replay(ReplayError::Malformed { kind }));
+    }
+    scan.end = replayed.end_lsn;
+    Ok(scan)
+}
