@@ -41,7 +41,7 @@ fn every_workload_runs_on_every_engine_and_the_report_parses() {
             other => vec![other.to_string()],
         })
         .collect();
-    assert_eq!(workloads.len(), 17, "every workload, fillsync once per thread count");
+    assert_eq!(workloads.len(), 18, "every workload, fillsync once per thread count");
     for engine in &engines {
         for cores in [1u64, 2] {
             for w in &workloads {
@@ -65,6 +65,11 @@ fn every_workload_runs_on_every_engine_and_the_report_parses() {
                 if w.starts_with("fill") || w == "overwrite" {
                     assert!(f["user_write_bytes"].as_u64().unwrap() > 0);
                 }
+                if w == "fillbatch" {
+                    // Puts counted, one latency per batch of the default 100.
+                    assert_eq!(f["ops"], 3000, "{engine} fillbatch");
+                    assert_eq!(f["entries_per_call"], 100, "{engine} fillbatch");
+                }
                 assert!(f["p50_us"].as_f64().unwrap() <= f["p999_us"].as_f64().unwrap());
             }
         }
@@ -79,6 +84,54 @@ fn every_workload_runs_on_every_engine_and_the_report_parses() {
         assert!(md.contains(png), "report.md does not show {png}");
     }
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "engine directories are removed");
+}
+
+/// fillbatch first on a fresh database of every engine compiled in (Helio and, in the default
+/// build, fjall, sled, redb and LMDB), at one and two cores, with batches that do not divide the
+/// keys: every key written once, puts counted, and every value read back checked by a full scan
+/// (which must see exactly the keys written) and by point reads.
+#[test]
+fn fillbatch_fills_every_engine_in_atomic_batches_and_every_value_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, root) = (tmp.path().join("report"), tmp.path().join("data"));
+    std::fs::create_dir_all(&root).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_helio-bench"))
+        .args(["--keys", "3000", "--batch", "64", "--cores", "1,2"])
+        .args(["--workloads", "fillbatch,readseq,readrandom", "--dir"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("helio-bench runs");
+    assert!(status.success(), "helio-bench failed: {status}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["spec"]["batch"], 64);
+    let engines: Vec<&str> =
+        report["spec"]["engines"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(engines.contains(&"helio"));
+    assert!(!cfg!(feature = "fjall") || engines.contains(&"fjall"), "{engines:?}");
+    assert!(!cfg!(feature = "sled") || engines.contains(&"sled"), "{engines:?}");
+    let results = report["results"].as_array().unwrap();
+    for engine in &engines {
+        for cores in [1u64, 2] {
+            let phase = |w: &str| {
+                results
+                    .iter()
+                    .find(|f| f["engine"] == *engine && f["workload"] == w && f["cores"] == cores)
+                    .unwrap_or_else(|| panic!("no result for {engine} {w} at {cores} cores"))
+            };
+            let fill = phase("fillbatch");
+            assert_eq!(fill["ops"], 3000, "{engine}/{cores}: puts counted");
+            assert_eq!(fill["entries_per_call"], 64, "{engine}/{cores}");
+            assert_eq!(fill["user_write_bytes"], 3000 * (16 + 100), "{engine}/{cores}");
+            assert!(fill["ops_per_sec"].as_f64().unwrap() > 0.0);
+            assert_eq!(phase("readseq")["checked"], 3000, "{engine}/{cores}: the scan saw every key");
+            assert_eq!(phase("readrandom")["checked"], 3000, "{engine}/{cores}: every read checked");
+        }
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| fillbatch |") && md.contains("atomic batches of 64 puts"), "{md}");
 }
 
 /// `--rounds 3`: every phase carries three rounds' throughputs and reports the median one's.
@@ -133,4 +186,15 @@ fn bad_options_are_refused_with_one_line() {
     let out = Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--rounds", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rounds"));
+    let out = Command::new(env!("CARGO_BIN_EXE_helio-bench")).args(["--batch", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch must be"));
+}
+
+#[test]
+fn help_lists_fillbatch_and_its_batch_size() {
+    let out = Command::new(env!("CARGO_BIN_EXE_helio-bench")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("fillbatch") && help.contains("--batch <BATCH>"), "{help}");
 }

@@ -56,9 +56,6 @@ type Ticker = (JoinHandle<()>, Arc<(Mutex<bool>, Condvar)>);
 struct State {
     /// A round is running.
     leading: bool,
-    /// The log ends after the last round's commit record: a round that finds them unchanged
-    /// has nothing new to commit.
-    last_ends: Vec<u64>,
 }
 
 impl Committer {
@@ -68,7 +65,7 @@ impl Committer {
     pub fn new(mvcc: Arc<Mvcc>, logs: Vec<Arc<Log>>, real: bool, interval: Duration) -> Arc<Self> {
         let committer = Arc::new(Self {
             mvcc,
-            state: Mutex::new(State { leading: false, last_ends: vec![u64::MAX; logs.len()] }),
+            state: Mutex::new(State { leading: false }),
             logs,
             committed: AtomicU64::new(0),
             turn: Condvar::new(),
@@ -124,13 +121,11 @@ impl Committer {
                 return Ok(());
             }
             state.leading = true;
-            let last = state.last_ends.clone();
             drop(state);
-            let round = self.round(home, &last, Some(user));
+            let round = self.round(home, Some(user));
             let mut state = self.state.lock().unwrap();
             state.leading = false;
-            if let Ok((sealed, ends)) = &round {
-                state.last_ends.clone_from(ends);
+            if let Ok(sealed) = &round {
                 self.committed.fetch_max(*sealed, Ordering::AcqRel);
             }
             self.turn.notify_all();
@@ -163,23 +158,18 @@ impl Committer {
             return Ok(());
         }
         state.leading = true;
-        let last = state.last_ends.clone();
         drop(state);
         let home = self.busiest();
-        let round = self.round(home, &last, None);
-        let mut state = self.state.lock().unwrap();
-        state.leading = false;
-        if let Ok((_, ends)) = &round {
-            state.last_ends.clone_from(ends);
-        }
+        let round = self.round(home, None);
+        self.state.lock().unwrap().leading = false;
         self.turn.notify_all();
         round.map(drop)
     }
 
     /// One round: seal, read the ends, append the commit at `home`, then flush (waiting, as a
     /// `user` or for upkeep, if `wait` is given; otherwise asking the shards for their next
-    /// interval flush). Returns the sealed number and the ends after the commit record.
-    fn round(&self, home: usize, last: &[u64], wait: Option<bool>) -> Result<(u64, Vec<u64>), LogError> {
+    /// interval flush). Returns the sealed number.
+    fn round(&self, home: usize, wait: Option<bool>) -> Result<u64, LogError> {
         let sealed = self.mvcc.seal();
         // A shard that failed may have lost part of a batch: cover nothing from here on.
         self.check_poison()?;
@@ -189,10 +179,11 @@ impl Committer {
             }
         }
         let mut ends: Vec<u64> = self.logs.iter().map(|log| log.appended()).collect();
-        if ends != last {
-            let commit = Commit { sn: sealed, ends: ends.clone() };
-            ends[home] = self.logs[home].append(Kind::Commit, &commit.encode(), Durability::None)?;
-        }
+        // Always a record, even when no log grew since the last round: writes numbered above
+        // the last commit may lie below the ends it named (they may append between its seal
+        // and its reading of the ends), and only a commit with a larger number covers them.
+        let commit = Commit { sn: sealed, ends: ends.clone() };
+        ends[home] = self.logs[home].append(Kind::Commit, &commit.encode(), Durability::None)?;
         match wait {
             Some(user) => {
                 let behind: Vec<usize> =
@@ -213,7 +204,7 @@ impl Committer {
                 }
             }
         }
-        Ok((sealed, ends))
+        Ok(sealed)
     }
 
     /// The shard with the most bytes not yet durable (the first if none has any).

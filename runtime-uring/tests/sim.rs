@@ -21,6 +21,7 @@ use helio::disk::sim::{SimDisk, SimFaults};
 use helio::disk::DiskRef;
 use helio::log::{Durability, LogConfig};
 use helio::shard::{Shard, ShardConfig};
+use helio::{Config, Store, WriteBatch};
 
 const DIR: &str = "/sim/shard";
 
@@ -57,12 +58,16 @@ impl Rng {
     }
 }
 
+/// One write as the model sees it: a put or delete, or a batch's operations (in order, a later
+/// one on a key winning), which a recovery keeps all or none of.
+type Write = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// The writes since the last recovery, and what any recovery must reach.
 struct Model {
     /// The store as the last recovery (or the start) left it: durable.
     base: Map,
     /// Every write since, in order: `None` deletes.
-    history: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    history: Vec<Write>,
     /// How many of `history` are acknowledged durable.
     durable: usize,
 }
@@ -72,8 +77,8 @@ impl Model {
     /// some `p` at or after `durable`.
     fn prefix_of(&self, found: &Map) -> Option<usize> {
         let mut state = self.base.clone();
-        for (key, value) in &self.history[..self.durable] {
-            set(&mut state, key, value.as_deref());
+        for write in &self.history[..self.durable] {
+            apply(&mut state, write);
         }
         let mut keys: std::collections::BTreeSet<&Vec<u8>> = state.keys().collect();
         keys.extend(found.keys());
@@ -81,11 +86,13 @@ impl Model {
         if diff == 0 {
             return Some(self.durable);
         }
-        for (i, (key, value)) in self.history.iter().enumerate().skip(self.durable) {
-            let before = state.get(key) != found.get(key);
-            set(&mut state, key, value.as_deref());
-            let after = state.get(key) != found.get(key);
-            diff = diff + usize::from(after) - usize::from(before);
+        for (i, write) in self.history.iter().enumerate().skip(self.durable) {
+            for (key, value) in write {
+                let before = state.get(key) != found.get(key);
+                set(&mut state, key, value.as_deref());
+                let after = state.get(key) != found.get(key);
+                diff = diff + usize::from(after) - usize::from(before);
+            }
             if diff == 0 {
                 return Some(i + 1);
             }
@@ -96,8 +103,8 @@ impl Model {
     /// The state after every write (what a clean close must keep).
     fn latest(&self) -> Map {
         let mut state = self.base.clone();
-        for (key, value) in &self.history {
-            set(&mut state, key, value.as_deref());
+        for write in &self.history {
+            apply(&mut state, write);
         }
         state
     }
@@ -105,8 +112,8 @@ impl Model {
     /// Why `found` is not a prefix, for the failure message.
     fn explain(&self, found: &Map) -> String {
         let mut must = self.base.clone();
-        for (key, value) in &self.history[..self.durable] {
-            set(&mut must, key, value.as_deref());
+        for write in &self.history[..self.durable] {
+            apply(&mut must, write);
         }
         let missing = must.iter().filter(|(k, v)| found.get(*k) != Some(v)).count();
         let extra = found.keys().filter(|k| !must.contains_key(*k)).count();
@@ -117,6 +124,12 @@ impl Model {
             must.len(),
             self.history.len() - self.durable
         )
+    }
+}
+
+fn apply(map: &mut Map, write: &Write) {
+    for (key, value) in write {
+        set(map, key, value.as_deref());
     }
 }
 
@@ -154,12 +167,25 @@ struct Violation {
     what: String,
 }
 
-/// One seeded run: a random workload with kills and power losses; checks every recovery.
+/// The store of a seeded run: 1 to 4 shards on the simulated disk.
+fn store_config(disk: &SimDisk, seed: u64) -> Config {
+    let shard = config(disk, seed);
+    Config::new(DIR)
+        .disk(shard.log.disk.clone())
+        .shards(1 + (seed / 3 % 4) as usize)
+        .segment_bytes(shard.log.segment_bytes)
+        .write_buffer_bytes(shard.log.buffer_bytes)
+        .write_buffers(shard.log.buffers)
+        .clean_ratio(shard.clean_ratio)
+        .pin_threads(false)
+}
+
+/// One seeded run: a random workload of puts, deletes and batches on a store of 1 to 4 shards,
+/// with kills and power losses; checks every recovery.
 fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation> {
     let mut rng = Rng(seed);
     let disk = SimDisk::new(seed);
-    let config = config(&disk, seed);
-    let dir = Path::new(DIR);
+    let config = store_config(&disk, seed);
     let keys = 16 + rng.below(300);
     let inject = faults != SimFaults::default() || rng.below(4) == 0;
     let faults = if faults == SimFaults::default() && inject {
@@ -171,37 +197,38 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
     // writes across segments, which is where a lost flush shows).
     let sync_calls = [20, 6, 1][rng.below(3) as usize];
     let sync_writes = [30, 5, 0][rng.below(3) as usize];
+    let batches = [0, 10, 40][rng.below(3) as usize];
     let size = rng.below(3);
     let mut model = Model { base: Map::new(), history: Vec::new(), durable: 0 };
     let mut stats = RunStats::default();
     let violation = |step, what: String| Violation { step, what };
-    let mut shard = Some(open(dir, &config).map_err(|e| violation(0, format!("create: {e}")))?);
+    let mut store = Some(Store::open(config.clone()).map_err(|e| violation(0, format!("create: {e}")))?);
     disk.set_faults(faults);
     let mut broken = false;
     for step in 0..steps {
-        // A shard that failed crashes next.
+        // A store that failed crashes next.
         let roll = if broken { rng.below(15) } else { rng.below(1000) };
-        let live = shard.as_ref().unwrap();
+        let live = store.as_ref().unwrap();
         match roll {
             // A crash: the process is killed, or the power goes.
             0..=14 => {
                 let power = roll < 8 || broken && rng.below(2) == 0;
-                crash(&disk, &mut shard, power);
+                crash(&disk, &mut store, power);
                 stats.crashes += 1;
                 stats.power_losses += u64::from(power);
-                shard = Some(reopen(&disk, &config, faults, &mut model, Must::BePrefix, step)?);
+                store = Some(reopen(&disk, &config, faults, &mut model, Must::BePrefix, step)?);
                 broken = false;
             }
             // A clean close and reopen: everything is there.
             15..=19 if !broken => {
-                let closing = shard.take().unwrap();
+                let closing = store.take().unwrap();
                 // A close that fails (an injected fault) leaves the process as after a kill.
                 let must = match closing.close() {
                     Ok(()) => Must::HoldEverything,
                     Err(_) => Must::BePrefix,
                 };
                 disk.kill();
-                shard = Some(reopen(&disk, &config, faults, &mut model, must, step)?);
+                store = Some(reopen(&disk, &config, faults, &mut model, must, step)?);
                 stats.closes += u64::from(must == Must::HoldEverything);
             }
             20..=39 if !broken && roll < 20 + sync_calls => {
@@ -214,21 +241,38 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
             40..=44 if !broken => broken |= live.clean_now().is_err(),
             45 if !broken => broken |= live.checkpoint().is_err(),
             _ if !broken => {
-                let key = format!("key-{:04}", rng.below(keys)).into_bytes();
                 let durability = match rng.below(100) {
                     d if d < sync_writes => Durability::Sync,
                     d if d < 60 => Durability::None,
                     _ => Durability::Buffered,
                 };
                 let n = model.history.len() as u64 + 1;
-                let write = if rng.below(5) == 0 { None } else { Some(value(seed ^ n, size, &mut rng)) };
-                let result = match &write {
-                    Some(v) => live.put(&key, v, durability),
-                    None => live.delete(&key, durability),
+                let ops = if rng.below(100) < batches { 1 + rng.below(12) } else { 1 };
+                let write: Write = (0..ops)
+                    .map(|i| {
+                        let key = format!("key-{:04}", rng.below(keys)).into_bytes();
+                        let value = (rng.below(5) != 0).then(|| value(seed ^ n ^ (i << 48), size, &mut rng));
+                        (key, value)
+                    })
+                    .collect();
+                let result = match &write[..] {
+                    [(key, Some(v))] if ops == 1 => live.put_with(key, v, durability),
+                    [(key, None)] if ops == 1 => live.delete_with(key, durability),
+                    _ => {
+                        let mut batch = WriteBatch::new();
+                        for (key, value) in &write {
+                            match value {
+                                Some(v) => batch.put(key, v),
+                                None => batch.delete(key),
+                            };
+                        }
+                        stats.batches += 1;
+                        live.write_with(&batch, durability)
+                    }
                 };
                 // A failed write may or may not be in the log: it stays in the history, and the
                 // run crashes soon.
-                model.history.push((key, write));
+                model.history.push(write);
                 match result {
                     Ok(()) if durability == Durability::Sync => model.durable = model.history.len(),
                     Ok(()) => {}
@@ -239,9 +283,7 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
             _ => {}
         }
     }
-    if let Some(shard) = shard {
-        drop(shard);
-    }
+    drop(store);
     Ok(stats)
 }
 
@@ -254,20 +296,24 @@ enum Must {
     HoldEverything,
 }
 
-/// Reopens the shard with no faults injected (but a broken sync stays broken), checks what it
+/// Reopens the store with no faults injected (but a broken sync stays broken), checks what it
 /// holds, and makes that the model's new durable base; faults resume.
 fn reopen(
     disk: &SimDisk,
-    config: &ShardConfig,
+    config: &Config,
     faults: SimFaults,
     model: &mut Model,
     must: Must,
     step: usize,
-) -> Result<Shard, Violation> {
+) -> Result<Store, Violation> {
     let violation = |what: String| Violation { step, what };
     disk.set_faults(SimFaults { sync_is_noop: faults.sync_is_noop, ..SimFaults::default() });
-    let reopened = open(Path::new(DIR), config).map_err(|e| violation(format!("recovery failed: {e}")))?;
-    let found = contents(&reopened);
+    let reopened = Store::open(config.clone()).map_err(|e| violation(format!("recovery failed: {e}")))?;
+    let found: Map = reopened
+        .iter()
+        .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .map_err(|e| violation(format!("reading the recovered store failed: {e}")))?;
     match must {
         Must::BePrefix if model.prefix_of(&found).is_none() => {
             return Err(violation(format!(
@@ -290,19 +336,20 @@ fn open(dir: &Path, config: &ShardConfig) -> Result<Shard, helio::shard::ShardEr
 }
 
 /// Kills the process (the disk's cache stays) or cuts the power (the cache is resolved), then
-/// drops the shard, whose every further I/O fails.
-fn crash(disk: &SimDisk, shard: &mut Option<Shard>, power: bool) {
+/// drops the store, whose every further I/O fails.
+fn crash(disk: &SimDisk, store: &mut Option<Store>, power: bool) {
     if power {
         disk.power_loss();
     } else {
         disk.kill();
     }
-    drop(shard.take());
+    drop(store.take());
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 struct RunStats {
     writes: u64,
+    batches: u64,
     crashes: u64,
     power_losses: u64,
     closes: u64,
@@ -334,6 +381,7 @@ fn sim_power_loss_never_loses_an_acknowledged_write_and_recovers_a_prefix() {
         match run(seed, STEPS, SimFaults::default()) {
             Ok(stats) => {
                 total.writes += stats.writes;
+                total.batches += stats.batches;
                 total.crashes += stats.crashes;
                 total.power_losses += stats.power_losses;
                 total.closes += stats.closes;
@@ -347,6 +395,7 @@ fn sim_power_loss_never_loses_an_acknowledged_write_and_recovers_a_prefix() {
     }
     eprintln!("sim: {runs} runs, {total:?}");
     assert!(runs == 1 || total.power_losses > runs as u64, "too few power losses: {total:?}");
+    assert!(runs < 10 || total.batches > runs as u64, "too few batches: {total:?}");
 }
 
 /// The simulation can fail: on a disk whose fdatasync does nothing, some seed must lose an

@@ -33,8 +33,10 @@ struct Args {
     /// Engines to run, in order (default: every engine compiled in).
     #[arg(long, value_enum, value_delimiter = ',')]
     engines: Vec<EngineKind>,
-    /// Workloads to run, in order, on each engine's database (default: a mix of about a minute;
-    /// `all` for every workload).
+    /// Workloads to run, in order, on each engine's database: fillseq, fillrandom, fillbatch
+    /// (atomic batches of --batch puts), readrandom, readseq, seekrandom, overwrite, compact,
+    /// readwhilewriting, ycsb-a..ycsb-f, fillsync, deleterandom (default: a mix of about a
+    /// minute; `all` for every workload).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Keys the fills load.
@@ -67,6 +69,9 @@ struct Args {
     /// Writes of each fillsync phase.
     #[arg(long, default_value_t = 2_000)]
     sync_ops: u64,
+    /// Puts per atomic batch of fillbatch (each engine's batch API; ops/s counts puts).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
     /// Helio's memory quota in MiB.
     #[arg(long)]
     memory_quota_mib: Option<u64>,
@@ -116,6 +121,7 @@ fn spec(args: Args) -> std::result::Result<Spec, String> {
         scan_len: args.scan_len,
         sync_threads: args.sync_threads,
         sync_ops: args.sync_ops,
+        batch: args.batch,
         memory_quota: args.memory_quota_mib.map(|m| m << 20),
         rounds: args.rounds,
         dir: args.dir,

@@ -335,7 +335,8 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
     let _ = writeln!(
         s,
         "{} keys of {} bytes, values of {} bytes; {} operations per read or mixed workload; \
-         durability {:?}; YCSB keys {:?}; scans of {}; fillsync: {} writes from {:?} threads; cores {:?}.\n",
+         durability {:?}; YCSB keys {:?}; scans of {}; fillsync: {} writes from {:?} threads; \
+         fillbatch: atomic batches of {} puts (ops/s counts puts, latency is of one batch); cores {:?}.\n",
         spec.keys,
         spec.key_size,
         spec.value_size,
@@ -345,6 +346,7 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
         spec.scan_len,
         spec.sync_ops,
         spec.sync_threads,
+        spec.batch,
         spec.cores
     );
     let _ = writeln!(
@@ -424,8 +426,8 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
     let _ = writeln!(s, "\n## Every figure\n");
     let _ = writeln!(
         s,
-        "Latencies are of one call in microseconds (a call is one operation, except batched writes \
-         and `readseq`: entries per call in the `batch` column).\n"
+        "Latencies are of one call in microseconds (a call is one operation, except batched writes, \
+         `fillbatch`'s atomic batches and `readseq`: entries per call in the `batch` column).\n"
     );
     let _ = writeln!(
         s,

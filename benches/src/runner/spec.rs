@@ -15,6 +15,9 @@ pub enum Workload {
     Fillseq,
     /// Inserts every key once, in a random order.
     Fillrandom,
+    /// Inserts every key once, in a random order, in atomic batches of `batch` puts through
+    /// each engine's batch API.
+    Fillbatch,
     /// Point reads of random keys.
     Readrandom,
     /// One full scan in key order.
@@ -53,6 +56,7 @@ impl Workload {
         match self {
             Workload::Fillseq => "fillseq",
             Workload::Fillrandom => "fillrandom",
+            Workload::Fillbatch => "fillbatch",
             Workload::Readrandom => "readrandom",
             Workload::Readseq => "readseq",
             Workload::Seekrandom => "seekrandom",
@@ -71,9 +75,10 @@ impl Workload {
     }
 
     /// Every workload, in the order a full run takes them (fills first, deletes last).
-    pub const ALL: [Workload; 16] = [
+    pub const ALL: [Workload; 17] = [
         Workload::Fillseq,
         Workload::Fillrandom,
+        Workload::Fillbatch,
         Workload::Readrandom,
         Workload::Readseq,
         Workload::Seekrandom,
@@ -156,6 +161,8 @@ pub struct Spec {
     pub sync_threads: Vec<usize>,
     /// Writes of each `fillsync` phase (all threads together).
     pub sync_ops: u64,
+    /// Puts per atomic batch of `fillbatch`.
+    pub batch: usize,
     /// Memory quota for engines that take one (Helio's `Config::memory_quota`; the peers' cache
     /// sizes are fixed in their adapters).
     pub memory_quota: Option<u64>,
@@ -180,6 +187,7 @@ impl Spec {
             ),
             (self.sync_threads.iter().all(|&c| (1..=1024).contains(&c)), "--sync-threads: 1..=1024 each"),
             (self.scan_len >= 1, "--scan-len must be at least 1"),
+            ((1..=1_000_000).contains(&self.batch), "--batch must be 1..=1000000"),
             ((1..=99).contains(&self.rounds), "--rounds must be 1..=99"),
             (!self.engines.is_empty(), "--engines: at least one engine"),
             (!self.workloads.is_empty(), "--workloads: at least one workload"),

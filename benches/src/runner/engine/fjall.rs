@@ -23,7 +23,8 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let config = format!(
         "fjall 3: one keyspace, defaults (LZ4, leveled compaction), {} MiB cache, {} worker threads; \
          Buffered/None = journal written to OS buffers per write (fjall's default), Sync = \
-         persist(SyncData) after each write; compact = major_compact",
+         persist(SyncData) after each write; compact = major_compact; fillbatch = Database::batch \
+         committed (journal to OS buffers; Sync: SyncData in the commit)",
         PEER_CACHE_BYTES >> 20,
         options.threads.clamp(1, 4)
     );
@@ -42,6 +43,22 @@ impl Engine for Fjall {
             self.db.persist(PersistMode::SyncData)?;
         }
         Ok(())
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        // `Database::batch` commits with `PersistMode::Buffer` (the journal to OS buffers, as a
+        // plain insert does); Sync persists it with `SyncData` in the same commit.
+        let mut b = self.db.batch();
+        if d == Durability::Sync {
+            b = b.durability(Some(PersistMode::SyncData));
+        }
+        for w in batch {
+            match *w {
+                Write::Put(k, v) => b.insert(&self.items, k, v),
+                Write::Delete(k) => b.remove(&self.items, k),
+            }
+        }
+        Ok(b.commit()?)
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use helio::{Config, Store};
+use helio::{Config, Store, WriteBatch};
 
 use super::{Engine, Opened, Options, Write};
 use crate::runner::spec::Durability;
@@ -31,7 +31,8 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let config = format!(
         "{} shards (one per thread), defaults otherwise: 1 MiB write buffers x4, O_DIRECT log through \
          io_uring, {} MiB segments, the cleaner moving live entries from the log's head past 1.5x live data{}; \
-         compact = Store::checkpoint (a full cleaning); scans = Store::scan (entries visited in the pages, not copied); Buffered = fdatasync within 10 ms",
+         compact = Store::checkpoint (a full cleaning); scans = Store::scan (entries visited in the pages, not copied); Buffered = fdatasync within 10 ms; \
+         fillbatch = a WriteBatch per batch through Store::write_with (all or nothing across shards)",
         options.threads,
         segment >> 20,
         options.memory_quota.map_or(String::new(), |q| format!(", memory quota {} MiB", q >> 20)),
@@ -62,6 +63,17 @@ impl Engine for Helio {
             }
         }
         Ok(())
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        let mut b = WriteBatch::new();
+        for w in batch {
+            match *w {
+                Write::Put(k, v) => b.put(k, v),
+                Write::Delete(k) => b.delete(k),
+            };
+        }
+        Ok(self.store().write_with(&b, durability(d))?)
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {

@@ -30,7 +30,8 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     tx.commit()?;
     let config = "LMDB (heed 0.22): 64 GiB map, NO_SYNC (Buffered/None: commits reach the OS, made \
                   durable by force_sync at the end of each phase), writes in transactions of up to \
-                  1000; Sync = one transaction per write, then force_sync; compact = force_sync (LMDB has no in-place compaction)"
+                  1000; Sync = one transaction per write, then force_sync; compact = force_sync (LMDB has no in-place compaction); \
+                  fillbatch = one write transaction per batch, durability as above"
         .to_string();
     Ok(Opened { engine: Box::new(Lmdb { env, db }), config })
 }
@@ -51,6 +52,11 @@ impl Engine for Lmdb {
             self.env.force_sync()?;
         }
         Ok(())
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        // `write` already commits its batch as one transaction.
+        self.write(batch, d)
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {

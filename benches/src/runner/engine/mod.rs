@@ -91,6 +91,12 @@ pub trait Engine: Send + Sync {
     /// one transaction; the others write its entries one by one.
     fn write(&self, batch: &[Write<'_>], durability: Durability) -> Result<()>;
 
+    /// Applies `batch` atomically through the engine's own batch API (Helio's `WriteBatch`,
+    /// RocksDB's and sled's `Batch`, fjall's `WriteBatch`, one transaction in redb and LMDB):
+    /// readers see all of its writes or none, and so does recovery. `durability` as for
+    /// [`Engine::write`], for the batch as a whole. What `fillbatch` measures.
+    fn write_batch(&self, batch: &[Write<'_>], durability: Durability) -> Result<()>;
+
     /// Copies the value of `key` into `out`; false if the key is absent.
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool>;
 

@@ -24,7 +24,8 @@ pub(super) fn open(dir: &Path, _options: &Options) -> Result<Opened> {
     let config = format!(
         "redb 4: {} MiB cache; writes in transactions of up to 1000 (Buffered/None: \
          Durability::None, made durable by the next Immediate commit), Sync = one Immediate \
-         transaction per write; compact = an Immediate commit (Database::compact needs exclusive access)",
+         transaction per write; compact = an Immediate commit (Database::compact needs exclusive access); \
+         fillbatch = one write transaction per batch, durability as above",
         PEER_CACHE_BYTES >> 20
     );
     Ok(Opened { engine: Box::new(Redb(db)), config })
@@ -57,6 +58,11 @@ impl Engine for Redb {
         let durability =
             if d == Durability::Sync { redb::Durability::Immediate } else { redb::Durability::None };
         self.commit(batch, durability)
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        // `write` already commits its batch as one transaction.
+        self.write(batch, d)
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {

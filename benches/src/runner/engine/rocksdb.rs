@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rocksdb::{BlockBasedOptions, Cache, Options as DbOptions, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, Cache, Options as DbOptions, WriteBatch, WriteOptions, DB};
 
 use super::{copy_value, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
 use crate::runner::spec::Durability;
@@ -31,7 +31,8 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let config = format!(
         "rocksdb {}: increase_parallelism({}), level compaction, 64 MiB memtables (default), \
          {} MiB LRU block cache with index and filter blocks, 10-bit bloom filters, snappy; WAL on; \
-         Buffered/None = WAL written without sync (default WriteOptions), Sync = WriteOptions::set_sync(true); compact = compact_range over all keys",
+         Buffered/None = WAL written without sync (default WriteOptions), Sync = WriteOptions::set_sync(true); compact = compact_range over all keys; \
+         fillbatch = a WriteBatch per batch through DB::write_opt",
         "0.24",
         options.threads.max(2),
         PEER_CACHE_BYTES >> 20
@@ -49,6 +50,18 @@ impl Engine for Rocks {
             }
         }
         Ok(())
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        let options = if d == Durability::Sync { &self.synced } else { &self.plain };
+        let mut b = WriteBatch::default();
+        for w in batch {
+            match *w {
+                Write::Put(k, v) => b.put(k, v),
+                Write::Delete(k) => b.delete(k),
+            }
+        }
+        Ok(self.db.write_opt(b, options)?)
     }
 
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {

@@ -13,7 +13,8 @@ pub(super) fn open(dir: &Path, _options: &Options) -> Result<Opened> {
     let db = sled::Config::new().path(dir).cache_capacity(PEER_CACHE_BYTES).open()?;
     let config = format!(
         "sled 0.34: {} MiB cache, defaults otherwise (flush every 500 ms); Buffered/None = the \
-         background flush, Sync = flush() after each write; compact = flush (sled has no compaction call)",
+         background flush, Sync = flush() after each write; compact = flush (sled has no compaction call); \
+         fillbatch = a sled::Batch per batch through apply_batch (Sync: then flush())",
         PEER_CACHE_BYTES >> 20
     );
     Ok(Opened { engine: Box::new(Sled(db)), config })
@@ -31,6 +32,21 @@ impl Engine for Sled {
                 }
             }
         }
+        if d == Durability::Sync {
+            self.0.flush()?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], d: Durability) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for w in batch {
+            match *w {
+                Write::Put(k, v) => b.insert(k, v),
+                Write::Delete(k) => b.remove(k),
+            }
+        }
+        self.0.apply_batch(b)?;
         if d == Durability::Sync {
             self.0.flush()?;
         }

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use self::ops::Calls;
 use super::engine::Engine;
 use super::keys::{KeySpace, Permutation, Presence, Zipfian};
 use super::measure::{self, Sample};
@@ -152,18 +153,27 @@ impl Context<'_> {
         };
         match workload {
             Workload::Fillseq => one("fillseq", t, n, batch, &|th, r, stop| {
-                self.write_keys(th, t, n, |j| j, d, false, r, stop)
+                self.write_keys(th, t, n, |j| j, d, false, Calls::Plain, r, stop)
             }),
             Workload::Fillrandom | Workload::Overwrite => {
                 let order = Permutation::new(n, seed);
                 one(workload.name(), t, n, batch, &|th, r, stop| {
-                    self.write_keys(th, t, n, |j| order.at(j), d, false, r, stop)
+                    self.write_keys(th, t, n, |j| order.at(j), d, false, Calls::Plain, r, stop)
+                })
+            }
+            Workload::Fillbatch => {
+                // A random order, as fillrandom: the puts of one batch are spread over the
+                // whole key space (in Helio, over every shard).
+                let order = Permutation::new(n, seed);
+                let size = spec.batch;
+                one("fillbatch", t, n, size as u64, &|th, r, stop| {
+                    self.write_keys(th, t, n, |j| order.at(j), d, false, Calls::Atomic(size), r, stop)
                 })
             }
             Workload::Deleterandom => {
                 let order = Permutation::new(n, seed);
                 one("deleterandom", t, n, batch, &|th, r, stop| {
-                    self.write_keys(th, t, n, |j| order.at(j), d, true, r, stop)
+                    self.write_keys(th, t, n, |j| order.at(j), d, true, Calls::Plain, r, stop)
                 })
             }
             Workload::Readrandom => one("readrandom", t, spec.ops, 1, &|th, r, stop| {
@@ -216,6 +226,7 @@ impl Context<'_> {
                             |j| order.at(j % n),
                             Durability::Sync,
                             false,
+                            Calls::Plain,
                             r,
                             stop,
                         )

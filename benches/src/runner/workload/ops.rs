@@ -13,9 +13,21 @@ use crate::Rng;
 /// operation was a contended atomic on every write).
 pub(super) const PROGRESS_STEP: u64 = 256;
 
+/// How [`Context::write_keys`] hands its writes to the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Calls {
+    /// [`Engine::write`](crate::runner::engine::Engine::write), in batches of the engine's
+    /// `batch_limit` for the durability (one write per call but for redb and LMDB).
+    Plain,
+    /// [`Engine::write_batch`](crate::runner::engine::Engine::write_batch): atomic batches of
+    /// this many writes (`fillbatch`).
+    Atomic(usize),
+}
+
 impl Context<'_> {
     /// Writes (or deletes) the keys `index(j)` for this thread's share of `0..count`, in batches
-    /// of the engine's size, then marks them present (or absent).
+    /// of the engine's size or atomic ones (`calls`), then marks them present (or absent). One
+    /// latency per call; the operations counted are the writes.
     #[allow(clippy::too_many_arguments, reason = "one shared routine for every write workload")]
     pub(super) fn write_keys(
         &self,
@@ -25,12 +37,17 @@ impl Context<'_> {
         index: impl Fn(u64) -> u64,
         durability: Durability,
         delete: bool,
+        calls: Calls,
         r: &mut ThreadResult,
         stop: &AtomicBool,
     ) -> Result<()> {
         let space = self.space();
         let generation = self.generation.load(Ordering::Relaxed);
-        let batch_limit = self.engine.batch_limit(durability).max(1);
+        let batch_limit = match calls {
+            Calls::Plain => self.engine.batch_limit(durability),
+            Calls::Atomic(size) => size,
+        }
+        .max(1);
         let mut keys: Vec<Vec<u8>> = (0..batch_limit).map(|_| Vec::new()).collect();
         let mut values: Vec<Vec<u8>> = (0..batch_limit).map(|_| Vec::new()).collect();
         let mut indices = Vec::with_capacity(batch_limit);
@@ -49,7 +66,10 @@ impl Context<'_> {
                 .map(|s| if delete { Write::Delete(&keys[s]) } else { Write::Put(&keys[s], &values[s]) })
                 .collect();
             let started = Instant::now();
-            self.engine.write(&batch, durability)?;
+            match calls {
+                Calls::Plain => self.engine.write(&batch, durability)?,
+                Calls::Atomic(_) => self.engine.write_batch(&batch, durability)?,
+            }
             r.record(started, indices.len() as u64);
             for &i in &indices {
                 self.presence.set(i, !delete);

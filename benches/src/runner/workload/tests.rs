@@ -6,11 +6,14 @@ use std::sync::Mutex;
 use super::*;
 use crate::runner::engine::{EngineKind, Write};
 
-/// A `BTreeMap` engine that can be told to misbehave.
+/// A `BTreeMap` engine that can be told to misbehave. It keeps the key indices of every
+/// atomic batch it was given, and counts the plain write calls.
 #[derive(Default)]
 struct MapEngine {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     fault: Fault,
+    batches: Mutex<Vec<Vec<u64>>>,
+    plain_writes: AtomicU64,
 }
 
 #[derive(Default, Clone, Copy, PartialEq)]
@@ -27,8 +30,9 @@ enum Fault {
     ScanBackwards,
 }
 
-impl Engine for MapEngine {
-    fn write(&self, batch: &[Write<'_>], _: Durability) -> Result<()> {
+impl MapEngine {
+    /// Applies `batch` under one lock (so atomically), with the engine's fault.
+    fn apply(&self, batch: &[Write<'_>]) {
         let mut map = self.map.lock().unwrap();
         for w in batch {
             match *w {
@@ -46,6 +50,23 @@ impl Engine for MapEngine {
                 }
             }
         }
+    }
+}
+
+impl Engine for MapEngine {
+    fn write(&self, batch: &[Write<'_>], _: Durability) -> Result<()> {
+        self.plain_writes.fetch_add(1, Ordering::Relaxed);
+        self.apply(batch);
+        Ok(())
+    }
+
+    fn write_batch(&self, batch: &[Write<'_>], _: Durability) -> Result<()> {
+        let index = |k: &[u8]| u64::from_be_bytes(k[..8].try_into().unwrap());
+        let keys = batch.iter().map(|w| match *w {
+            Write::Put(k, _) | Write::Delete(k) => index(k),
+        });
+        self.batches.lock().unwrap().push(keys.collect());
+        self.apply(batch);
         Ok(())
     }
 
@@ -102,6 +123,7 @@ fn spec() -> Spec {
         scan_len: 50,
         sync_threads: vec![2],
         sync_ops: 100,
+        batch: 100,
         memory_quota: None,
         rounds: 1,
         dir: ".".into(),
@@ -111,8 +133,12 @@ fn spec() -> Spec {
 
 /// Runs `workloads` in order on a `MapEngine` with `fault`; the first error, if any.
 fn run(fault: Fault, workloads: &[Workload]) -> Result<()> {
+    run_on(&MapEngine { fault, ..MapEngine::default() }, workloads).map(drop)
+}
+
+/// Runs `workloads` in order on `engine` at 2 threads; every phase's figures, or the first error.
+fn run_on(engine: &MapEngine, workloads: &[Workload]) -> Result<Vec<Figures>> {
     let spec = spec();
-    let engine = MapEngine { fault, ..MapEngine::default() };
     let presence = Presence::new(spec.keys, spec.ops * 4);
     let dir = tempfile::tempdir()?;
     let (written, device, generation) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU32::new(1));
@@ -120,7 +146,7 @@ fn run(fault: Fault, workloads: &[Workload]) -> Result<()> {
     let context = Context {
         spec: &spec,
         engine_name: "map",
-        engine: &engine,
+        engine,
         dir: dir.path(),
         presence: &presence,
         threads: 2,
@@ -129,11 +155,12 @@ fn run(fault: Fault, workloads: &[Workload]) -> Result<()> {
         device_written: &device,
         generation: &generation,
     };
+    let mut figures = Vec::new();
     for &w in workloads {
-        context.run(w)?;
+        figures.extend(context.run(w)?);
         generation.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(())
+    Ok(figures)
 }
 
 #[test]
@@ -156,4 +183,41 @@ fn lost_writes_corrupt_values_resurrected_keys_and_bad_scans_are_caught() {
     assert!(err.contains("after"), "{err}");
     let err = run(Fault::LosePuts, &[Workload::Fillrandom, Workload::Readseq]).unwrap_err().to_string();
     assert!(err.contains("readseq"), "{err}");
+}
+
+/// fillbatch: every key once, through `write_batch` only, in batches of `spec.batch` whose keys
+/// are spread over the key space; the figures count puts, latencies per batch; what it wrote
+/// reads back checked, and lost or damaged batch writes are caught.
+#[test]
+fn fillbatch_writes_atomic_batches_spread_over_the_key_space_and_reads_back() {
+    let spec = spec();
+    let engine = MapEngine::default();
+    let figures = run_on(&engine, &[Workload::Fillbatch, Workload::Readseq, Workload::Readrandom]).unwrap();
+    let fill = &figures[0];
+    assert_eq!(fill.workload, "fillbatch");
+    assert_eq!(fill.ops, spec.keys, "ops count puts");
+    assert_eq!(fill.entries_per_call, spec.batch as u64);
+    assert_eq!(fill.user_write_bytes, spec.keys * spec.entry_bytes());
+    assert_eq!(engine.plain_writes.load(Ordering::Relaxed), 0, "every put went through write_batch");
+    let batches = engine.batches.lock().unwrap();
+    // 2 threads of 1000 keys each: 10 full batches of 100 each, one write call (one latency) per
+    // batch.
+    assert_eq!(batches.len(), 20);
+    let mut all: Vec<u64> = batches.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..spec.keys).collect::<Vec<_>>(), "every key exactly once");
+    for b in batches.iter() {
+        assert_eq!(b.len(), spec.batch);
+        let (lo, hi) = (b.iter().min().unwrap(), b.iter().max().unwrap());
+        assert!(hi - lo > spec.keys / 2, "a batch's keys span only {lo}..={hi} of 0..{}", spec.keys);
+    }
+    assert_eq!(figures[1].checked, spec.keys, "readseq read back every key fillbatch wrote");
+    assert!(figures[2].checked > 0);
+
+    let err = run(Fault::LosePuts, &[Workload::Fillbatch, Workload::Readseq]).unwrap_err().to_string();
+    assert!(err.contains("readseq"), "{err}");
+    let err = run(Fault::LosePuts, &[Workload::Fillbatch, Workload::Readrandom]).unwrap_err().to_string();
+    assert!(err.contains("missing"), "{err}");
+    let err = run(Fault::Corrupt, &[Workload::Fillbatch, Workload::Readrandom]).unwrap_err().to_string();
+    assert!(err.contains("damaged"), "{err}");
 }
