@@ -22,6 +22,7 @@ targets=(
   clean
   replay
   recover
+  cut
 )
 
 step() { printf '\n== %s\n' "$*"; }

@@ -1,12 +1,13 @@
 //! Writes the seed corpus of every fuzz target: `cargo run --example seed -- DIR` (from
 //! `core/fuzz`) fills `DIR/<target>/` with small inputs in each target's layout (valid logs,
-//! damaged logs, valid superblocks, batches, and a few inputs the structured targets build
-//! from). Deterministic: the same files every run.
+//! damaged logs, valid superblocks, batches, recovery histories and commits, and a few inputs
+//! the structured targets build from). Deterministic: the same files every run.
 
 use std::fs;
 use std::path::Path;
 
 use helio_core::log::batch::BatchWriter;
+use helio_core::log::cut::{Commit, History, Void};
 use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{encode, frame_bytes, Kind, Op, Stamp};
 use helio_core::log::superblock::{Superblock, BLOCK_BYTES};
@@ -29,25 +30,33 @@ impl Bytes {
     }
 }
 
-/// A log from `base`: a put, a delete, a pad, a relocated batch and a record in fragments; each
-/// frame written when the log was durable up to the frame before it.
+/// A log from `base`: a put, a delete, a pad, a relocated record, a batch's part, a commit and
+/// a record in fragments; each frame written when the log was durable up to the frame before
+/// it.
 fn log_at(base: u64, epoch: u32) -> Vec<u8> {
     let stamp = Stamp { salt: SALT, epoch };
     let mut records: Vec<(Kind, Vec<u8>)> = Vec::new();
-    let op = |key: &[u8], value: Option<&[u8]>| {
-        let op = Op { sn: 0, key, value };
+    let op = |sn: u64, key: &[u8], value: Option<&[u8]>| {
+        let op = Op { sn, key, value };
         let mut out = vec![0; op.payload_len()];
         op.write_payload(&mut out);
         out
     };
-    records.push((Kind::Put, op(b"apple", Some(b"red"))));
-    records.push((Kind::Delete, op(b"pear", None)));
+    records.push((Kind::Put, op(1, b"apple", Some(b"red"))));
+    records.push((Kind::Delete, op(2, b"pear", None)));
     records.push((Kind::Pad, vec![0; 13]));
     let mut batch = BatchWriter::new();
+    batch.set_sn(3);
     batch.push(b"fig", b"purple");
     batch.push(b"", b"empty key");
     records.push((Kind::Relocated, batch.payload().to_vec()));
-    let big = op(b"melon", Some(&[0x4D; 100]));
+    let mut batch = BatchWriter::new();
+    batch.set_sn(4);
+    batch.push(b"kiwi", b"green");
+    batch.push_op(b"apple", None);
+    records.push((Kind::Batch, batch.payload().to_vec()));
+    records.push((Kind::Commit, Commit { sn: 4, ends: vec![base + 256, 4096] }.encode()));
+    let big = op(5, b"melon", Some(&[0x4D; 100]));
     for (offset, len) in pieces(big.len(), FRAGMENT_HEADER_BYTES + 48) {
         let mut piece = vec![0; FRAGMENT_HEADER_BYTES + len];
         write_fragment(&mut piece, Kind::Put, &big, offset, len);
@@ -73,6 +82,19 @@ fn frame_input(lsn: u64, min_epoch: u32, flags: u8, log: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[flags, 16]);
     out.extend_from_slice(log);
     out
+}
+
+/// The `frame_mutated` target's input: six records of the generator's choice `kind`, with
+/// small values, a sync and an epoch bump before the fourth, then some damage.
+fn frame_mutated_input(rng: &mut Bytes, kind: u8) -> Vec<u8> {
+    let mut input = SALT.to_le_bytes().to_vec();
+    input.extend_from_slice(&[2, 0, 2, 0, 0, 5]);
+    for i in 0..6 {
+        input.push(kind + 0x40 * (i % 2) + if i == 3 { 0x18 } else { 0 });
+        input.extend(rng.take(24).iter().map(|b| b % 32));
+    }
+    input.extend_from_slice(&[1 + kind % 3, kind, 40, 0, 3]);
+    input
 }
 
 fn superblock(generation: u64) -> [u8; BLOCK_BYTES] {
@@ -115,16 +137,9 @@ fn main() {
     write(dir, "frame", "high-address", &frame_input(high, 0, 0, &log_at(high, 0)));
 
     // frame_mutated: the builder's input (salt, epoch, base, frames, then frame choices and
-    // values, then damage); one per kind of record, plus mixed ones.
+    // values, then damage); one per kind of record (6 and 7 at the end), plus mixed ones.
     for kind in 0..6u8 {
-        let mut input = SALT.to_le_bytes().to_vec();
-        input.extend_from_slice(&[2, 0, 2, 0, 0, 5]);
-        for i in 0..6 {
-            input.push(kind + 6 * (i % 2) + if i == 3 { 0x18 } else { 0 });
-            input.extend(rng.take(24).iter().map(|b| b % 32));
-        }
-        input.extend_from_slice(&[1 + kind % 3, kind, 40, 0, 3]);
-        write(dir, "frame_mutated", &format!("kind-{kind}"), &input);
+        write(dir, "frame_mutated", &format!("kind-{kind}"), &frame_mutated_input(&mut rng, kind));
     }
     for i in 0..4 {
         write(dir, "frame_mutated", &format!("mixed-{i}"), &rng.take(160 + 80 * i));
@@ -160,13 +175,16 @@ fn main() {
         write(dir, "superblock", &format!("structured-{i}"), &input);
     }
 
-    // batch: a payload the writer wrote, whole and cut; entries to write.
+    // batch: a payload the writer wrote (a number, puts and a removal), whole and cut; entries
+    // to write.
     let mut batch = BatchWriter::new();
+    batch.set_sn(17);
     for (key, value) in [(&b"k1"[..], &b"v1"[..]), (b"", b""), (b"key", &[7; 40])] {
         batch.push(key, value);
     }
+    batch.push_op(b"gone", None);
     write(dir, "batch", "payload", &[&[0u8][..], batch.payload()].concat());
-    write(dir, "batch", "payload-cut", &[&[0u8][..], &batch.payload()[..20]].concat());
+    write(dir, "batch", "payload-cut", &[&[0u8][..], &batch.payload()[..28]].concat());
     for i in 0..3 {
         let mut input = vec![1];
         input.extend(rng.take(100 + 50 * i));
@@ -196,5 +214,44 @@ fn main() {
     for i in 0..5 {
         write(dir, "clean", &format!("mixed-{i}"), &rng.take(150 + 50 * i));
         write(dir, "replay", &format!("mixed-{i}"), &rng.take(150 + 50 * i));
+    }
+
+    // frame_mutated, continued: the kinds added since (batch records, commits).
+    for kind in 6..8u8 {
+        write(dir, "frame_mutated", &format!("kind-{kind}"), &frame_mutated_input(&mut rng, kind));
+    }
+
+    // cut: history files and commits as they are written (raw mode), a history's fields, two
+    // recoveries in a row (two shards: commits 3 and 5 reached, 6 not; then 7 in the range the
+    // first dropped, and 10), and random inputs for each mode.
+    let history = History {
+        cut: 7,
+        next_sn: 12,
+        voids: vec![
+            Void { after: 2, before: 5, ends: vec![1, 2] },
+            Void { after: 7, before: 12, ends: vec![3, 4] },
+        ],
+    };
+    write(dir, "cut", "history-2", &[&[0u8, 2][..], &history.encode(2)].concat());
+    write(dir, "cut", "history-empty", &[&[0u8, 1][..], &History::default().encode(1)].concat());
+    let commit = Commit { sn: 9, ends: vec![1, 2, 3] }.encode();
+    write(dir, "cut", "commit", &[&[0u8, 3][..], &commit].concat());
+    write(dir, "cut", "history-body", &[&[0u8, 0x82][..], &history.encode(2)[16..]].concat());
+    let recoveries = [
+        &[2u8, 2, 0, 1][..],
+        &[0, 10, 0, 8],
+        &[2, 0x40, 3, 0, 2, 1, 0x40, 6, 3, 1, 0, 8],
+        &[1, 0x40, 5, 0, 0, 6],
+        &[2, 20, 0, 16],
+        &[1, 0x40, 7, 0, 0, 10],
+        &[1, 0x40, 10, 0, 0, 12],
+    ];
+    write(dir, "cut", "plan-two-recoveries", &recoveries.concat());
+    for (mode, name) in [(1u8, "history-fields"), (2, "plan"), (3, "shard-scan")] {
+        for i in 0..3 {
+            let mut input = vec![mode];
+            input.extend(rng.take(60 + 40 * i).iter().map(|b| if i == 0 { b % 64 } else { *b }));
+            write(dir, "cut", &format!("{name}-{i}"), &input);
+        }
     }
 }

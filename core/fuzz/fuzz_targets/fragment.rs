@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
             0 | 1 => {
                 // The next valid piece of a record (a new record once the last is done).
                 let record = cutting.get_or_insert_with(|| Cutting {
-                    kind: [2, 3, 5][usize::from(choice >> 3) % 3],
+                    kind: [2, 3, 5, 6, 7][usize::from(choice >> 3) % 5],
                     payload: input.vec(3000),
                     offset: 0,
                 });
@@ -111,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
                 // A first piece that announces a huge record, then a few real bytes.
                 let total = input.u64() | 1 << 40;
                 let piece = input.vec(300);
-                fragment_payload([2, 3, 5][usize::from(choice >> 3) % 3], [0; 7], total, 0, &piece)
+                fragment_payload([2, 3, 5, 6, 7][usize::from(choice >> 3) % 5], [0; 7], total, 0, &piece)
             }
             _ => {
                 // Too short to hold a fragment header.

@@ -1,6 +1,8 @@
 //! Arbitrary bytes as a log region: `frame::decode` at the start and frame after frame as
 //! recovery reads, `classify_failure` where decoding stops, `vouching_frame` from an arbitrary
-//! offset, `holds_frames`, and `Op::decode` of every frame found.
+//! offset, `holds_frames`, and `Op::decode` of every frame found; every frame's payload, and
+//! the bytes themselves, as a record of each kind (ops, relocated and batch records, commits,
+//! each record's write number).
 //!
 //! Input: `u64 lsn` (rounded down to a multiple of 8), `u64 salt`, `u32 min_epoch`, `u8 flags`,
 //! `u8 from`, then the log bytes. Flag 1 takes the address from the bytes' own header, so that
@@ -10,7 +12,7 @@
 use helio_core::log::fragment::Assembler;
 use helio_core::log::frame::{holds_frames, vouching_frame, Decoded, Kind, Op, ALIGN};
 use helio_core_fuzz::{
-    classify_checked, decode_checked, record_checked, reference_holds, reference_vouching, scan, Input,
+    classify_checked, decode_checked, record_checked, reference_holds, reference_vouching, scan, Input, KINDS,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -67,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(holds_frames(log, lsn, salt, min_epoch), reference_holds(log, lsn, salt, min_epoch));
 
     // The bytes as a payload of every kind.
-    for kind in [Kind::Pad, Kind::Put, Kind::Delete, Kind::Fragment, Kind::Relocated] {
+    for kind in KINDS {
         record_checked(kind, log);
     }
 });

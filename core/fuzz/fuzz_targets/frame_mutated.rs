@@ -1,14 +1,16 @@
-//! A valid log, built with `frame::encode` from values in the input (ops, pads, relocated
-//! batches, records cut into fragments; epochs and durable points moving forward as the writer
-//! moves them), then damaged as the input says (bit flips, byte overwrites, zeroed runs, runs
-//! copied elsewhere, truncation), then read back frame by frame as recovery reads it, and the
-//! first failure classified.
+//! A valid log, built with `frame::encode` from values in the input (ops, pads, relocated and
+//! batch records, commits, records cut into fragments; epochs and durable points moving
+//! forward as the writer moves them), then damaged as the input says (bit flips, byte
+//! overwrites, zeroed runs, runs copied elsewhere, truncation), then read back frame by frame
+//! as recovery reads it, and the first failure classified.
 //!
-//! Checks: the undamaged log decodes completely, to exactly the frames written, and hands the
-//! cleaner exactly the entries written; after damage, every frame wholly before the first
-//! changed byte still decodes as written; the failure is corruption whenever an undamaged later
-//! frame vouches for the failed address (and then the proof is the first vouching frame), and a
-//! torn tail only when no frame vouches.
+//! Checks: the undamaged log decodes completely, to exactly the frames written, hands the
+//! cleaner exactly the entries written that may be live (puts, relocated entries, a batch's
+//! puts, each with its record's write number), and gives recovery's first pass (`ShardScan`)
+//! the largest write number written and the commits in order; after damage, every frame wholly
+//! before the first changed byte still decodes as written; the failure is corruption whenever
+//! an undamaged later frame vouches for the failed address (and then the proof is the first
+//! vouching frame), and a torn tail only when no frame vouches.
 //!
 //! Input: `u64 salt`, `u8 epoch`, `u32 base` (× 8), `u8 frames`, per frame a kind and its
 //! values, then `u8 mutations`, per mutation a kind, a position and its values.
@@ -16,8 +18,10 @@
 
 use helio_core::log::batch::BatchWriter;
 use helio_core::log::clean::HeadScan;
+use helio_core::log::cut::{Commit, ShardScan};
+use helio_core::log::fragment::Assembler;
 use helio_core::log::frame::{Failure, Kind, Op, HEADER_BYTES};
-use helio_core_fuzz::{classify_checked, scan, Input, LogBuilder};
+use helio_core_fuzz::{classify_checked, op_payload, scan, Candidate, Input, LogBuilder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,8 +32,11 @@ fuzz_target!(|data: &[u8]| {
     let records = 1 + usize::from(input.u8() % 8);
 
     let mut builder = LogBuilder::new(salt, base, epoch);
-    // What the cleaner must be handed for the whole log.
-    let mut candidates: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // What the cleaner must be handed for the whole log, and what recovery's first pass must
+    // find in it.
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut max_sn = 0u64;
+    let mut commits: Vec<Commit> = Vec::new();
     for _ in 0..records {
         let choice = input.u8();
         // Durability moves forward now and then (a group commit, a flush), epochs after a
@@ -40,15 +47,19 @@ fuzz_target!(|data: &[u8]| {
         if choice & 0x08 != 0 {
             builder.bump_epoch(u32::from(input.u8() % 3));
         }
-        match choice % 6 {
+        let sn = input.sn();
+        if choice % 8 != 2 {
+            max_sn = max_sn.max(sn);
+        }
+        match choice % 8 {
             0 => {
                 let (key, value) = (input.vec(40), input.vec(200));
-                builder.push_op(&Op { sn: input.u64(), key: &key, value: Some(&value) });
-                candidates.push((key, value));
+                builder.push_op(&Op { sn, key: &key, value: Some(&value) });
+                candidates.push((sn, key, value));
             }
             1 => {
                 let key = input.vec(40);
-                builder.push_op(&Op { sn: 0, key: &key, value: None });
+                builder.push_op(&Op { sn, key: &key, value: None });
             }
             2 => {
                 let len = input.len(120);
@@ -56,28 +67,48 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let mut batch = BatchWriter::new();
+                batch.set_sn(sn);
                 for _ in 0..1 + input.u8() % 4 {
                     let (key, value) = (input.vec(24), input.vec(60));
                     batch.push(&key, &value);
-                    candidates.push((key, value));
+                    candidates.push((sn, key, value));
                 }
                 builder.push(Kind::Relocated, batch.payload());
             }
             4 => {
                 // A record too large for one frame, cut into fragments.
                 let (key, value) = (input.vec(40), input.vec(600));
-                let op = Op { sn: 0, key: &key, value: Some(&value) };
-                let mut payload = vec![0; op.payload_len()];
-                op.write_payload(&mut payload);
+                let payload = op_payload(sn, &key, Some(&value));
                 builder.push_fragmented(Kind::Put, &payload, 1 + input.len(255));
-                candidates.push((key, value));
+                candidates.push((sn, key, value));
+            }
+            5 => {
+                let key = input.vec(40);
+                builder.push_fragmented(Kind::Delete, &op_payload(sn, &key, None), 1 + input.len(64));
+            }
+            6 => {
+                // One shard's part of a batch: puts and removals, in one frame or in fragments.
+                let mut batch = BatchWriter::new();
+                batch.set_sn(sn);
+                for _ in 0..1 + input.u8() % 5 {
+                    let key = input.vec(24);
+                    if input.u8() & 1 == 0 {
+                        batch.push_op(&key, None);
+                    } else {
+                        let value = input.vec(120);
+                        batch.push_op(&key, Some(&value));
+                        candidates.push((sn, key, value));
+                    }
+                }
+                match input.len(255) {
+                    0 => builder.push(Kind::Batch, batch.payload()),
+                    piece => builder.push_fragmented(Kind::Batch, batch.payload(), piece),
+                }
             }
             _ => {
-                let key = input.vec(40);
-                let op = Op { sn: 0, key: &key, value: None };
-                let mut payload = vec![0; op.payload_len()];
-                op.write_payload(&mut payload);
-                builder.push_fragmented(Kind::Delete, &payload, 1 + input.len(64));
+                let commit = Commit { sn, ends: (0..input.u8() % 5).map(|_| input.u64()).collect() };
+                builder.push(Kind::Commit, &commit.encode());
+                commits.push(commit);
             }
         }
     }
@@ -96,15 +127,30 @@ fuzz_target!(|data: &[u8]| {
     }
     let end = base + original.len() as u64;
     assert_eq!(classify_checked(&original[stopped..], end, salt, floor), Failure::Torn);
-    // The cleaner reads the same log: every put and relocated entry, and the head may move to
-    // the end (every fragmented record is whole).
+    // The cleaner reads the same log: every put, relocated entry and batch put, and the head
+    // may move to the end (every fragmented record is whole).
     let mut scan_head = HeadScan::new(base);
     let mut seen = Vec::new();
     for frame in &frames {
-        scan_head.push(frame, |k, v| seen.push((k.to_vec(), v.to_vec()))).expect("a written record");
+        scan_head.push(frame, |sn, k, v| seen.push((sn, k.to_vec(), v.to_vec()))).expect("a written record");
     }
     assert_eq!(seen, candidates);
     assert_eq!(scan_head.cut(), end);
+    // So does recovery's first pass, records put back together from their fragments.
+    let mut shard = ShardScan::new(base);
+    let mut assembler = Assembler::new();
+    for frame in &frames {
+        if frame.kind == Kind::Fragment {
+            if let Some((kind, payload)) = assembler.push(frame).expect("a written fragment") {
+                shard.push(kind, payload).expect("a written record");
+            }
+        } else {
+            shard.push(frame.kind, frame.payload).expect("a written record");
+        }
+    }
+    assert_eq!((shard.head, shard.end), (base, base));
+    assert_eq!(shard.max_sn, max_sn, "the largest number written");
+    assert_eq!(shard.commits, commits, "the commits written");
 
     // Damage.
     let mut log = original.clone();

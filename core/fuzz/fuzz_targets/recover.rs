@@ -2,10 +2,11 @@
 //! from the superblock's head, across segments, to where the log ends, and `recover::read_durable`
 //! (the cleaner's read of a durable stretch).
 //!
-//! Mode 0 builds a log as the writer does (frames never cross a segment end, the rest of a
-//! segment padded; durable points and epochs moving forward; segments below the head deleted;
-//! the superblock's tail at or below the durable point, or a clean close at the end; after the
-//! end zeros, stale frames of a recycled segment or garbage), then damages it as the input says
+//! Mode 0 builds a log as the writer does (ops, pads, relocated and batch records, commits,
+//! records in fragments; frames never cross a segment end, the rest of a segment padded;
+//! durable points and epochs moving forward; segments below the head deleted; the
+//! superblock's tail at or below the durable point, or a clean close at the end; after the end
+//! zeros, stale frames of a recycled segment or garbage), then damages it as the input says
 //! (bit flips, overwrites, zeroed and copied runs, segment files cut short or missing).
 //! Undamaged, it must replay completely to exactly the frames written. Damaged: frames before
 //! the first damaged byte are still read; when an undamaged later frame vouches for the address
@@ -19,12 +20,13 @@
 //! Input: `u8 mode`, then the values of that mode.
 #![no_main]
 
-use helio_core::log::frame::{decode, frame_bytes, Decoded, Frame, Kind, Op, HEADER_BYTES};
+use helio_core::log::cut::Commit;
+use helio_core::log::frame::{decode, frame_bytes, Decoded, Frame, Kind, HEADER_BYTES};
 use helio_core::log::recover::{
     read_durable, replay, CorruptReason, MemorySource, RecoverError, Replayed, ScanLimits,
 };
 use helio_core::log::superblock::Superblock;
-use helio_core_fuzz::{Input, LogBuilder, Written};
+use helio_core_fuzz::{op_payload, Input, LogBuilder, Written};
 use libfuzzer_sys::fuzz_target;
 
 type Result = core::result::Result<Replayed, RecoverError<core::convert::Infallible>>;
@@ -162,13 +164,6 @@ impl SegLog {
     }
 }
 
-fn op_payload(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
-    let op = Op { sn: 0, key, value };
-    let mut out = vec![0; op.payload_len()];
-    op.write_payload(&mut out);
-    out
-}
-
 fn writer_mode(input: &mut Input<'_>) {
     let salt = input.u64();
     let seg = 64 * (2 + u64::from(input.u8() % 31));
@@ -182,20 +177,34 @@ fn writer_mode(input: &mut Input<'_>) {
         if choice & 0x08 != 0 {
             log.log.bump_epoch(1);
         }
-        let _ = match choice % 5 {
-            0 => log.push(Kind::Put, &op_payload(&input.vec(16), Some(&input.vec(120)))),
-            1 => log.push(Kind::Delete, &op_payload(&input.vec(16), None)),
+        let _ = match choice % 7 {
+            0 => log.push(Kind::Put, &op_payload(input.sn(), &input.vec(16), Some(&input.vec(120)))),
+            1 => log.push(Kind::Delete, &op_payload(input.sn(), &input.vec(16), None)),
             2 => log.push(Kind::Pad, &vec![0; input.len(64)]),
-            3 => {
+            3 | 4 => {
+                // A relocated record, or a batch's part (with removals).
+                let batched = choice % 7 == 4;
                 let mut batch = helio_core::log::batch::BatchWriter::new();
+                batch.set_sn(input.sn());
                 for _ in 0..1 + input.u8() % 3 {
-                    batch.push(&input.vec(8), &input.vec(24));
+                    let key = input.vec(8);
+                    if batched && input.u8() & 1 == 0 {
+                        batch.push_op(&key, None);
+                    } else {
+                        batch.push(&key, &input.vec(24));
+                    }
                 }
-                log.push(Kind::Relocated, batch.payload())
+                log.push(if batched { Kind::Batch } else { Kind::Relocated }, batch.payload())
+            }
+            5 => {
+                let sn = input.sn();
+                let commit =
+                    Commit { sn, ends: (0..input.u8() % 4).map(|_| u64::from(input.u32())).collect() };
+                log.push(Kind::Commit, &commit.encode())
             }
             _ => {
                 // A record in fragments, each piece a frame of its own.
-                let payload = op_payload(&input.vec(16), Some(&input.vec(200)));
+                let payload = op_payload(input.sn(), &input.vec(16), Some(&input.vec(200)));
                 let piece = 1 + input.len(60);
                 let mut all = true;
                 for (offset, len) in helio_core::log::fragment::pieces(payload.len(), 24 + piece) {
@@ -246,7 +255,7 @@ fn writer_mode(input: &mut Input<'_>) {
             // A recycled segment: frames of this log, but stamped with other addresses.
             let mut stale = LogBuilder::new(salt, end + 64 * seg, builder.epoch);
             for _ in 0..3 {
-                stale.push(Kind::Put, &op_payload(b"old", Some(&[9; 40])));
+                stale.push(Kind::Put, &op_payload(0, b"old", Some(&[9; 40])));
             }
             let (index, offset) = ((end / seg) as usize, (end % seg) as usize);
             if let Some(Some(bytes)) = segments.get_mut(index) {

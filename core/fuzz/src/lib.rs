@@ -8,6 +8,7 @@
 
 use helio_core::log::batch;
 use helio_core::log::crc32c_of;
+use helio_core::log::cut::{write_sn, Commit};
 use helio_core::log::fragment::FRAGMENT_HEADER_BYTES;
 use helio_core::log::frame::{
     classify_failure, decode, encode, frame_bytes, Decoded, Failure, Frame, Invalid, Kind, Op, Stamp, ALIGN,
@@ -77,6 +78,17 @@ impl<'a> Input<'a> {
         raw % (max + 1)
     }
 
+    /// A write number: mostly small (so that numbers meet and compare), now and then near
+    /// `u64::MAX` or anywhere.
+    pub fn sn(&mut self) -> u64 {
+        let byte = self.u8();
+        match byte >> 6 {
+            0 | 1 => u64::from(byte & 0x3F),
+            2 => u64::MAX - u64::from(byte & 0x3F),
+            _ => self.u64(),
+        }
+    }
+
     /// A byte string of at most `max` bytes: a length, then that many bytes (zero-filled past
     /// the end of the input).
     pub fn vec(&mut self, max: usize) -> Vec<u8> {
@@ -135,6 +147,8 @@ pub fn reference_decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Resu
         3 => Kind::Delete,
         4 => Kind::Fragment,
         5 => Kind::Relocated,
+        6 => Kind::Batch,
+        7 => Kind::Commit,
         other => return Err(Decoded::Invalid(Invalid::UnknownKind(other))),
     };
     let epoch = u32::from(buf[21]) | u32::from(buf[22]) << 8 | u32::from(buf[23]) << 16;
@@ -290,10 +304,33 @@ pub fn op_checked(kind: Kind, payload: &[u8]) -> Option<Op<'_>> {
     op
 }
 
-/// The entries of a batch payload (`u32 key_len, key, u32 value_len, value` repeated, at least
-/// one), written plainly: `Ok` with every entry, or `Err` with the entries before the damage.
+/// Every kind of record, in the order of their kind bytes.
+pub const KINDS: [Kind; 7] =
+    [Kind::Pad, Kind::Put, Kind::Delete, Kind::Fragment, Kind::Relocated, Kind::Batch, Kind::Commit];
+
+/// The payload of a put (`value` given) or a delete.
+pub fn op_payload(sn: u64, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let op = Op { sn, key, value };
+    let mut out = vec![0; op.payload_len()];
+    op.write_payload(&mut out);
+    out
+}
+
+/// An entry of a batch or relocated record: a key and its value (`None`: the key is removed).
+pub type Entry<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// The write number in front of a batch or relocated record's payload (`u64 sn`), written
+/// plainly.
+pub fn reference_sn(payload: &[u8]) -> Option<u64> {
+    (payload.len() >= 8).then(|| le64(payload))
+}
+
+/// The entries of a batch record's payload (`u64 sn`, then `u32 key_len, key, u32 value_len,
+/// value` repeated, at least one; a value_len of u32::MAX removes the key and no value
+/// follows), written plainly: `Ok` with every entry, or `Err` with the entries before the
+/// damage (a missing header, a length past the end, no entry at all).
 #[allow(clippy::type_complexity)]
-pub fn reference_entries(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8], &[u8])>> {
+pub fn reference_ops(payload: &[u8]) -> Result<Vec<Entry<'_>>, Vec<Entry<'_>>> {
     fn field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
         let len = le32(bytes.get(..4)?) as u64;
         if len > (bytes.len() - 4) as u64 {
@@ -302,25 +339,49 @@ pub fn reference_entries(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u
         Some(bytes[4..].split_at(len as usize))
     }
     let mut out = Vec::new();
-    if payload.is_empty() {
+    if payload.len() <= 8 {
         return Err(out);
     }
-    let mut rest = payload;
+    let mut rest = &payload[8..];
     while !rest.is_empty() {
         let Some((key, after)) = field(rest) else { return Err(out) };
+        if after.len() >= 4 && le32(after) == u32::MAX {
+            out.push((key, None));
+            rest = &after[4..];
+            continue;
+        }
         let Some((value, after)) = field(after) else { return Err(out) };
-        out.push((key, value));
+        out.push((key, Some(value)));
         rest = after;
     }
     Ok(out)
 }
 
-/// `batch::entries` of `payload`, checked against [`reference_entries`]: the entries in order,
-/// each in place in the payload, and `None` as the last item exactly when the payload is
-/// malformed; the iterator stays ended.
+/// The entries of a relocated record's payload: those of [`reference_ops`], where a removal
+/// is damage too (the cleaner relocates only values).
 #[allow(clippy::type_complexity)]
-pub fn entries_checked(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8], &[u8])>> {
-    let mut iter = batch::entries(payload);
+pub fn reference_entries(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8], &[u8])>> {
+    let (ops, whole) = match reference_ops(payload) {
+        Ok(ops) => (ops, true),
+        Err(ops) => (ops, false),
+    };
+    let mut out = Vec::new();
+    for (key, value) in ops {
+        match value {
+            Some(value) => out.push((key, value)),
+            None => return Err(out),
+        }
+    }
+    if whole {
+        Ok(out)
+    } else {
+        Err(out)
+    }
+}
+
+/// Drains an iterator of `batch::entries` or `batch::ops`: the entries before the first `None`,
+/// and whether there was one; checks that nothing follows it and that the iterator stays ended.
+fn drain<T>(mut iter: impl Iterator<Item = Option<T>>) -> Result<Vec<T>, Vec<T>> {
     let mut got = Vec::new();
     let mut bad = false;
     for item in iter.by_ref() {
@@ -330,40 +391,142 @@ pub fn entries_checked(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8]
             None => bad = true,
         }
     }
-    assert!(iter.next().is_none() && iter.next().is_none(), "entries goes on after its end");
-    let want = reference_entries(payload);
-    let result = if bad { Err(got) } else { Ok(got) };
-    assert_eq!(result, want, "batch::entries disagrees");
-    // Each entry lies in the payload, right after the previous one.
-    let mut at = 0;
-    for (key, value) in match &result {
-        Ok(v) | Err(v) => v,
-    } {
-        assert!(core::ptr::eq(key.as_ptr(), payload[at + 4..].as_ptr()));
-        at += 4 + key.len();
-        assert!(core::ptr::eq(value.as_ptr(), payload[at + 4..].as_ptr()));
-        at += 4 + value.len();
+    assert!(iter.next().is_none() && iter.next().is_none(), "the entries go on after their end");
+    if bad {
+        Err(got)
+    } else {
+        Ok(got)
     }
-    if result.is_ok() {
+}
+
+/// Checks that `entries` lie in `payload` one right after another, from the header on, and
+/// (for a payload that parsed whole) end where it ends.
+fn check_in_place(payload: &[u8], entries: &[Entry<'_>], whole: bool) {
+    let mut at = batch::HEADER_BYTES;
+    for (key, value) in entries {
+        assert!(core::ptr::eq(key.as_ptr(), payload[at + 4..].as_ptr()), "a key not in place");
+        at += 4 + key.len();
+        match value {
+            Some(value) => {
+                assert!(core::ptr::eq(value.as_ptr(), payload[at + 4..].as_ptr()), "a value not in place");
+                at += 4 + value.len();
+            }
+            None => {
+                assert_eq!(le32(&payload[at..]), u32::MAX);
+                at += 4;
+            }
+        }
+    }
+    if whole {
         assert_eq!(at, payload.len());
+    }
+}
+
+/// `batch::sn` of `payload`, checked against [`reference_sn`].
+pub fn sn_checked(payload: &[u8]) -> Option<u64> {
+    let sn = batch::sn(payload);
+    assert_eq!(sn, reference_sn(payload), "batch::sn disagrees");
+    sn
+}
+
+/// `batch::entries` of `payload` (a relocated record's), checked against [`reference_entries`]:
+/// the entries in order, each in place in the payload, and `None` as the last item exactly when
+/// the payload is malformed; the iterator stays ended.
+#[allow(clippy::type_complexity)]
+pub fn entries_checked(payload: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Vec<(&[u8], &[u8])>> {
+    sn_checked(payload);
+    let result = drain(batch::entries(payload));
+    assert_eq!(result, reference_entries(payload), "batch::entries disagrees");
+    let (entries, whole) = match &result {
+        Ok(v) => (v, true),
+        Err(v) => (v, false),
+    };
+    let entries: Vec<Entry<'_>> = entries.iter().map(|&(k, v)| (k, Some(v))).collect();
+    check_in_place(payload, &entries, whole);
+    result
+}
+
+/// `batch::ops` of `payload` (a batch record's), checked against [`reference_ops`] as
+/// [`entries_checked`] checks `batch::entries`.
+#[allow(clippy::type_complexity)]
+pub fn ops_checked(payload: &[u8]) -> Result<Vec<Entry<'_>>, Vec<Entry<'_>>> {
+    sn_checked(payload);
+    let result = drain(batch::ops(payload));
+    assert_eq!(result, reference_ops(payload), "batch::ops disagrees");
+    match &result {
+        Ok(v) => check_in_place(payload, v, true),
+        Err(v) => check_in_place(payload, v, false),
     }
     result
 }
 
-/// The checks of a whole record's payload, by its kind: ops and batches parse as the byte tables
-/// say. Returns the entries it would hand the cleaner (`None` if it does not parse).
-pub fn record_checked(kind: Kind, payload: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    for other in [Kind::Pad, Kind::Put, Kind::Delete, Kind::Fragment, Kind::Relocated] {
-        op_checked(other, payload);
+/// A commit's payload (`u64 sn, u32 shards, shards × u64 end`), written plainly.
+pub fn reference_commit(payload: &[u8]) -> Option<Commit> {
+    if payload.len() < 12 {
+        return None;
     }
-    let owned = |entries: Vec<(&[u8], &[u8])>| {
-        entries.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<Vec<_>>()
-    };
-    let entries = entries_checked(payload);
+    let shards = u64::from(le32(&payload[8..]));
+    if (payload.len() - 12) as u64 != shards * 8 {
+        return None;
+    }
+    Some(Commit { sn: le64(payload), ends: payload[12..].chunks(8).map(le64).collect() })
+}
+
+/// `Commit::decode` of `payload`, checked against [`reference_commit`]; a commit that decodes
+/// encodes back to the same bytes.
+pub fn commit_checked(payload: &[u8]) -> Option<Commit> {
+    let commit = Commit::decode(payload);
+    assert_eq!(commit, reference_commit(payload), "Commit::decode disagrees");
+    if let Some(commit) = &commit {
+        assert_eq!(commit.encode(), payload, "a commit re-encodes to other bytes");
+        assert_eq!(Commit::payload_len(commit.ends.len()), payload.len());
+    }
+    commit
+}
+
+/// The write number a record carries (see `cut::write_sn`), written plainly: `Some(Some(sn))`
+/// for ops, batches and relocated records (a batch's or relocation's header is enough),
+/// `Some(None)` for records that carry no write, `None` if the record does not parse as far as
+/// its number.
+pub fn reference_write_sn(kind: Kind, payload: &[u8]) -> Option<Option<u64>> {
     match kind {
-        Kind::Put => op_checked(kind, payload).map(|op| vec![(op.key.to_vec(), op.value.unwrap().to_vec())]),
+        Kind::Put | Kind::Delete => reference_op(kind, payload).map(|op| Some(op.sn)),
+        Kind::Batch | Kind::Relocated => reference_sn(payload).map(Some),
+        Kind::Commit => reference_commit(payload).map(|_| None),
+        Kind::Pad | Kind::Fragment => Some(None),
+        other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
+    }
+}
+
+/// An entry the cleaner may be handed: the record's write number, a key and its value.
+pub type Candidate = (u64, Vec<u8>, Vec<u8>);
+
+/// The checks of a whole record's payload, by its kind: ops, batches, relocated records and
+/// commits parse as the byte tables say, and the record's write number is the one its table
+/// gives. Returns the entries it would hand the cleaner (`None` if it does not parse).
+pub fn record_checked(kind: Kind, payload: &[u8]) -> Option<Vec<Candidate>> {
+    for other in KINDS {
+        op_checked(other, payload);
+        assert_eq!(write_sn(other, payload), reference_write_sn(other, payload), "write_sn of a {other:?}");
+    }
+    let owned = |sn: u64, entries: Vec<(&[u8], &[u8])>| {
+        entries.into_iter().map(|(k, v)| (sn, k.to_vec(), v.to_vec())).collect::<Vec<_>>()
+    };
+    let sn = sn_checked(payload);
+    let entries = entries_checked(payload);
+    let ops = ops_checked(payload);
+    let commit = commit_checked(payload);
+    match kind {
+        Kind::Put => {
+            op_checked(kind, payload).map(|op| vec![(op.sn, op.key.to_vec(), op.value.unwrap().to_vec())])
+        }
         Kind::Delete => op_checked(kind, payload).map(|_| Vec::new()),
-        Kind::Relocated => entries.ok().map(owned),
+        Kind::Relocated => entries.ok().map(|e| owned(sn.expect("a header"), e)),
+        Kind::Batch => ops.ok().map(|ops| {
+            let puts = ops.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+            owned(sn.expect("a header"), puts)
+        }),
+        Kind::Commit => commit.map(|_| Vec::new()),
         Kind::Pad | Kind::Fragment => Some(Vec::new()),
         other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
     }

@@ -157,6 +157,9 @@ pub struct History {
 pub enum CutError {
     /// The history's bytes are damaged or not a history.
     Corrupt,
+    /// A write number of `u64::MAX` (in a record, a commit or the history): none can have been
+    /// given out, and none could follow it.
+    Exhausted,
     /// The history or a commit names another number of shards than the store has.
     ShardCount {
         /// Shards named.
@@ -170,6 +173,9 @@ impl core::fmt::Display for CutError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             CutError::Corrupt => write!(f, "the recovery history is damaged"),
+            CutError::Exhausted => {
+                write!(f, "a write number of 2^64 - 1 in the logs or the recovery history")
+            }
             CutError::ShardCount { found, expected } => {
                 write!(f, "a commit or the recovery history names {found} shards, the store has {expected}")
             }
@@ -272,11 +278,16 @@ impl Plan {
 /// The cut of a store whose shards' logs read as `scans`, given its `history`.
 pub fn plan(history: &History, scans: &[ShardScan]) -> Result<Plan, CutError> {
     let shards = scans.len();
+    let commits = || scans.iter().flat_map(|s| &s.commits);
+    if let Some(commit) = commits().find(|c| c.ends.len() != shards) {
+        return Err(CutError::ShardCount { found: commit.ends.len(), expected: shards });
+    }
+    let spent = [history.cut, history.next_sn].into_iter().chain(scans.iter().map(|s| s.max_sn));
+    if spent.chain(commits().map(|c| c.sn)).any(|sn| sn == u64::MAX) {
+        return Err(CutError::Exhausted);
+    }
     let mut cut = history.cut;
-    for commit in scans.iter().flat_map(|s| &s.commits) {
-        if commit.ends.len() != shards {
-            return Err(CutError::ShardCount { found: commit.ends.len(), expected: shards });
-        }
+    for commit in commits() {
         let valid = commit.sn > cut
             && !history.is_void(commit.sn)
             && commit.ends.iter().zip(scans).all(|(&end, scan)| end <= scan.end);
@@ -356,6 +367,18 @@ mod tests {
         // Nothing written beyond the cut: no void range.
         let clean = plan(&History::default(), &[scan(0, 100, 4, &[(4, &[100])])]).unwrap();
         assert!(clean.history.voids.is_empty());
+    }
+
+    #[test]
+    fn the_last_write_number_is_refused() {
+        let commit =
+            |sn| ShardScan { end: 8, commits: vec![Commit { sn, ends: vec![8] }], ..ShardScan::default() };
+        assert_eq!(plan(&History::default(), &[commit(u64::MAX)]), Err(CutError::Exhausted));
+        let full = ShardScan { max_sn: u64::MAX, ..ShardScan::default() };
+        assert_eq!(plan(&History::default(), &[full]), Err(CutError::Exhausted));
+        let history = History { cut: u64::MAX, ..History::default() };
+        assert_eq!(plan(&history, &[ShardScan::new(0)]), Err(CutError::Exhausted));
+        assert_eq!(plan(&History::default(), &[commit(u64::MAX - 1)]).unwrap().next_sn, u64::MAX);
     }
 
     #[test]
