@@ -28,16 +28,18 @@
 //! draws the same kill times, though the machine's timing cannot be replayed).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use helio::log::{Durability, LogConfig};
 use helio::shard::{Shard, ShardConfig};
 
 mod common;
+use common::cycles::{child_number, mix, print_line, Plan, CHILD_NUMBER_ENV};
 use common::{kill_child, KillAt, Rng};
 
+/// The environment variable that sets the cycles of the three tests together.
+const CYCLES_ENV: &str = "HELIO_CRASH_CYCLES";
 /// Cycles of the three tests together when `HELIO_CRASH_CYCLES` is not set.
 const DEFAULT_CYCLES: u64 = 500;
 /// Below this many cycles a test does not judge its coverage (the data checks always run).
@@ -50,117 +52,6 @@ fn config() -> ShardConfig {
         batch_bytes: 4096,
         ..ShardConfig::default()
     }
-}
-
-/// splitmix64: spreads a seed's bits.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// How many cycles a test runs and with which kill times.
-struct Plan {
-    test: &'static str,
-    seed: u64,
-    rng: Rng,
-    cycles: u64,
-    seconds: Option<f64>,
-    start: Instant,
-    /// When a timed run last said how far it had come.
-    reported: Instant,
-}
-
-impl Plan {
-    /// The plan of `test`, which gets `share` percent of `HELIO_CRASH_CYCLES`.
-    fn new(test: &'static str, share: u64) -> Plan {
-        let total = env_var("HELIO_CRASH_CYCLES").map_or(DEFAULT_CYCLES, |v| {
-            v.trim().parse().unwrap_or_else(|_| panic!("HELIO_CRASH_CYCLES={v}: not a number"))
-        });
-        let seconds = env_var("HELIO_CRASH_SECONDS").map(|v| {
-            v.trim().parse::<f64>().unwrap_or_else(|_| panic!("HELIO_CRASH_SECONDS={v}: not a number"))
-        });
-        let seed = match env_var("HELIO_CRASH_SEED") {
-            Some(v) => {
-                let v = v.trim();
-                match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => v.parse(),
-                }
-                .unwrap_or_else(|_| panic!("HELIO_CRASH_SEED={v}: not a number"))
-            }
-            None => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-                mix(now.as_nanos() as u64 ^ u64::from(std::process::id()) << 40)
-            }
-        };
-        // Each test draws from its own sequence, all from one seed.
-        let salt = test.bytes().fold(0u64, |h, b| mix(h ^ u64::from(b)));
-        let plan = Plan {
-            test,
-            seed,
-            rng: Rng(mix(seed ^ salt) | 1),
-            cycles: (total * share / 100).max(1),
-            seconds,
-            start: Instant::now(),
-            reported: Instant::now(),
-        };
-        match seconds {
-            // On a line of its own: the test harness's line may have no newline yet.
-            Some(s) => println!("\n{test}: HELIO_CRASH_SEED={seed:#x}, cycles for {s} s"),
-            None => println!("\n{test}: HELIO_CRASH_SEED={seed:#x}, {} cycles", plan.cycles),
-        }
-        plan
-    }
-
-    /// Whether to run another cycle after `done`. A timed run says how far it has come once a
-    /// minute.
-    fn more(&mut self, done: u64) -> bool {
-        match self.seconds {
-            Some(s) => {
-                if self.reported.elapsed() >= Duration::from_secs(60) {
-                    self.reported = Instant::now();
-                    println!("{}: {done} cycles in {:.0} s", self.test, self.start.elapsed().as_secs_f64());
-                }
-                done == 0 || self.start.elapsed().as_secs_f64() < s
-            }
-            None => done < self.cycles,
-        }
-    }
-
-    /// Names a cycle in a failure message.
-    fn at(&self, cycle: u64) -> String {
-        format!("{}, cycle {cycle}, HELIO_CRASH_SEED={:#x}", self.test, self.seed)
-    }
-
-    /// A random time from `low` to `high` milliseconds.
-    fn ms(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.rng.next() % (high - low + 1))
-    }
-
-    /// True one time in `n`.
-    fn one_in(&mut self, n: u64) -> bool {
-        self.rng.next() % n == 0
-    }
-
-    /// The line a test prints at its end (`ci/crash-soak.sh` collects them).
-    fn done(&self, cycles: u64, what: &str) {
-        let secs = self.start.elapsed().as_secs_f64();
-        println!(
-            "crash: {}: {cycles} cycles in {secs:.1} s ({what}), HELIO_CRASH_SEED={:#x}",
-            self.test, self.seed
-        );
-    }
-}
-
-/// Prints one whole line with one write, so that a kill cannot leave a line that looks whole.
-fn print_line(line: &str) {
-    std::io::stdout().lock().write_all(line.as_bytes()).unwrap();
 }
 
 const THREADS: u64 = 4;
@@ -203,7 +94,6 @@ enum Writes {
 }
 
 const WRITER_CHILD_ENV: &str = "HELIO_CRASH_CHILD_DIR";
-const CHILD_NUMBER_ENV: &str = "HELIO_CRASH_CHILD";
 
 /// A writer child: writes until killed, printing `ACK thread i` once write `i` of `thread` and
 /// every earlier one of that thread are durable (a `Sync` write's return says so for the earlier
@@ -276,7 +166,7 @@ fn acknowledge(acked: &mut Acked, child: u64, t: u64, last: u64) -> u64 {
 
 /// The writer tests: cycles of killing writer children and checking every acknowledged write.
 fn writer_cycles(test: &'static str, share: u64) {
-    let mut plan = Plan::new(test, share);
+    let mut plan = Plan::new(test, CYCLES_ENV, DEFAULT_CYCLES, share);
     let dir = tempfile::tempdir().unwrap();
     let mut acked = Acked::new();
     // An estimate of how long a child takes to its first acknowledgement.
@@ -297,14 +187,7 @@ fn writer_cycles(test: &'static str, share: u64) {
             ];
             // Half the short kills while the child starts (up to 1.5 times the time it takes to
             // its first acknowledgement), half within 60 ms after that time.
-            let start_ms = first_ack.as_millis() as u64;
-            let at = if long && k == 0 {
-                KillAt::AfterFirstAck(plan.ms(50, 300))
-            } else if plan.one_in(2) {
-                KillAt::AfterSpawn(plan.ms(1, (start_ms * 3 / 2).max(2)))
-            } else {
-                KillAt::AfterSpawn(plan.ms(start_ms + 1, start_ms + 60))
-            };
+            let at = plan.kill_at(long && k == 0, first_ack);
             let child_start = Instant::now();
             let killed = kill_child(test, &env, at).unwrap_or_else(|e| panic!("{}: {e}", plan.at(cycle)));
             in_children += child_start.elapsed();
@@ -401,11 +284,7 @@ fn writer_cycles(test: &'static str, share: u64) {
 fn sigkill_never_loses_an_acknowledged_sync_write() {
     const TEST: &str = "sigkill_never_loses_an_acknowledged_sync_write";
     if let Ok(dir) = std::env::var(WRITER_CHILD_ENV) {
-        writer_child(
-            Path::new(&dir),
-            std::env::var(CHILD_NUMBER_ENV).unwrap().parse().unwrap(),
-            Writes::Sync,
-        );
+        writer_child(Path::new(&dir), child_number(), Writes::Sync);
     }
     writer_cycles(TEST, 50);
 }
@@ -414,11 +293,7 @@ fn sigkill_never_loses_an_acknowledged_sync_write() {
 fn sigkill_never_loses_writes_before_an_acknowledged_sync() {
     const TEST: &str = "sigkill_never_loses_writes_before_an_acknowledged_sync";
     if let Ok(dir) = std::env::var(WRITER_CHILD_ENV) {
-        writer_child(
-            Path::new(&dir),
-            std::env::var(CHILD_NUMBER_ENV).unwrap().parse().unwrap(),
-            Writes::Synced,
-        );
+        writer_child(Path::new(&dir), child_number(), Writes::Synced);
     }
     writer_cycles(TEST, 30);
 }
@@ -461,9 +336,9 @@ fn cleaning_child(dir: &Path, cycle: u64) -> ! {
 fn sigkill_during_cleaning_never_loses_a_synced_write() {
     const TEST: &str = "sigkill_during_cleaning_never_loses_a_synced_write";
     if let Ok(dir) = std::env::var(CLEAN_CHILD_ENV) {
-        cleaning_child(Path::new(&dir), std::env::var(CHILD_NUMBER_ENV).unwrap().parse().unwrap());
+        cleaning_child(Path::new(&dir), child_number());
     }
-    let mut plan = Plan::new(TEST, 20);
+    let mut plan = Plan::new(TEST, CYCLES_ENV, DEFAULT_CYCLES, 20);
     let dir = tempfile::tempdir().unwrap();
     // Per slot, the cycle that last wrote it.
     let mut written = [None; CLEAN_SLOTS as usize];

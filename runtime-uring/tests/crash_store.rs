@@ -40,17 +40,19 @@
 //! draws the same kill times, though the machine's timing cannot be replayed).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use helio::{Config, Durability, Store, WriteBatch};
 
 mod common;
-use common::{kill_child, KillAt, Rng};
+use common::cycles::{child_number, mix, print_line, Plan, CHILD_NUMBER_ENV};
+use common::{kill_child, Rng};
 
+/// The environment variable that sets the cycles of the two tests together.
+const CYCLES_ENV: &str = "HELIO_CRASH_STORE_CYCLES";
 /// Cycles of the two tests together when `HELIO_CRASH_STORE_CYCLES` is not set.
 const DEFAULT_CYCLES: u64 = 300;
 /// Below this many cycles a test does not judge its coverage (the data checks always run).
@@ -66,117 +68,6 @@ fn config(dir: &Path) -> Config {
         .clean_ratio(0.2)
 }
 
-/// splitmix64: spreads a seed's bits.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// How many cycles a test runs and with which kill times.
-struct Plan {
-    test: &'static str,
-    seed: u64,
-    rng: Rng,
-    cycles: u64,
-    seconds: Option<f64>,
-    start: Instant,
-    /// When a timed run last said how far it had come.
-    reported: Instant,
-}
-
-impl Plan {
-    /// The plan of `test`, which gets `share` percent of `HELIO_CRASH_STORE_CYCLES`.
-    fn new(test: &'static str, share: u64) -> Plan {
-        let total = env_var("HELIO_CRASH_STORE_CYCLES").map_or(DEFAULT_CYCLES, |v| {
-            v.trim().parse().unwrap_or_else(|_| panic!("HELIO_CRASH_STORE_CYCLES={v}: not a number"))
-        });
-        let seconds = env_var("HELIO_CRASH_SECONDS").map(|v| {
-            v.trim().parse::<f64>().unwrap_or_else(|_| panic!("HELIO_CRASH_SECONDS={v}: not a number"))
-        });
-        let seed = match env_var("HELIO_CRASH_SEED") {
-            Some(v) => {
-                let v = v.trim();
-                match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => v.parse(),
-                }
-                .unwrap_or_else(|_| panic!("HELIO_CRASH_SEED={v}: not a number"))
-            }
-            None => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-                mix(now.as_nanos() as u64 ^ u64::from(std::process::id()) << 40)
-            }
-        };
-        // Each test draws from its own sequence, all from one seed.
-        let salt = test.bytes().fold(0u64, |h, b| mix(h ^ u64::from(b)));
-        let plan = Plan {
-            test,
-            seed,
-            rng: Rng(mix(seed ^ salt) | 1),
-            cycles: (total * share / 100).max(1),
-            seconds,
-            start: Instant::now(),
-            reported: Instant::now(),
-        };
-        match seconds {
-            // On a line of its own: the test harness's line may have no newline yet.
-            Some(s) => println!("\n{test}: HELIO_CRASH_SEED={seed:#x}, cycles for {s} s"),
-            None => println!("\n{test}: HELIO_CRASH_SEED={seed:#x}, {} cycles", plan.cycles),
-        }
-        plan
-    }
-
-    /// Whether to run another cycle after `done`. A timed run says how far it has come once a
-    /// minute.
-    fn more(&mut self, done: u64) -> bool {
-        match self.seconds {
-            Some(s) => {
-                if self.reported.elapsed() >= Duration::from_secs(60) {
-                    self.reported = Instant::now();
-                    println!("{}: {done} cycles in {:.0} s", self.test, self.start.elapsed().as_secs_f64());
-                }
-                done == 0 || self.start.elapsed().as_secs_f64() < s
-            }
-            None => done < self.cycles,
-        }
-    }
-
-    /// Names a cycle in a failure message.
-    fn at(&self, cycle: u64) -> String {
-        format!("{}, cycle {cycle}, HELIO_CRASH_SEED={:#x}", self.test, self.seed)
-    }
-
-    /// A random time from `low` to `high` milliseconds.
-    fn ms(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.rng.next() % (high - low + 1))
-    }
-
-    /// True one time in `n`.
-    fn one_in(&mut self, n: u64) -> bool {
-        self.rng.next() % n == 0
-    }
-
-    /// The line a test prints at its end (as crash.rs's, which `ci/crash-soak.sh` collects).
-    fn done(&self, cycles: u64, what: &str) {
-        let secs = self.start.elapsed().as_secs_f64();
-        println!(
-            "crash: {}: {cycles} cycles in {secs:.1} s ({what}), HELIO_CRASH_SEED={:#x}",
-            self.test, self.seed
-        );
-    }
-}
-
-/// Prints one whole line with one write, so that a kill cannot leave a line that looks whole.
-fn print_line(line: &str) {
-    std::io::stdout().lock().write_all(line.as_bytes()).unwrap();
-}
-
 /// Word `at` (big-endian `u64`) of a value, if it has one there.
 fn word(value: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(value.get(at * 8..at * 8 + 8)?.try_into().ok()?))
@@ -188,9 +79,6 @@ fn value_of(words: &[u64], seed: u64, len: usize) -> Vec<u8> {
     v.extend((0..len).map(|i| (seed as usize).wrapping_add(i * 7) as u8));
     v
 }
-
-/// The environment variable that tells a child its number (1, 2, ... over the test's cycles).
-const CHILD_NUMBER_ENV: &str = "HELIO_CRASH_CHILD";
 
 /// The kills of a test and what they landed on.
 struct Kills {
@@ -229,14 +117,7 @@ impl Kills {
             let env = [(dir_env, dir.display().to_string()), (CHILD_NUMBER_ENV, self.children.to_string())];
             // Half the short kills while the child starts (up to 1.5 times the time it takes to
             // open the store), half within 60 ms after that time.
-            let start_ms = self.first_ack.as_millis() as u64;
-            let at = if long && k == 0 {
-                KillAt::AfterFirstAck(plan.ms(50, 300))
-            } else if plan.one_in(2) {
-                KillAt::AfterSpawn(plan.ms(1, (start_ms * 3 / 2).max(2)))
-            } else {
-                KillAt::AfterSpawn(plan.ms(start_ms + 1, start_ms + 60))
-            };
+            let at = plan.kill_at(long && k == 0, self.first_ack);
             let child_start = Instant::now();
             let killed =
                 kill_child(plan.test, &env, at).unwrap_or_else(|e| panic!("{}: {e}", plan.at(cycle)));
@@ -451,9 +332,9 @@ fn read_prefix_store(store: &Store, children: u64) -> Result<PrefixState, String
 fn sigkill_store_recovers_a_prefix_of_one_writers_keys() {
     const TEST: &str = "sigkill_store_recovers_a_prefix_of_one_writers_keys";
     if let Ok(dir) = std::env::var(PREFIX_CHILD_ENV) {
-        prefix_child(Path::new(&dir), std::env::var(CHILD_NUMBER_ENV).unwrap().parse().unwrap());
+        prefix_child(Path::new(&dir), child_number());
     }
-    let mut plan = Plan::new(TEST, 50);
+    let mut plan = Plan::new(TEST, CYCLES_ENV, DEFAULT_CYCLES, 50);
     let dir = tempfile::tempdir().unwrap();
     let mut kills = Kills::new();
     // The consecutive keys the store held when the parent last closed it.
@@ -750,11 +631,12 @@ fn read_batch_store(store: &Store) -> Result<(Model, Markers), String> {
 fn sigkill_store_never_tears_a_batch() {
     const TEST: &str = "sigkill_store_never_tears_a_batch";
     if let Ok(dir) = std::env::var(BATCH_CHILD_ENV) {
-        batch_child(Path::new(&dir), std::env::var(CHILD_NUMBER_ENV).unwrap().parse().unwrap());
+        batch_child(Path::new(&dir), child_number());
     }
-    let mut plan = Plan::new(TEST, 50);
+    let mut plan = Plan::new(TEST, CYCLES_ENV, DEFAULT_CYCLES, 50);
     let dir = tempfile::tempdir().unwrap();
     let mut kills = Kills::new();
+    let shard_of = key_shards();
     // The data keys and the markers as the parent last read (and closed) the store.
     let mut model = Model::new();
     let mut markers: Markers = Default::default();
@@ -828,8 +710,8 @@ fn sigkill_store_never_tears_a_batch() {
                 }
                 for i in 0..counts[t] {
                     let ops = batch_ops(t, batch_id(*child, i));
-                    let mut shards: Vec<usize> = ops.iter().map(|(key, _)| shard_of(key)).collect();
-                    shards.push(shard_of(&marker_key(t)));
+                    let mut shards: Vec<usize> = ops.iter().map(|(key, _)| shard_of[key]).collect();
+                    shards.push(shard_of[&marker_key(t)]);
                     multi_shard += u64::from(shards.iter().any(|&s| s != shards[0]));
                     for (key, value) in ops {
                         match value {
@@ -940,14 +822,24 @@ fn describe_marker(marker: Option<&[u8]>) -> String {
     }
 }
 
-/// Which of the store's shards owns `key`: a copy of the store's hash (for the statistics only).
-fn shard_of(key: &[u8]) -> usize {
-    let mut h =
-        key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    (((h >> 32) * SHARDS as u64) >> 32) as usize
+/// Which of the store's shards owns each key the batch test writes (for the statistics only),
+/// as the store itself routes it: a `get` of the key on an empty store of the same
+/// configuration counts in its shard's `gets`.
+fn key_shards() -> HashMap<Vec<u8>, usize> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let gets = |store: &Store| -> Vec<u64> { store.stats().shards.iter().map(|s| s.gets).collect() };
+    let mut before = gets(&store);
+    let mut owners = HashMap::new();
+    for t in 0..BATCH_THREADS {
+        for key in (0..BATCH_KEYS).map(|k| data_key(t, k)).chain([marker_key(t)]) {
+            store.get(&key).unwrap();
+            let after = gets(&store);
+            let shard = (0..SHARDS).find(|&i| after[i] > before[i]).expect("a get counted in no shard");
+            owners.insert(key, shard);
+            before = after;
+        }
+    }
+    store.close().unwrap();
+    owners
 }
