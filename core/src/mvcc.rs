@@ -15,7 +15,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{fence, spin_wait, AtomicU64, Ordering, SpinLock};
+use crate::sync::{fence, AtomicU64, Backoff, Ordering, SpinLock};
 
 /// Number of striped in-flight counters. Writers pick one by a hash of the key. (Two under loom, which
 /// explores every interleaving of every atomic access: fewer stripes, same protocol.)
@@ -103,9 +103,12 @@ impl Mvcc {
         before(sn);
         self.open.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst); // pairs with the fence in `begin_write`
+        // A writer of `sn` may be waiting for I/O (a log append waits when every write buffer
+        // is full): spin only briefly.
+        let backoff = Backoff::new();
         for stripe in &self.inflight {
             while stripe[(sn & 1) as usize].load(Ordering::Acquire) != 0 {
-                spin_wait();
+                backoff.snooze();
             }
         }
         sn

@@ -22,6 +22,29 @@ pub(crate) fn spin_wait() {
     core::hint::spin_loop();
 }
 
+/// Waits for another thread that may be descheduled or waiting for I/O: spins a little, then
+/// (with `std`) yields the CPU between tries.
+pub(crate) struct Backoff {
+    #[cfg(not(loom))]
+    inner: crossbeam_utils::Backoff,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: crossbeam_utils::Backoff::new(),
+        }
+    }
+
+    pub(crate) fn snooze(&self) {
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
+        self.inner.snooze();
+    }
+}
+
 /// A minimal test-and-test-and-set lock for short critical sections that never block.
 ///
 /// `no_std` has no mutex; the sections this guards (editing the sorted list of live snapshots) are a

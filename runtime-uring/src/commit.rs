@@ -9,9 +9,11 @@
 //! survive any crash, on every shard.
 //!
 //! - A `Sync` write, [`Committer::commit`], and the cleaner before it moves a head wait for a
-//!   round that covers them. Rounds are one at a time; writers that arrive during one wait for
-//!   it and share the next (group commit across shards). A shard with nothing unflushed is not
-//!   touched: an idle shard costs a round nothing and never holds the cut back.
+//!   round that covers them: the last one begun, if it sealed their number, or one they begin.
+//!   Beginning a round (seal, ends, record) is short and one at a time; its flushes are not:
+//!   rounds overlap, and each shard's log merges the flushes that rounds ask of it into one
+//!   group commit. A shard with nothing unflushed is not touched: an idle shard costs a round
+//!   nothing and never holds the cut back.
 //! - `Buffered` writes are covered by a round that waits for nothing, at most one per flush
 //!   interval (on the real disk a ticker thread runs it; on a simulated disk, every
 //!   [`INLINE_ROUND_EVERY`]th buffered write does, so that a seeded run repeats). The shards'
@@ -39,8 +41,8 @@ pub struct Committer {
     logs: Vec<Arc<Log>>,
     /// Every write numbered at or below this is recoverable.
     committed: AtomicU64,
-    state: Mutex<State>,
-    turn: Condvar,
+    /// The last round begun; rounds begin one at a time under this lock.
+    latest: Mutex<Option<Arc<Round>>>,
     /// A buffered write since the last buffered round.
     buffered: AtomicBool,
     /// Buffered writes seen (on a simulated disk, where they pace the rounds).
@@ -53,9 +55,13 @@ pub struct Committer {
 /// The ticker thread and the flag (with its wake-up) that stops it.
 type Ticker = (JoinHandle<()>, Arc<(Mutex<bool>, Condvar)>);
 
-struct State {
-    /// A round is running.
-    leading: bool,
+/// A round begun: its commit record is appended; it holds once every log is durable up to
+/// its end.
+struct Round {
+    /// The sealed number it covers.
+    sealed: u64,
+    /// Each shard's log end it needs durable (the home's past the record).
+    ends: Vec<u64>,
 }
 
 impl Committer {
@@ -65,10 +71,9 @@ impl Committer {
     pub fn new(mvcc: Arc<Mvcc>, logs: Vec<Arc<Log>>, real: bool, interval: Duration) -> Arc<Self> {
         let committer = Arc::new(Self {
             mvcc,
-            state: Mutex::new(State { leading: false }),
+            latest: Mutex::new(None),
             logs,
             committed: AtomicU64::new(0),
-            turn: Condvar::new(),
             buffered: AtomicBool::new(false),
             buffered_writes: AtomicU64::new(0),
             inline: !real,
@@ -104,34 +109,39 @@ impl Committer {
         }
     }
 
-    /// Returns once every write numbered at or below `through` is recoverable: runs a round
-    /// (with `home` holding its commit record) or waits for one that covers it. `user`: a
-    /// writer or `sync` waits (which turns on the logs' zero-filling ahead), not upkeep.
+    /// Returns once every write numbered at or below `through` is recoverable: waits for the
+    /// last round begun if it covers `through`, or begins one (with `home` holding its commit
+    /// record). `user`: a writer or `sync` waits (which turns on the logs' zero-filling ahead),
+    /// not upkeep.
     pub fn commit(&self, home: usize, through: u64, user: bool) -> Result<(), LogError> {
-        loop {
-            if self.committed.load(Ordering::Acquire) >= through {
-                return Ok(());
-            }
-            self.check_poison()?;
-            let mut state = self.state.lock().unwrap();
-            while state.leading && self.committed.load(Ordering::Acquire) < through {
-                state = self.turn.wait(state).unwrap();
-            }
-            if self.committed.load(Ordering::Acquire) >= through {
-                return Ok(());
-            }
-            state.leading = true;
-            drop(state);
-            let round = self.round(home, Some(user));
-            let mut state = self.state.lock().unwrap();
-            state.leading = false;
-            if let Ok(sealed) = &round {
-                self.committed.fetch_max(*sealed, Ordering::AcqRel);
-            }
-            self.turn.notify_all();
-            drop(state);
-            round?;
+        if self.committed.load(Ordering::Acquire) >= through {
+            return Ok(());
         }
+        self.check_poison()?;
+        let round = {
+            let mut latest = self.latest.lock().unwrap();
+            match &*latest {
+                Some(round) if round.sealed >= through => round.clone(),
+                _ => {
+                    let round = Arc::new(self.begin(home)?);
+                    *latest = Some(round.clone());
+                    round
+                }
+            }
+        };
+        // The home first: this thread may flush it itself (a log's leader); the others are
+        // asked first, so that their flushes run meanwhile.
+        let mut behind: Vec<usize> =
+            (0..self.logs.len()).filter(|&i| self.logs[i].durable_lsn() < round.ends[i]).collect();
+        behind.sort_by_key(|&i| i != home);
+        for &i in behind.iter().skip(1) {
+            self.logs[i].request_durable(round.ends[i]);
+        }
+        for &i in &behind {
+            self.logs[i].wait_durable(round.ends[i], user)?;
+        }
+        self.committed.fetch_max(round.sealed, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Every write that returned before the call (or is in the tree: a reader may have seen
@@ -151,25 +161,26 @@ impl Committer {
         }
     }
 
-    /// A round that waits for nothing, unless one is running already (which covers as much).
+    /// Begins a round and asks each shard that needs it for its next interval flush, without
+    /// waiting.
     fn buffered_round(&self) -> Result<(), LogError> {
-        let mut state = self.state.lock().unwrap();
-        if state.leading {
-            return Ok(());
+        let round = {
+            let mut latest = self.latest.lock().unwrap();
+            let round = Arc::new(self.begin(self.busiest())?);
+            *latest = Some(round.clone());
+            round
+        };
+        for (log, &end) in self.logs.iter().zip(&round.ends) {
+            if log.durable_lsn() < end {
+                log.settle(end, Durability::Buffered)?;
+            }
         }
-        state.leading = true;
-        drop(state);
-        let home = self.busiest();
-        let round = self.round(home, None);
-        self.state.lock().unwrap().leading = false;
-        self.turn.notify_all();
-        round.map(drop)
+        Ok(())
     }
 
-    /// One round: seal, read the ends, append the commit at `home`, then flush (waiting, as a
-    /// `user` or for upkeep, if `wait` is given; otherwise asking the shards for their next
-    /// interval flush). Returns the sealed number.
-    fn round(&self, home: usize, wait: Option<bool>) -> Result<u64, LogError> {
+    /// Begins a round (the caller holds `latest`): seals the open number, reads the ends and
+    /// appends the commit record at `home`.
+    fn begin(&self, home: usize) -> Result<Round, LogError> {
         let sealed = self.mvcc.seal();
         // A shard that failed may have lost part of a batch: cover nothing from here on.
         self.check_poison()?;
@@ -184,27 +195,7 @@ impl Committer {
         // and its reading of the ends), and only a commit with a larger number covers them.
         let commit = Commit { sn: sealed, ends: ends.clone() };
         ends[home] = self.logs[home].append(Kind::Commit, &commit.encode(), Durability::None)?;
-        match wait {
-            Some(user) => {
-                let behind: Vec<usize> =
-                    (0..self.logs.len()).filter(|&i| self.logs[i].durable_lsn() < ends[i]).collect();
-                // Ask every shard first, so that their flushes run at once.
-                for &i in &behind {
-                    self.logs[i].request_durable(ends[i]);
-                }
-                for &i in &behind {
-                    self.logs[i].wait_durable(ends[i], user)?;
-                }
-            }
-            None => {
-                for (log, &end) in self.logs.iter().zip(&ends) {
-                    if log.durable_lsn() < end {
-                        log.settle(end, Durability::Buffered)?;
-                    }
-                }
-            }
-        }
-        Ok(sealed)
+        Ok(Round { sealed, ends })
     }
 
     /// The shard with the most bytes not yet durable (the first if none has any).
@@ -218,7 +209,8 @@ impl Committer {
         let _ = self.poison.set(Arc::new(failure));
     }
 
-    fn check_poison(&self) -> Result<(), LogError> {
+    /// Fails once a batch was left half appended: the store takes no more writes then.
+    pub fn check_poison(&self) -> Result<(), LogError> {
         match self.poison.get() {
             Some(failure) => Err(LogError::Poisoned(failure.clone())),
             None => Ok(()),

@@ -396,6 +396,8 @@ impl Inner {
 
     fn check_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ShardError> {
         self.tree.check_write(key, value).map_err(ShardError::Refused)?;
+        // After a batch left half appended no write may follow it (no commit ever will).
+        self.committer().check_poison()?;
         if let (Some(quota), Some(_)) = (self.memory_quota, value) {
             let used = self.memory.load(Ordering::Relaxed);
             if used >= quota {

@@ -13,6 +13,10 @@
 use std::ops::Range;
 
 use helio_core::log::batch::BatchWriter;
+use helio_core::WriteTicket;
+
+use super::{shard_index, Error, Store};
+use crate::log::{Durability, IoFailure};
 
 /// Puts and deletes to apply together, atomically (see [`Store::write`](super::Store::write)).
 ///
@@ -85,6 +89,70 @@ impl WriteBatch {
         self.bytes.extend_from_slice(bytes);
         start..self.bytes.len()
     }
+}
+
+/// [`Store::write_with`]: checks, then logs and applies every part under one ticket with the
+/// stripes of every key held, then gives the batch its durability.
+pub(super) fn write(store: &Store, batch: &WriteBatch, durability: Durability) -> Result<(), Error> {
+    if batch.len() > WriteBatch::MAX_OPS || batch.bytes() > WriteBatch::MAX_BYTES {
+        return Err(Error::BatchTooLarge {
+            ops: batch.len(),
+            bytes: batch.bytes(),
+            max_ops: WriteBatch::MAX_OPS,
+            max_bytes: WriteBatch::MAX_BYTES,
+        });
+    }
+    let parts = parts(batch, |key| shard_index(key, store.shards.len()));
+    for part in &parts {
+        for &(key, value) in &part.ops {
+            store.shards[part.shard].check_write(key, value)?;
+        }
+    }
+    let Some(first) = parts.first() else { return Ok(()) };
+    let (ends, sn) = {
+        let _stripes: Vec<_> = parts
+            .iter()
+            .map(|part| store.shards[part.shard].lock_stripes(part.ops.iter().map(|&(key, _)| key)))
+            .collect();
+        let ticket = store.mvcc.begin_write(0);
+        let ends = log_parts(store, &parts, &ticket)?;
+        let guard = store.shards[first.shard].tree().pin();
+        for part in &parts {
+            for &(key, value) in &part.ops {
+                store.shards[part.shard].apply(&ticket, key, value, &guard);
+            }
+        }
+        (ends, ticket.sn())
+    };
+    match durability {
+        // One commit covers every part.
+        Durability::Sync => Ok(store.shards[first.shard].settle(ends[0], sn, durability)?),
+        _ => parts.iter().zip(ends).try_for_each(|(part, end)| {
+            store.shards[part.shard].settle(end, sn, durability).map_err(Error::from)
+        }),
+    }
+}
+
+/// Appends every part, numbered by `ticket`; returns each part's log end. A part that fails
+/// after another was appended poisons the committer: half a batch is never made recoverable.
+fn log_parts(store: &Store, parts: &[Part<'_>], ticket: &WriteTicket<'_>) -> Result<Vec<u64>, Error> {
+    let mut ends = Vec::with_capacity(parts.len());
+    for part in parts {
+        match store.shards[part.shard].log_batch(part.payload(ticket.sn()).payload()) {
+            Ok(end) => ends.push(end),
+            Err(e) => {
+                if !ends.is_empty() {
+                    store.committer.poison(IoFailure {
+                        op: "write every part of a batch to",
+                        path: store.dir.clone(),
+                        source: std::io::Error::other(format!("shard {} failed: {e}", part.shard)),
+                    });
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(ends)
 }
 
 /// An operation: a key and its value, `None` for a delete.

@@ -27,7 +27,7 @@ pub use range::{Entry, Range};
 
 use crate::commit::Committer;
 use crate::cut::plan_recovery;
-use crate::log::{Durability, IoFailure};
+use crate::log::Durability;
 use crate::shard::{Shard, ShardError, ShardStats};
 
 /// An open store. `Send + Sync`: share it (in an `Arc`) between threads; every method may be
@@ -132,58 +132,7 @@ impl Store {
     /// each side of the moment the batch lands in the tree, can see one key new and another
     /// old; read through [`Store::snapshot`] to see several keys at one point.
     pub fn write_with(&self, batch: &WriteBatch, durability: Durability) -> Result<(), Error> {
-        if batch.len() > WriteBatch::MAX_OPS || batch.bytes() > WriteBatch::MAX_BYTES {
-            return Err(Error::BatchTooLarge {
-                ops: batch.len(),
-                bytes: batch.bytes(),
-                max_ops: WriteBatch::MAX_OPS,
-                max_bytes: WriteBatch::MAX_BYTES,
-            });
-        }
-        let parts = batch::parts(batch, |key| shard_index(key, self.shards.len()));
-        for part in &parts {
-            for &(key, value) in &part.ops {
-                self.shards[part.shard].check_write(key, value)?;
-            }
-        }
-        let Some(first) = parts.first() else { return Ok(()) };
-        let (ends, sn) = {
-            let _stripes: Vec<_> = parts
-                .iter()
-                .map(|part| self.shards[part.shard].lock_stripes(part.ops.iter().map(|&(key, _)| key)))
-                .collect();
-            let ticket = self.mvcc.begin_write(0);
-            let mut ends = Vec::with_capacity(parts.len());
-            for (i, part) in parts.iter().enumerate() {
-                match self.shards[part.shard].log_batch(part.payload(ticket.sn()).payload()) {
-                    Ok(end) => ends.push(end),
-                    Err(e) => {
-                        if i > 0 {
-                            self.committer.poison(IoFailure {
-                                op: "write every part of a batch to",
-                                path: self.dir.clone(),
-                                source: std::io::Error::other(format!("shard {} failed: {e}", part.shard)),
-                            });
-                        }
-                        return Err(e.into());
-                    }
-                }
-            }
-            let guard = self.shards[first.shard].tree().pin();
-            for part in &parts {
-                for &(key, value) in &part.ops {
-                    self.shards[part.shard].apply(&ticket, key, value, &guard);
-                }
-            }
-            (ends, ticket.sn())
-        };
-        match durability {
-            // One commit covers every part.
-            Durability::Sync => Ok(self.shards[first.shard].settle(ends[0], sn, durability)?),
-            _ => parts.iter().zip(ends).try_for_each(|(part, end)| {
-                self.shards[part.shard].settle(end, sn, durability).map_err(Error::from)
-            }),
-        }
+        batch::write(self, batch, durability)
     }
 
     /// The latest value of `key`.
