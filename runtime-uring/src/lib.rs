@@ -3,11 +3,17 @@
 //! The crate a database links to use the Helio storage engine.
 //!
 //! ```no_run
-//! use helio::{Config, Durability, Store};
+//! use helio::{Config, Durability, Store, WriteBatch};
 //! let dir = std::env::temp_dir().join("helio-doc");
 //! let store = Store::open(Config::new(&dir).shards(2).durability(Durability::Sync))?;
 //! store.put(b"k", b"v")?;
 //! assert_eq!(store.get(b"k")?.as_deref(), Some(&b"v"[..]));
+//! let mut batch = WriteBatch::new(); // all or nothing, across shards
+//! batch.put(b"row/17", b"...").delete(b"idx/old/17").put(b"idx/new/17", b"");
+//! store.write(&batch)?;
+//! for item in store.iter() {
+//!     let (key, value) = item?;
+//! }
 //! for item in store.range(&b"a"[..]..&b"z"[..]).rev() {
 //!     let (key, value) = item?;
 //! }
