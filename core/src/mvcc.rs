@@ -102,9 +102,10 @@ impl Mvcc {
         let sn = self.open.load(Ordering::SeqCst);
         before(sn);
         self.open.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst); // pairs with the fence in `begin_write`
+        // Pairs with the fence in `begin_write`.
+        fence(Ordering::SeqCst);
         // A writer of `sn` may be waiting for I/O (a log append waits when every write buffer
-        // is full): spin only briefly.
+        // is full), or be descheduled: spin only briefly, then yield.
         let backoff = Backoff::new();
         for stripe in &self.inflight {
             while stripe[(sn & 1) as usize].load(Ordering::Acquire) != 0 {
