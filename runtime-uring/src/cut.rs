@@ -14,6 +14,7 @@ use helio_core::log::cut::{plan, History, Malformed, Plan, ShardScan};
 use helio_core::log::replay::ReplayError;
 
 use crate::disk::{read_file, replace_file};
+use crate::fanout;
 use crate::log::{Log, LogConfig, LogError};
 use crate::shard::ShardError;
 use crate::superblock_file::SuperblockFileError;
@@ -31,15 +32,7 @@ pub fn plan_recovery(dir: &Path, shard_dirs: &[PathBuf], log: &LogConfig) -> Res
             .map_err(|reason| ShardError::History { path: path.clone(), reason })?,
         None => History::default(),
     };
-    // In parallel, but one after another on a simulated disk, so that a seeded run repeats.
-    let scans: Vec<Result<ShardScan, ShardError>> = if log.disk.is_real() {
-        std::thread::scope(|s| {
-            let scans: Vec<_> = shard_dirs.iter().map(|d| s.spawn(move || scan(d, log))).collect();
-            scans.into_iter().map(|h| h.join().expect("a shard's scan panicked")).collect()
-        })
-    } else {
-        shard_dirs.iter().map(|d| scan(d, log)).collect()
-    };
+    let scans = fanout::each(log.disk.is_real(), shard_dirs, |_, dir| scan(dir, log));
     let scans = scans.into_iter().collect::<Result<Vec<_>, _>>()?;
     let plan = plan(&history, &scans).map_err(|reason| ShardError::History { path: path.clone(), reason })?;
     if plan.history != history {

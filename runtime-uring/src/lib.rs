@@ -35,6 +35,7 @@ mod commit;
 mod cut;
 pub mod disk;
 pub mod dma;
+mod fanout;
 pub mod log;
 pub mod probe;
 pub mod recovery;

@@ -27,6 +27,7 @@ pub use range::{Entry, Range};
 
 use crate::commit::Committer;
 use crate::cut::plan_recovery;
+use crate::fanout;
 use crate::log::Durability;
 use crate::shard::{Shard, ShardError, ShardStats};
 
@@ -81,16 +82,7 @@ impl Store {
                 .map(|(shard, _)| shard)
                 .map_err(|e| shard_error(path, e))
         };
-        // In parallel, but one after another on a simulated disk, so that a seeded run repeats.
-        let opened: Vec<Result<Shard, Error>> = if disk.is_real() {
-            std::thread::scope(|s| {
-                let handles: Vec<_> =
-                    dirs.iter().enumerate().map(|(i, path)| s.spawn(move || recover(i, path))).collect();
-                handles.into_iter().map(|h| h.join().expect("a shard's recovery panicked")).collect()
-            })
-        } else {
-            dirs.iter().enumerate().map(|(i, path)| recover(i, path)).collect()
-        };
+        let opened = fanout::each(disk.is_real(), &dirs, recover);
         let mut shards = opened.into_iter().collect::<Result<Box<[Shard]>, Error>>()?;
         let logs = shards.iter().map(|shard| shard.log().clone()).collect();
         let committer = Committer::new(mvcc.clone(), logs, disk.is_real(), config.log.flush_interval);
@@ -183,19 +175,11 @@ impl Store {
     /// included) is given back, so the files hold about the live data. The cleaners do the same
     /// a stretch at a time as logs grow.
     pub fn checkpoint(&self) -> Result<(), Error> {
-        // On a simulated disk one after another, so that a seeded run repeats.
-        if !self.shards[0].log().disk_is_real() {
-            return self
-                .shards
-                .iter()
-                .try_for_each(|shard| shard.checkpoint().map(drop).map_err(Error::from));
-        }
         // Shards clean at once, each on a thread of its own, as their cleaners would.
-        std::thread::scope(|s| {
-            let cleanings: Vec<_> = self.shards.iter().map(|shard| s.spawn(|| shard.checkpoint())).collect();
-            cleanings.into_iter().try_for_each(|c| c.join().expect("a cleaning panicked").map(drop))
-        })?;
-        Ok(())
+        let real = self.shards[0].log().disk_is_real();
+        fanout::each(real, &self.shards, |_, shard| shard.checkpoint().map(drop))
+            .into_iter()
+            .try_for_each(|cleaned| cleaned.map_err(Error::from))
     }
 
     /// The store's counters.
