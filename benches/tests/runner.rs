@@ -7,10 +7,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn run(out: &Path, root: &Path) -> Value {
+/// Runs `helio-bench` with `args` on data under `root`, its report in `out`; the report.
+fn run_with(out: &Path, root: &Path, args: &[&str]) -> Value {
     let status = Command::new(env!("CARGO_BIN_EXE_helio-bench"))
-        .args(["--keys", "3000", "--ops", "3000", "--sync-ops", "128", "--sync-threads", "1,8"])
-        .args(["--workloads", "all", "--cores", "1,2", "--scan-len", "20"])
+        .args(args)
         .arg("--dir")
         .arg(root)
         .arg("--out")
@@ -20,6 +20,11 @@ fn run(out: &Path, root: &Path) -> Value {
     assert!(status.success(), "helio-bench failed: {status}");
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
         .expect("report.json parses")
+}
+
+fn run(out: &Path, root: &Path) -> Value {
+    let args = ["--keys", "3000", "--ops", "3000", "--sync-ops", "128", "--sync-threads", "1,8"];
+    run_with(out, root, &[&args[..], &["--workloads", "all", "--cores", "1,2", "--scan-len", "20"]].concat())
 }
 
 #[test]
@@ -95,17 +100,9 @@ fn fillbatch_fills_every_engine_in_atomic_batches_and_every_value_reads_back() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, root) = (tmp.path().join("report"), tmp.path().join("data"));
     std::fs::create_dir_all(&root).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_helio-bench"))
-        .args(["--keys", "3000", "--batch", "64", "--cores", "1,2"])
-        .args(["--workloads", "fillbatch,readseq,readrandom", "--dir"])
-        .arg(&root)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("helio-bench runs");
-    assert!(status.success(), "helio-bench failed: {status}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let args =
+        ["--keys", "3000", "--batch", "64", "--cores", "1,2", "--workloads", "fillbatch,readseq,readrandom"];
+    let report = run_with(&out, &root, &args);
     assert_eq!(report["spec"]["batch"], 64);
     let engines: Vec<&str> =
         report["spec"]["engines"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
@@ -140,26 +137,9 @@ fn repeated_rounds_report_each_phase_from_its_median_round() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, root) = (tmp.path().join("report"), tmp.path().join("data"));
     std::fs::create_dir_all(&root).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_helio-bench"))
-        .args([
-            "--keys",
-            "2000",
-            "--engines",
-            "helio",
-            "--workloads",
-            "fillrandom,readrandom",
-            "--cores",
-            "1",
-        ])
-        .args(["--rounds", "3", "--dir"])
-        .arg(&root)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("helio-bench runs");
-    assert!(status.success(), "helio-bench failed: {status}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let args =
+        ["--keys", "2000", "--engines", "helio", "--workloads", "fillrandom,readrandom", "--cores", "1"];
+    let report = run_with(&out, &root, &[&args[..], &["--rounds", "3"]].concat());
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "one merged result per phase");
     for f in results {
