@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the SIGKILL crash tests (runtime-uring/tests/crash.rs) in release mode for as long as
-# asked: each test in turn for its share of the time, then the cycles each one did. Runs from any
+# Runs the SIGKILL crash tests (runtime-uring/tests/crash.rs on a shard, crash_store.rs on a
+# store of 4 shards) in release mode for as long as asked: each test in turn for its share of
+# the time, then the cycles each one did. Runs from any
 # directory; stops at the first failure (its message names the cycle and the seed).
 #
 #   bash ci/crash-soak.sh 3600              # an hour, 20 minutes per test
@@ -30,10 +31,13 @@ done
 export CARGO_TARGET_DIR="${HELIO_BUILD_CACHE:-$HOME/.cache/helio-build}"
 mkdir -p "$CARGO_TARGET_DIR"
 
+# Test file, then test.
 tests=(
-  sigkill_never_loses_an_acknowledged_sync_write
-  sigkill_never_loses_writes_before_an_acknowledged_sync
-  sigkill_during_cleaning_never_loses_a_synced_write
+  crash:sigkill_never_loses_an_acknowledged_sync_write
+  crash:sigkill_never_loses_writes_before_an_acknowledged_sync
+  crash:sigkill_during_cleaning_never_loses_a_synced_write
+  crash_store:sigkill_store_recovers_a_prefix_of_one_writers_keys
+  crash_store:sigkill_store_never_tears_a_batch
 )
 share=$(awk -v s="$seconds" -v n="${#tests[@]}" 'BEGIN { printf "%.1f", s / n }')
 
@@ -47,10 +51,11 @@ summary() {
 trap summary EXIT
 
 printf '== building the crash tests (release)\n'
-cargo test --release -p helio --test crash --no-run
+cargo test --release -p helio --test crash --test crash_store --no-run
 
-for test in "${tests[@]}"; do
+for entry in "${tests[@]}"; do
+  file="${entry%%:*}" test="${entry#*:}"
   printf '\n== %s for %s s\n' "$test" "$share"
-  HELIO_CRASH_SECONDS="$share" cargo test --release -p helio --test crash -- \
+  HELIO_CRASH_SECONDS="$share" cargo test --release -p helio --test "$file" -- \
     --exact "$test" --nocapture --test-threads=1 | tee -a "$log"
 done
