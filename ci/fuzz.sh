@@ -23,6 +23,7 @@ targets=(
   replay
   recover
   cut
+  page
 )
 
 step() { printf '\n== %s\n' "$*"; }

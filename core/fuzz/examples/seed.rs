@@ -10,6 +10,7 @@ use helio_core::log::batch::BatchWriter;
 use helio_core::log::cut::{Commit, History, Void};
 use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{encode, frame_bytes, Kind, Op, Stamp};
+use helio_core::log::page::{PageTable, PageWriter, TableEntry};
 use helio_core::log::superblock::{Superblock, BLOCK_BYTES};
 
 const SALT: u64 = 0x05EE_D0F4_E110_C0DE;
@@ -253,5 +254,37 @@ fn main() {
             input.extend(rng.take(60 + 40 * i).iter().map(|b| if i == 0 { b % 64 } else { *b }));
             write(dir, "cut", &format!("{name}-{i}"), &input);
         }
+    }
+
+    // page: page records as written (an image, a delta, one cut short), table files (whole,
+    // and a body for the target to seal), and records to fold.
+    let mut page = PageWriter::new();
+    page.start(9, None, b"", Some(b"m"));
+    page.push(b"apple", Some(b"red"), 9);
+    page.push(b"apple", None, 4);
+    page.push(b"fig", Some(b""), 2);
+    write(dir, "page", "record-image", &[&[0u8][..], page.payload()].concat());
+    write(dir, "page", "record-cut", &[&[0u8][..], &page.payload()[..40]].concat());
+    page.start(12, Some(4096), b"m", None);
+    page.push(b"pear", Some(b"green"), 12);
+    write(dir, "page", "record-delta", &[&[0u8][..], page.payload()].concat());
+    let mut table = PageTable::new();
+    let entry = |lo: &[u8], hi: Option<&[u8]>, addr: u64| TableEntry {
+        lo: lo.into(),
+        hi: hi.map(Into::into),
+        addr,
+        sn: addr / 8,
+        segments: 2,
+        items: 40,
+    };
+    table.insert(entry(b"", Some(b"m"), 4096));
+    table.insert(entry(b"p", None, 8192));
+    let file = table.encode(1 << 20);
+    write(dir, "page", "table", &[&[1u8][..], &file].concat());
+    write(dir, "page", "table-body", &[&[2u8][..], &file[..file.len() - 4]].concat());
+    for i in 0..4 {
+        let mut input = vec![3];
+        input.extend(rng.take(60 + 40 * i));
+        write(dir, "page", &format!("fold-{i}"), &input);
     }
 }

@@ -5,7 +5,7 @@
 //! Checks against the rule written from `clean.rs`'s description: the candidates handed out are
 //! exactly the entries of each whole put and relocated record and the puts of each batch record
 //! (those before a record's damage too), each with its record's write number; deletes, a
-//! batch's removals, commits and pads give none; a record that does not parse is `Unreadable`
+//! batch's removals, commits, page records and pads give none; a record that does not parse is `Unreadable`
 //! at its address, and the cut is the end of the last frame read outside any fragmented
 //! record, unless a frame of a later epoch shows the record was abandoned.
 //!
@@ -18,8 +18,8 @@ use helio_core::log::cut::Commit;
 use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{frame_bytes, Frame, Kind};
 use helio_core_fuzz::{
-    fragment_payload, op_payload, reference_commit, reference_entries, reference_op, reference_ops,
-    reference_sn, Candidate, Input, ModelAssembler, KINDS,
+    fragment_payload, op_payload, page_payload, reference_commit, reference_entries, reference_op,
+    reference_ops, reference_page, reference_sn, Candidate, Input, ModelAssembler, KINDS,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -61,6 +61,7 @@ fn candidates(kind: Kind, payload: &[u8]) -> (Entries, bool) {
             }
         }
         Kind::Commit => (Vec::new(), reference_commit(payload).is_some()),
+        Kind::PageImage | Kind::PageDelta => (Vec::new(), reference_page(payload).is_some()),
         Kind::Pad | Kind::Fragment => (Vec::new(), true),
         other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
     }
@@ -158,6 +159,8 @@ fuzz_target!(|data: &[u8]| {
                         Kind::Relocated => batch_payload(&mut input, false),
                         Kind::Batch => batch_payload(&mut input, true),
                         Kind::Commit => commit_payload(&mut input),
+                        Kind::PageImage => page_payload(&mut input, false),
+                        Kind::PageDelta => page_payload(&mut input, true),
                         _ => input.vec(300),
                     };
                     let max = FRAGMENT_HEADER_BYTES + 1 + input.len(120);

@@ -31,7 +31,9 @@ use helio_core::log::batch::BatchWriter;
 use helio_core::log::crc32c_of;
 use helio_core::log::cut::{plan, Commit, CutError, History, Malformed, ShardScan, Void};
 use helio_core::log::frame::Kind;
-use helio_core_fuzz::{commit_checked, op_payload, reference_commit, reference_write_sn, Input, KINDS};
+use helio_core_fuzz::{
+    commit_checked, op_payload, page_payload, reference_commit, reference_write_sn, Input, KINDS,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// The most shards a generated store has.
@@ -365,6 +367,7 @@ fn record(input: &mut Input<'_>, kind: Kind, raw: bool) -> Vec<u8> {
             let sn = input.sn();
             Commit { sn, ends: (0..input.u8() % 4).map(|_| input.u64()).collect() }.encode()
         }
+        Kind::PageImage | Kind::PageDelta => page_payload(input, kind == Kind::PageDelta),
         _ => input.vec(40),
     }
 }

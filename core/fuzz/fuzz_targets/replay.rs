@@ -9,7 +9,7 @@
 //! follows its number, and one that does not parse as far as its number is `Malformed`;
 //! otherwise a malformed record is `Malformed` of its kind (a relocated or batch record's
 //! entries before the damage are applied, a batch's removals delete), one over the limits is
-//! `Refused`, a commit changes nothing; the counts match, the tree holds exactly the map at the
+//! `Refused`, a commit or a page record changes nothing; the counts match, the tree holds exactly the map at the
 //! end, and its invariants hold.
 //!
 //! Input: `u8 mode` (bit 0: with a plan, then its cut and void ranges), then records until it
@@ -25,8 +25,8 @@ use helio_core::log::frame::Kind;
 use helio_core::log::replay::{Replay, ReplayError, ReplayStats};
 use helio_core::{Collector, Mvcc, Tree, TreeConfig};
 use helio_core_fuzz::{
-    op_payload, reference_commit, reference_entries, reference_op, reference_ops, reference_write_sn, Entry,
-    Input,
+    op_payload, page_payload, reference_commit, reference_entries, reference_op, reference_ops,
+    reference_page, reference_write_sn, Entry, Input,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -130,9 +130,21 @@ fuzz_target!(|data: &[u8]| {
                 }
                 (Kind::Commit, payload)
             }
+            _ if choice & 0x40 != 0 => {
+                let kind = if choice & 0x80 != 0 { Kind::PageDelta } else { Kind::PageImage };
+                (kind, page_payload(&mut input, kind == Kind::PageDelta))
+            }
             _ => (
-                [Kind::Put, Kind::Delete, Kind::Relocated, Kind::Fragment, Kind::Batch, Kind::Commit]
-                    [usize::from(choice >> 3) % 6],
+                [
+                    Kind::Put,
+                    Kind::Delete,
+                    Kind::Relocated,
+                    Kind::Fragment,
+                    Kind::Batch,
+                    Kind::Commit,
+                    Kind::PageImage,
+                    Kind::PageDelta,
+                ][usize::from(choice >> 3) % 8],
                 input.vec(120),
             ),
         };
@@ -199,6 +211,7 @@ fuzz_target!(|data: &[u8]| {
                     result
                 }
                 Kind::Commit => reference_commit(&payload).map(|_| ()).ok_or(malformed),
+                Kind::PageImage | Kind::PageDelta => reference_page(&payload).map(|_| ()).ok_or(malformed),
                 Kind::Pad | Kind::Fragment => Ok(()),
                 other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
             },

@@ -14,6 +14,7 @@ use helio_core::log::frame::{
     classify_failure, decode, encode, frame_bytes, Decoded, Failure, Frame, Invalid, Kind, Op, Stamp, ALIGN,
     EPOCH_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX,
 };
+use helio_core::log::page::{PageEntry, PageRecord, PageWriter, NO_PREV};
 
 /// Reads values from fuzz input, front to back. Past the end every read gives zeros (or fewer
 /// bytes), so any input is a valid one.
@@ -149,6 +150,8 @@ pub fn reference_decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Resu
         5 => Kind::Relocated,
         6 => Kind::Batch,
         7 => Kind::Commit,
+        8 => Kind::PageImage,
+        9 => Kind::PageDelta,
         other => return Err(Decoded::Invalid(Invalid::UnknownKind(other))),
     };
     let epoch = u32::from(buf[21]) | u32::from(buf[22]) << 8 | u32::from(buf[23]) << 16;
@@ -305,8 +308,17 @@ pub fn op_checked(kind: Kind, payload: &[u8]) -> Option<Op<'_>> {
 }
 
 /// Every kind of record, in the order of their kind bytes.
-pub const KINDS: [Kind; 7] =
-    [Kind::Pad, Kind::Put, Kind::Delete, Kind::Fragment, Kind::Relocated, Kind::Batch, Kind::Commit];
+pub const KINDS: [Kind; 9] = [
+    Kind::Pad,
+    Kind::Put,
+    Kind::Delete,
+    Kind::Fragment,
+    Kind::Relocated,
+    Kind::Batch,
+    Kind::Commit,
+    Kind::PageImage,
+    Kind::PageDelta,
+];
 
 /// The payload of a put (`value` given) or a delete.
 pub fn op_payload(sn: u64, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
@@ -493,6 +505,7 @@ pub fn reference_write_sn(kind: Kind, payload: &[u8]) -> Option<Option<u64>> {
         Kind::Put | Kind::Delete => reference_op(kind, payload).map(|op| Some(op.sn)),
         Kind::Batch | Kind::Relocated => reference_sn(payload).map(Some),
         Kind::Commit => reference_commit(payload).map(|_| None),
+        Kind::PageImage | Kind::PageDelta => reference_page(payload).map(|_| None),
         Kind::Pad | Kind::Fragment => Some(None),
         other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
     }
@@ -516,6 +529,7 @@ pub fn record_checked(kind: Kind, payload: &[u8]) -> Option<Vec<Candidate>> {
     let entries = entries_checked(payload);
     let ops = ops_checked(payload);
     let commit = commit_checked(payload);
+    let page = page_checked(payload);
     match kind {
         Kind::Put => {
             op_checked(kind, payload).map(|op| vec![(op.sn, op.key.to_vec(), op.value.unwrap().to_vec())])
@@ -527,9 +541,145 @@ pub fn record_checked(kind: Kind, payload: &[u8]) -> Option<Vec<Candidate>> {
             owned(sn.expect("a header"), puts)
         }),
         Kind::Commit => commit.map(|_| Vec::new()),
+        Kind::PageImage | Kind::PageDelta => page.map(|_| Vec::new()),
         Kind::Pad | Kind::Fragment => Some(Vec::new()),
         other => panic!("a kind the fuzz targets do not know yet: {other:?}"),
     }
+}
+
+/// A page record as its byte table says (see `helio_core::log::page`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferencePage<'a> {
+    /// The snapshot number it was captured at.
+    pub sn: u64,
+    /// The previous record's address (`None`: u64::MAX, an image).
+    pub prev: Option<u64>,
+    /// The page's low key.
+    pub low: &'a [u8],
+    /// The page's high key (`None`: a length of u32::MAX).
+    pub high: Option<&'a [u8]>,
+    /// Its versions, in order.
+    pub entries: Vec<PageEntry<'a>>,
+}
+
+/// A page record's payload (`u64 sn, u64 prev, u32 low_len, low, u32 high_len, high, u32 count`,
+/// then `count` times `u64 sn, u32 key_len, u32 value_len, key, value`; u32::MAX lengths mark
+/// no high key and a tombstone), written plainly: every version up to the end of the payload,
+/// then the rules (as many versions as the count says, low below high, keys in order and in
+/// the page).
+pub fn reference_page(payload: &[u8]) -> Option<ReferencePage<'_>> {
+    /// `len` bytes at `at`, if there are that many.
+    fn bytes_at(payload: &[u8], at: usize, len: u32) -> Option<&[u8]> {
+        (payload.len() >= at && (payload.len() - at) as u64 >= u64::from(len))
+            .then(|| &payload[at..at + len as usize])
+    }
+    if payload.len() < 20 || le32(&payload[16..]) == u32::MAX {
+        return None;
+    }
+    let (sn, prev) = (le64(payload), le64(&payload[8..]));
+    let low = bytes_at(payload, 20, le32(&payload[16..]))?;
+    let mut at = 20 + low.len();
+    let high_len = le32(bytes_at(payload, at, 4)?);
+    at += 4;
+    let high = match high_len {
+        u32::MAX => None,
+        len => Some(bytes_at(payload, at, len)?),
+    };
+    at += high.map_or(0, <[u8]>::len);
+    let count = le32(bytes_at(payload, at, 4)?);
+    at += 4;
+    let mut entries = Vec::new();
+    while at < payload.len() {
+        let fixed = bytes_at(payload, at, 16)?;
+        let (sn, key_len, value_len) = (le64(fixed), le32(&fixed[8..]), le32(&fixed[12..]));
+        if key_len == u32::MAX {
+            return None;
+        }
+        let key = bytes_at(payload, at + 16, key_len)?;
+        at += 16 + key.len();
+        let value = match value_len {
+            u32::MAX => None,
+            len => Some(bytes_at(payload, at, len)?),
+        };
+        at += value.map_or(0, <[u8]>::len);
+        entries.push(PageEntry { key, value, sn });
+    }
+    if entries.len() as u64 != u64::from(count) {
+        return None;
+    }
+    if let Some(high) = high {
+        if high <= low || entries.iter().any(|e| e.key >= high) {
+            return None;
+        }
+    }
+    if entries.iter().any(|e| e.key < low) || entries.windows(2).any(|w| w[1].key < w[0].key) {
+        return None;
+    }
+    let prev = (prev != u64::MAX).then_some(prev);
+    Some(ReferencePage { sn, prev, low, high, entries })
+}
+
+/// `PageRecord::decode` of `payload`, checked against [`reference_page`]; a record that decodes
+/// has its versions in place in the payload, and `PageWriter` writes it back to the same bytes.
+pub fn page_checked(payload: &[u8]) -> Option<PageRecord<'_>> {
+    let record = PageRecord::decode(payload);
+    let got = record.map(|r| ReferencePage {
+        sn: r.sn,
+        prev: r.prev,
+        low: r.low,
+        high: r.high,
+        entries: r.entries().collect(),
+    });
+    assert_eq!(got, reference_page(payload), "PageRecord::decode disagrees");
+    if let Some(record) = &record {
+        assert_eq!(record.count as usize, record.entries().count());
+        let mut writer = PageWriter::new();
+        writer.start(record.sn, record.prev, record.low, record.high);
+        let payload_range = payload.as_ptr_range();
+        for entry in record.entries() {
+            assert!(
+                payload_range.contains(&entry.key.as_ptr()) || entry.key.is_empty(),
+                "a key not in place"
+            );
+            writer.push(entry.key, entry.value, entry.sn);
+        }
+        assert_eq!(writer.entries(), record.count);
+        assert_eq!(writer.payload(), payload, "a page record rewritten gives other bytes");
+        assert_ne!(record.prev, Some(NO_PREV));
+    }
+    record
+}
+
+/// A page record's payload from the input, as `PageWriter` writes it: an image, or a delta on a
+/// record at an address from the input; up to 5 versions with keys of up to 8 bytes, the page
+/// from the empty key or the first key, to the end of the key space or just past the last key.
+pub fn page_payload(input: &mut Input<'_>, delta: bool) -> Vec<u8> {
+    let sn = input.sn();
+    let prev = delta.then(|| u64::from(input.u32()) * 8);
+    let flags = input.u8();
+    let mut versions: Vec<(Vec<u8>, Option<Vec<u8>>, u64)> = (0..flags % 6)
+        .map(|_| {
+            let key = input.vec(8);
+            let value = (!input.u8().is_multiple_of(4)).then(|| input.vec(24));
+            (key, value, input.sn())
+        })
+        .collect();
+    versions.sort_by(|a, b| a.0.cmp(&b.0));
+    let low = match versions.first() {
+        Some((key, _, _)) if flags & 0x40 != 0 => key.clone(),
+        _ => Vec::new(),
+    };
+    let high = (flags & 0x80 == 0).then(|| {
+        let mut high = versions.last().map_or_else(Vec::new, |(key, _, _)| key.clone());
+        high.push(0);
+        high
+    });
+    let mut writer = PageWriter::new();
+    writer.start(sn, prev, &low, high.as_deref());
+    for (key, value, sn) in &versions {
+        writer.push(key, value.as_deref(), *sn);
+    }
+    writer.payload().to_vec()
 }
 
 /// The assembler's rule, written from `fragment.rs`'s description: a piece at offset 0 starts a

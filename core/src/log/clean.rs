@@ -130,6 +130,9 @@ fn candidates(kind: Kind, payload: &[u8], candidate: &mut impl FnMut(u64, &[u8],
         Kind::Commit => {
             super::cut::Commit::decode(payload)?;
         }
+        Kind::PageImage | Kind::PageDelta => {
+            super::page::PageRecord::decode(payload)?;
+        }
         Kind::Pad | Kind::Fragment => {}
     }
     Some(())

@@ -38,6 +38,7 @@ use alloc::vec::Vec;
 use super::batch;
 use super::crc32c;
 use super::frame::{Kind, Op};
+use super::page::PageRecord;
 
 /// A commit record: every write numbered at or below `sn` is in shard `i`'s log below
 /// `ends[i]`.
@@ -86,6 +87,13 @@ pub fn write_sn(kind: Kind, payload: &[u8]) -> Option<Option<u64>> {
         Kind::Put | Kind::Delete => Some(Some(Op::decode_payload(kind, payload)?.sn)),
         Kind::Batch | Kind::Relocated => Some(Some(batch::sn(payload)?)),
         Kind::Commit => Commit::decode(payload).map(|_| None),
+        // Not write-numbered, like a commit: a page record's `sn` is the snapshot it was
+        // captured at, not a write's number, and it writes nothing of its own (each version in
+        // it carries the number of the write that made it), so the cut neither keeps nor drops
+        // it by number; whoever reads pages back filters their versions by the plan. Checked
+        // whole, as a commit is, so that recovery's first pass refuses a page record that does
+        // not parse rather than leaving it for later.
+        Kind::PageImage | Kind::PageDelta => PageRecord::decode(payload).map(|_| None),
         Kind::Pad | Kind::Fragment => Some(None),
     }
 }

@@ -78,6 +78,10 @@ pub enum Kind {
     /// A commit: every write numbered at or below its number is in the logs below the ends it
     /// names, one per shard (see [`super::cut`]).
     Commit = 7,
+    /// A page's full image as of a snapshot, see [`super::page`].
+    PageImage = 8,
+    /// The versions of a page changed since its previous record, see [`super::page`].
+    PageDelta = 9,
 }
 
 impl Kind {
@@ -91,6 +95,8 @@ impl Kind {
             5 => Kind::Relocated,
             6 => Kind::Batch,
             7 => Kind::Commit,
+            8 => Kind::PageImage,
+            9 => Kind::PageDelta,
             _ => return None,
         })
     }

@@ -11,6 +11,7 @@ pub mod clean;
 pub mod cut;
 pub mod fragment;
 pub mod frame;
+pub mod page;
 pub mod recover;
 pub mod replay;
 pub mod superblock;

@@ -110,6 +110,11 @@ impl<'t> Replay<'t> {
             Kind::Commit => {
                 super::cut::Commit::decode(payload).ok_or(malformed)?;
             }
+            // Page records change nothing in the tree (for now): checked as a commit is, since
+            // `write_sn` refuses one that does not parse whenever there is a plan.
+            Kind::PageImage | Kind::PageDelta => {
+                super::page::PageRecord::decode(payload).ok_or(malformed)?;
+            }
             Kind::Pad | Kind::Fragment => {}
         }
         Ok(())
@@ -168,7 +173,15 @@ mod tests {
         let tree = Tree::new(TreeConfig::default()).unwrap();
         let mut replay = Replay::new(&tree);
         let guard = tree.pin();
-        for kind in [Kind::Put, Kind::Delete, Kind::Relocated, Kind::Batch, Kind::Commit] {
+        for kind in [
+            Kind::Put,
+            Kind::Delete,
+            Kind::Relocated,
+            Kind::Batch,
+            Kind::Commit,
+            Kind::PageImage,
+            Kind::PageDelta,
+        ] {
             assert_eq!(replay.apply(kind, &[1, 2], &guard), Err(ReplayError::Malformed { kind }));
         }
     }

@@ -175,7 +175,7 @@ fn check(dir: &Path) -> Result<ExitCode, Error> {
             continue;
         }
         let mut replay = Replay::new(&tree);
-        let mut kinds = [0u64; 8];
+        let mut kinds = [0u64; 256];
         let mut failed = None;
         let read = Log::read(&path, &LogConfig::default(), |kind, payload| {
             kinds[kind as usize] += 1;
