@@ -20,6 +20,17 @@ pub enum Error {
         /// The configured limit, in bytes.
         max: usize,
     },
+    /// A swapped-out page's record could not be read back from the log (the runtime logs the
+    /// I/O error that caused it).
+    PageRead {
+        /// The record's log address.
+        addr: u64,
+    },
+    /// A swapped-out page's record was read back but does not parse as a page record.
+    PageCorrupt {
+        /// The record's log address.
+        addr: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -30,6 +41,12 @@ impl fmt::Display for Error {
             }
             Error::ValueTooLarge { len, max } => {
                 write!(f, "value of {len} bytes is larger than the limit of {max} bytes")
+            }
+            Error::PageRead { addr } => {
+                write!(f, "the page record at log address {addr} could not be read back")
+            }
+            Error::PageCorrupt { addr } => {
+                write!(f, "the page record at log address {addr} does not parse as a page record")
             }
         }
     }

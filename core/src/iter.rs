@@ -14,7 +14,7 @@ use crossbeam_epoch::Guard;
 use crate::mvcc::Snapshot;
 use crate::page::base::{Base, Version};
 use crate::page::record::Record;
-use crate::page::Gathered;
+use crate::page::{Gathered, Loaded};
 use crate::tree::{Target, Tree};
 
 /// Entries of a range as a snapshot sees them; from [`Tree::range`].
@@ -28,6 +28,8 @@ pub struct Iter<'t, 'g> {
     front: Option<PageCursor<'g>>,
     back: Option<PageCursor<'g>>,
     done: bool,
+    /// Why the iteration ended early: a swapped-out page could not be read back.
+    error: Option<crate::Error>,
 }
 
 impl<'t: 'g, 'g> Iter<'t, 'g> {
@@ -44,7 +46,7 @@ impl<'t: 'g, 'g> Iter<'t, 'g> {
             | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
             _ => false,
         };
-        Self { tree, guard, sn: snapshot.sn(), lo, hi, front: None, back: None, done: empty }
+        Self { tree, guard, sn: snapshot.sn(), lo, hi, front: None, back: None, done: empty, error: None }
     }
 
     fn below_hi(&self, key: &[u8]) -> bool {
@@ -72,16 +74,36 @@ impl<'t: 'g, 'g> Iter<'t, 'g> {
             }
     }
 
-    fn open(&self, target: Target<'_>) -> PageCursor<'g> {
-        let (cell, head) = self.tree.locate(target, self.guard);
-        // The tighter of our upper bound and the page's.
-        let hi = match head.hdr.high() {
-            Some(high) if self.below_hi(high) => Bound::Excluded(high),
-            _ => self.hi.as_ref().map(|k| &**k),
-        };
-        let cursor = PageCursor::new(head, self.lo.as_ref().map(|k| &**k), hi, self.sn, &cell.low);
-        self.tree.after_read(cell, head, self.guard);
-        cursor
+    /// A cursor on the page for `target`; a swapped-out page is brought back into memory
+    /// first.
+    fn open(&self, target: Target<'_>) -> Result<PageCursor<'g>, crate::Error> {
+        loop {
+            let (cell, head) = self.tree.locate(target, self.guard);
+            // The tighter of our upper bound and the page's.
+            let hi = match head.hdr.high() {
+                Some(high) if self.below_hi(high) => Bound::Excluded(high),
+                _ => self.hi.as_ref().map(|k| &**k),
+            };
+            cell.touch();
+            if let Some(cursor) =
+                PageCursor::new(head, self.lo.as_ref().map(|k| &**k), hi, self.sn, &cell.low)
+            {
+                self.tree.after_read(cell, head, self.guard);
+                return Ok(cursor);
+            }
+            self.tree.swap_in(cell, head, self.guard)?;
+        }
+    }
+
+    fn fail(&mut self, error: crate::Error) {
+        self.error = Some(error);
+        self.done = true;
+    }
+
+    /// Why the iteration ended before the end of its range, if it did: a swapped-out page in
+    /// it could not be read back.
+    pub fn error(&self) -> Option<&crate::Error> {
+        self.error.as_ref()
     }
 }
 
@@ -95,7 +117,13 @@ impl<'t: 'g, 'g> Iterator for Iter<'t, 'g> {
                     Bound::Included(k) | Bound::Excluded(k) => Target::Key(k),
                     Bound::Unbounded => Target::Key(&[]),
                 };
-                self.front = Some(self.open(target));
+                match self.open(target) {
+                    Ok(cursor) => self.front = Some(cursor),
+                    Err(e) => {
+                        self.fail(e);
+                        break;
+                    }
+                }
             }
             let cursor = self.front.as_mut().expect("opened above");
             if let Some((key, value)) = cursor.next_front() {
@@ -128,7 +156,13 @@ impl<'t: 'g, 'g> DoubleEndedIterator for Iter<'t, 'g> {
                     Bound::Excluded(k) => Target::Below(k),
                     Bound::Unbounded => Target::Last,
                 };
-                self.back = Some(self.open(target));
+                match self.open(target) {
+                    Ok(cursor) => self.back = Some(cursor),
+                    Err(e) => {
+                        self.fail(e);
+                        break;
+                    }
+                }
             }
             let cursor = self.back.as_mut().expect("opened above");
             if let Some((key, value)) = cursor.next_back() {
@@ -166,9 +200,11 @@ struct PageCursor<'g> {
 }
 
 impl<'g> PageCursor<'g> {
-    fn new(head: &'g Record, lo: Bound<&[u8]>, hi: Bound<&[u8]>, sn: u64, low: &'g [u8]) -> Self {
+    /// `None` if the page is swapped out (its chain reaches a stub).
+    fn new(head: &'g Record, lo: Bound<&[u8]>, hi: Bound<&[u8]>, sn: u64, low: &'g [u8]) -> Option<Self> {
+        static NONE: Loaded = Loaded::none();
         let mut gathered = Gathered::default();
-        gathered.gather(head, lo, hi);
+        gathered.gather(head, lo, hi, &NONE).ok()?;
         let mut base = None;
         let mut base_left = 0..0;
         if gathered.bases.len() == 1 {
@@ -184,7 +220,7 @@ impl<'g> PageCursor<'g> {
         gathered.deltas.sort_by(|a, b| a.key.cmp(b.key));
         let overlay = resolve(&gathered.deltas, sn);
         let overlay_left = 0..overlay.len();
-        Self { overlay, overlay_left, base, base_left, sn, low, high: head.hdr.high() }
+        Some(Self { overlay, overlay_left, base, base_left, sn, low, high: head.hdr.high() })
     }
 
     fn next_front(&mut self) -> Option<(&'g [u8], &'g [u8])> {

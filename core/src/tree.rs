@@ -23,10 +23,11 @@ use crate::index::{CellBox, Index, IndexKey};
 use crate::iter::Iter;
 use crate::mvcc::{Mvcc, Snapshot, WriteTicket, LATEST};
 use crate::page::base::{prefix, Version};
-use crate::page::record::{free_chain, merge_state, Body, Header, PageCell, Record};
-use crate::page::{self, garbage_collect, Gathered, GcScratch};
+use crate::page::record::{chain_bytes, free_chain, merge_state, Body, Header, PageCell, Record};
+use crate::page::{self, garbage_collect, Gathered, GcScratch, Loaded};
+use crate::paging::PageSource;
 use crate::stats::{Counters, TreeStats};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 /// Where [`Tree::locate`] should land.
 #[derive(Clone, Copy)]
@@ -45,12 +46,25 @@ pub(crate) enum Target<'k> {
 /// Every method takes an epoch [`Guard`] from the tree's collector ([`Tree::pin`]); results borrow
 /// from the guard. Any number of threads may call any method at once.
 pub struct Tree {
-    index: Index,
+    pub(crate) index: Index,
     collector: Collector,
     mvcc: Arc<Mvcc>,
     config: TreeConfig,
-    counters: Counters,
+    pub(crate) counters: Counters,
+    /// Where swapped-out pages are read back from; `None` for a tree that lives in memory only.
+    pub(crate) source: Option<Arc<dyn PageSource>>,
+    /// Bytes of memory the pages, their records and index nodes hold: a wrapping sum of signed
+    /// changes, kept as allocations are made and given up (no walk), spread over a few cache
+    /// lines so that writers on different cores rarely share one.
+    resident: [crossbeam_utils::CachePadded<AtomicU64>; RESIDENT_STRIPES],
 }
+
+/// Counters `Tree::resident` is spread over.
+const RESIDENT_STRIPES: usize = 8;
+
+/// Memory an index node and its cell take besides the low key (an estimate: the skiplist's
+/// tower height varies).
+pub(crate) const NODE_BYTES: usize = 96 + core::mem::size_of::<PageCell>();
 
 impl Tree {
     /// A tree with its own snapshot sequence, reclaiming memory through crossbeam's default
@@ -68,23 +82,72 @@ impl Tree {
         mvcc: Arc<Mvcc>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let tree = Self {
-            index: SkipList::new(collector.clone()),
-            collector,
-            mvcc,
-            config,
-            counters: Counters::default(),
-        };
+        let tree = Self::empty(config, collector, mvcc, None);
         let base = Record::base(&[], 0, None, ptr::null());
         let cell = Self::new_cell(Box::default(), base, true);
+        tree.add_resident(NODE_BYTES + chain_bytes(base));
         // SAFETY: nothing else can reach the tree yet.
         let guard = unsafe { crossbeam_epoch::unprotected() };
         tree.index.get_or_insert_with(IndexKey::new(&[]), || CellBox(cell), guard).release(guard);
         Ok(tree)
     }
 
-    fn new_cell(low: Box<[u8]>, head: *mut Record, indexed: bool) -> NonNull<PageCell> {
+    /// A tree without pages yet (every tree has at least one: the caller adds them).
+    pub(crate) fn empty(
+        config: TreeConfig,
+        collector: Collector,
+        mvcc: Arc<Mvcc>,
+        source: Option<Arc<dyn PageSource>>,
+    ) -> Self {
+        Self {
+            index: SkipList::new(collector.clone()),
+            collector,
+            mvcc,
+            config,
+            counters: Counters::default(),
+            source,
+            resident: core::array::from_fn(|_| crossbeam_utils::CachePadded::new(AtomicU64::new(0))),
+        }
+    }
+
+    pub(crate) fn new_cell(low: Box<[u8]>, head: *mut Record, indexed: bool) -> NonNull<PageCell> {
         NonNull::from(Box::leak(Box::new(PageCell::new(low, head, indexed))))
+    }
+
+    /// Counts `bytes` more of memory held.
+    pub(crate) fn add_resident(&self, bytes: usize) {
+        self.resident_stripe(bytes).fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` of memory given up.
+    pub(crate) fn sub_resident(&self, bytes: usize) {
+        self.resident_stripe(bytes).fetch_sub(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The counter this thread adds to: picked by an address on its stack, which differs
+    /// between threads (only the sum over all counters means anything).
+    fn resident_stripe(&self, bytes: usize) -> &AtomicU64 {
+        let here = core::ptr::addr_of!(bytes) as usize;
+        &self.resident[(here >> 12) % RESIDENT_STRIPES]
+    }
+
+    /// Bytes of memory the tree's pages hold now: records, bases and index nodes, as counted
+    /// when they are allocated and given up (a few bytes per page of allocator overhead not
+    /// counted; a record given up counts as freed though readers may keep it an epoch longer).
+    pub fn resident_bytes(&self) -> u64 {
+        // A wrapping sum: momentarily "negative" when a decrement lands before its increment.
+        let sum = self.resident.iter().fold(0u64, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)));
+        (sum as i64).max(0) as u64
+    }
+
+    /// The snapshot number below which a page's versions may lose their numbers (see
+    /// [`garbage_collect`]): its last flush's for a tree that writes pages to the log.
+    fn flushed_floor(&self, cell: &PageCell) -> u64 {
+        if self.source.is_some() {
+            cell.flushed_sn.load(Ordering::Acquire)
+        } else {
+            u64::MAX
+        }
     }
 
     /// Pins the current thread: the guard keeps every record it reads alive until dropped.
@@ -196,8 +259,13 @@ impl Tree {
     pub fn peek<'t: 'g, 'g>(&'t self, key: &[u8], guard: &'g Guard) -> Result<Option<&'g [u8]>, Error> {
         self.check_key(key)?;
         self.check_guard(guard);
-        let (_, head) = self.locate(Target::Key(key), guard);
-        Ok(page::lookup(head, key, LATEST))
+        loop {
+            let (cell, head) = self.locate(Target::Key(key), guard);
+            match page::lookup(head, key, LATEST) {
+                Ok(found) => return Ok(found),
+                Err(_) => self.swap_in(cell, head, guard)?,
+            }
+        }
     }
 
     fn get_sn<'t: 'g, 'g>(
@@ -208,10 +276,18 @@ impl Tree {
     ) -> Result<Option<&'g [u8]>, Error> {
         self.check_key(key)?;
         self.check_guard(guard);
-        let (cell, head) = self.locate(Target::Key(key), guard);
-        let found = page::lookup(head, key, sn);
-        self.after_read(cell, head, guard);
-        Ok(found)
+        loop {
+            let (cell, head) = self.locate(Target::Key(key), guard);
+            match page::lookup(head, key, sn) {
+                Ok(found) => {
+                    cell.touch();
+                    self.after_read(cell, head, guard);
+                    return Ok(found);
+                }
+                // A borrowed answer must outlive the call: the page comes back into memory.
+                Err(_) => self.swap_in(cell, head, guard)?,
+            }
+        }
     }
 
     /// A point-in-time view; see [`Mvcc::snapshot`].
@@ -354,6 +430,13 @@ impl Tree {
                 (*rec).next = head as *const Record as *mut Record;
             }
             if cell.install(head, rec) {
+                self.add_resident(bytes_of(rec));
+                if self.source.is_some() {
+                    // Marked before the ticket ends: a flush whose snapshot covers this write
+                    // (its seal waits for the ticket) finds the page dirty.
+                    cell.mark_dirty();
+                    cell.touch();
+                }
                 drop(ticket);
                 // SAFETY: installed records live as long as the guard.
                 self.after_write(cell, unsafe { &*rec }, guard);
@@ -392,15 +475,36 @@ impl Tree {
         if head.remove_state().is_some() {
             return false;
         }
+        match self.load_stubs(head) {
+            Ok(loaded) => self.consolidate_loaded(cell, head, &loaded, guard),
+            // The read failed: the page stays as it is, and its readers see the error.
+            Err(_) => false,
+        }
+    }
+
+    /// [`Tree::consolidate`] with the bases of the chain's stubs read back (`loaded`).
+    pub(crate) fn consolidate_loaded(
+        &self,
+        cell: &PageCell,
+        head: &Record,
+        loaded: &Loaded,
+        guard: &Guard,
+    ) -> bool {
+        if head.remove_state().is_some() {
+            return false;
+        }
         let mut gathered = Gathered::default();
         gathered.deltas.reserve(head.hdr.chain_len as usize);
-        gathered.gather(head, Bound::Unbounded, head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded));
+        let high = head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded);
+        gathered
+            .gather(head, Bound::Unbounded, high, loaded)
+            .unwrap_or_else(|_| unreachable!("every stub loaded"));
         // Live snapshots are read after the head: see `Mvcc::snapshot` for why this order matters.
         let mut live = Vec::new();
         self.mvcc.live_into(&mut live);
         let mut versions = Vec::with_capacity(gathered.deltas.len() + head.hdr.items as usize);
         gathered.sorted(&mut versions);
-        garbage_collect(&mut versions, &live, &mut GcScratch::default());
+        garbage_collect(&mut versions, &live, self.flushed_floor(cell), &mut GcScratch::default());
         // The chains that merges absorbed are freed with this one: their index nodes go first.
         self.finish_unlinks(head, guard);
         let bytes: usize = versions.iter().map(Version::encoded_len).sum();
@@ -416,6 +520,7 @@ impl Tree {
             unsafe { free_chain(new) };
             return false;
         }
+        self.add_resident(bytes_of(new));
         self.retire(head, guard);
         self.counters.consolidations.fetch_add(1, Ordering::Relaxed);
         let small = versions.len() < cfg.merge_items as usize && bytes < cfg.page_bytes_max as usize / 4;
@@ -441,6 +546,12 @@ impl Tree {
         let bytes = |vs: &[Version<'_>]| vs.iter().map(Version::encoded_len).sum::<usize>();
         let right_base = Record::base(right, bytes(right), head.hdr.high(), head.hdr.right_ptr());
         let right_cell = Self::new_cell(sep.clone(), right_base, false);
+        if self.source.is_some() {
+            // A new page: nothing in the log is its own yet; its keys are in this page's records.
+            let ours = cell.flush.lock().clone();
+            // SAFETY: not yet published.
+            unsafe { right_cell.as_ref() }.inherit(&ours);
+        }
         let left_bytes = bytes(left);
         let left_base = Record::base(left, left_bytes, Some(&sep), right_cell.as_ptr());
         // One record over the left base, whose header already names the separator (as its high
@@ -457,6 +568,7 @@ impl Tree {
             }
             return false;
         }
+        self.add_resident(chain_bytes(split) + chain_bytes(right_base) + NODE_BYTES + sep_len_of(right_cell));
         self.retire(head, guard);
         self.counters.splits.fetch_add(1, Ordering::Relaxed);
         self.index_new_page(right_cell, guard);
@@ -498,7 +610,8 @@ impl Tree {
     }
 
     /// Hands a replaced chain to the epoch collector.
-    fn retire(&self, head: &Record, guard: &Guard) {
+    pub(crate) fn retire(&self, head: &Record, guard: &Guard) {
+        self.sub_resident(chain_bytes(head));
         let chain = SendPtr(head as *const Record as *mut Record);
         // SAFETY: the chain is unreachable from the page now; pinned readers may still hold it,
         // and the collector runs this only after they unpin.
@@ -519,6 +632,7 @@ impl Tree {
             unsafe { Record::free(remove) };
             return;
         }
+        self.add_resident(bytes_of(remove));
         self.counters.merges.fetch_add(1, Ordering::Relaxed);
         // SAFETY: installed, alive as long as the guard.
         self.complete_merge(cell, unsafe { &*remove }, guard);
@@ -552,6 +666,12 @@ impl Tree {
                 Body::Merge { sep: low.into(), right: remove as *const Record as *mut Record },
             );
             if left.install(left_head, merge) {
+                self.add_resident(bytes_of(merge));
+                if self.source.is_some() {
+                    // The sibling's keys are in its own records, not in this page's.
+                    let absorbed = cell.flush.lock().clone();
+                    left.inherit(&absorbed);
+                }
                 state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
                 // SAFETY: installed; alive as long as the guard.
                 self.after_write(left, unsafe { &*merge }, guard);
@@ -576,8 +696,8 @@ impl Tree {
             return;
         }
         if let Some(entry) = self.index.get(&IndexKey::new(low), guard) {
-            if ptr::eq(entry.value().cell().head.load(Ordering::Acquire), remove) {
-                entry.remove();
+            if ptr::eq(entry.value().cell().head.load(Ordering::Acquire), remove) && entry.remove() {
+                self.sub_resident(NODE_BYTES + low.len());
             }
         }
         state.store(merge_state::UNLINKED, Ordering::Release);
@@ -585,7 +705,7 @@ impl Tree {
 
     /// Makes sure every page absorbed by a merge record on this chain is unlinked from the index,
     /// so that freeing the chain cannot free a page the index still leads to.
-    fn finish_unlinks(&self, head: &Record, guard: &Guard) {
+    pub(crate) fn finish_unlinks(&self, head: &Record, guard: &Guard) {
         let mut rec = head;
         loop {
             match &rec.body {
@@ -596,10 +716,10 @@ impl Tree {
                     // SAFETY: as above.
                     self.finish_unlinks(unsafe { &*right.next }, guard);
                 }
-                Body::Base { .. } => return,
+                Body::Base { .. } | Body::Swapped { .. } => return,
                 _ => {}
             }
-            // SAFETY: every record but a base has a next one.
+            // SAFETY: every record but a base or a stub has a next one.
             rec = unsafe { &*rec.next };
         }
     }
@@ -613,19 +733,23 @@ impl Tree {
     pub fn check_invariants(&self, guard: &Guard) -> Result<usize, &'static str> {
         let (mut cell, _) = self.locate(Target::Key(&[]), guard);
         let mut pages = 0;
-        let mut sorted = Vec::new();
         loop {
+            let mut sorted = Vec::new();
             pages += 1;
             let head = cell.load();
             if head.remove_state().is_some() {
                 return Err("a frozen page is still reachable from its left sibling");
             }
+            let loaded = self.load_stubs(head).map_err(|_| "a swapped-out page could not be read back")?;
             let mut gathered = Gathered::default();
-            gathered.gather(
-                head,
-                Bound::Unbounded,
-                head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded),
-            );
+            gathered
+                .gather(
+                    head,
+                    Bound::Unbounded,
+                    head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded),
+                    &loaded,
+                )
+                .unwrap_or_else(|_| unreachable!("every stub loaded"));
             gathered.sorted(&mut sorted);
             if sorted.iter().any(|v| v.key < &*cell.low) {
                 return Err("a page holds a key below its low key");
@@ -671,6 +795,18 @@ fn split_point(versions: &[Version<'_>]) -> Option<usize> {
     let forward = (mid.max(1)..versions.len()).find(|&i| !same(i));
     let backward = (1..mid.max(1)).rev().find(|&i| !same(i));
     forward.or(backward)
+}
+
+/// Bytes of memory the one record `rec` holds (see [`Record::heap_bytes`]).
+fn bytes_of(rec: *const Record) -> usize {
+    // SAFETY: callers pass a record they just made or installed, alive while they are pinned.
+    unsafe { (*rec).heap_bytes() }
+}
+
+/// Memory a new page's index node and low key take.
+fn sep_len_of(cell: NonNull<PageCell>) -> usize {
+    // SAFETY: the cell was just made and is alive (owned by the split record's page).
+    unsafe { cell.as_ref() }.low.len()
 }
 
 /// A raw pointer moved into a deferred destructor.

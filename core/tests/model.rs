@@ -2,13 +2,14 @@
 //! consolidations, splits and merges happen constantly. Snapshots are held across later writes
 //! and checked against a copy of the model taken at the same moment.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use helio_core::{Error, Snapshot, Tree, TreeConfig};
 use proptest::prelude::*;
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+mod common;
+
+use common::{expected_range, Model};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -58,29 +59,6 @@ fn config() -> impl Strategy<Value = TreeConfig> {
             .merge_items(split / 4)
             .page_bytes_max(256)
     })
-}
-
-fn expected_range(
-    model: &Model,
-    lo: &Bound<Vec<u8>>,
-    hi: &Bound<Vec<u8>>,
-    rev: bool,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let valid = match (lo, hi) {
-        (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
-        | (Bound::Excluded(a), Bound::Included(b)) => a < b,
-        _ => true,
-    };
-    if !valid {
-        return Vec::new();
-    }
-    let items = model.range::<Vec<u8>, _>((lo.clone(), hi.clone())).map(|(k, v)| (k.clone(), v.clone()));
-    if rev {
-        items.rev().collect()
-    } else {
-        items.collect()
-    }
 }
 
 fn actual_range(

@@ -82,6 +82,11 @@ impl Base {
         Self { fences, slots: slots.into_boxed_slice(), data: data.into_boxed_slice() }
     }
 
+    /// Bytes of memory the base owns.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.fences.len() * 8 + self.slots.len() * SLOT_BYTES + self.data.len()
+    }
+
     /// Number of versions stored.
     pub(crate) fn len(&self) -> usize {
         self.slots.len()

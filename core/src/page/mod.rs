@@ -18,8 +18,9 @@ use record::{Body, Record};
 use crate::mvcc;
 
 /// The version of `key` visible at snapshot `sn` on the page whose head is `head`, which must cover
-/// `key`. `None` if absent or deleted.
-pub(crate) fn lookup<'g>(head: &'g Record, key: &[u8], sn: u64) -> Option<&'g [u8]> {
+/// `key`: `Ok(None)` if absent or deleted, `Err(stub)` if the answer is in the log, in the page
+/// records of the stub reached (no write above it was of `key`).
+pub(crate) fn lookup<'g>(head: &'g Record, key: &[u8], sn: u64) -> Result<Option<&'g [u8]>, &'g Record> {
     let key_prefix = base::prefix(key);
     let mut rec = head;
     loop {
@@ -28,7 +29,7 @@ pub(crate) fn lookup<'g>(head: &'g Record, key: &[u8], sn: u64) -> Option<&'g [u
             Body::Insert { .. } | Body::Delete { .. } => {
                 let v = rec.version().expect("write record");
                 if v.key == key && v.sn <= sn {
-                    return v.value;
+                    return Ok(v.value);
                 }
             }
             Body::Split { sep } => {
@@ -41,10 +42,42 @@ pub(crate) fn lookup<'g>(head: &'g Record, key: &[u8], sn: u64) -> Option<&'g [u
                 continue;
             }
             Body::Merge { .. } | Body::Remove { .. } => {}
-            Body::Base { base, .. } => return base.find(key, sn).flatten(),
+            Body::Base { base, .. } => return Ok(base.find(key, sn).flatten()),
+            Body::Swapped { .. } => return Err(rec),
         }
         // SAFETY: every record but a base has a next one, alive as long as this one.
         rec = unsafe { &*rec.next };
+    }
+}
+
+/// The bases read back from the log for the stubs of a chain (see [`Body::Swapped`]).
+#[derive(Default)]
+pub(crate) struct Loaded {
+    /// Each stub (by address) and its base.
+    bases: Vec<(usize, Base)>,
+    /// Gather the chain without the stubs' entries (they are all in the log already).
+    skip: bool,
+}
+
+impl Loaded {
+    /// No bases: a gather stops at the first stub it meets.
+    pub(crate) const fn none() -> Self {
+        Self { bases: Vec::new(), skip: false }
+    }
+
+    /// No bases: a gather skips the stubs it meets.
+    pub(crate) fn skipping_stubs() -> Self {
+        Self { bases: Vec::new(), skip: true }
+    }
+
+    /// Adds the base read for `stub`.
+    pub(crate) fn insert(&mut self, stub: &Record, base: Base) {
+        self.bases.push((stub as *const Record as usize, base));
+    }
+
+    fn get(&self, stub: &Record) -> Option<&Base> {
+        let stub = stub as *const Record as usize;
+        self.bases.iter().find(|(s, _)| *s == stub).map(|(_, b)| b)
     }
 }
 
@@ -58,8 +91,16 @@ pub(crate) struct Gathered<'g> {
 }
 
 impl<'g> Gathered<'g> {
-    /// Adds every version on the chain from `head` whose key lies within `lo..hi`.
-    pub(crate) fn gather<'a>(&mut self, head: &'g Record, lo: Bound<&'a [u8]>, hi: Bound<&'a [u8]>)
+    /// Adds every version on the chain from `head` whose key lies within `lo..hi`. `Err(stub)`
+    /// if the chain reaches a stub whose base `loaded` does not hold (what was gathered is then
+    /// incomplete).
+    pub(crate) fn gather<'a>(
+        &mut self,
+        head: &'g Record,
+        lo: Bound<&'a [u8]>,
+        hi: Bound<&'a [u8]>,
+        loaded: &'g Loaded,
+    ) -> Result<(), &'g Record>
     where
         'g: 'a,
     {
@@ -78,37 +119,49 @@ impl<'g> Gathered<'g> {
                     let lo_right = tighter_lo(lo, sep);
                     // SAFETY: the merge record owns the absorbed chain below `right`.
                     let absorbed = unsafe { &*(**right).next };
-                    self.gather(absorbed, lo_right, hi);
+                    self.gather(absorbed, lo_right, hi, loaded)?;
                     hi = tighter(hi, sep);
                 }
                 Body::Remove { .. } => {}
-                Body::Base { base, .. } => {
-                    let first = match lo {
-                        Bound::Included(k) => base.seek(k, true),
-                        Bound::Excluded(k) => base.seek(k, false),
-                        Bound::Unbounded => 0,
-                    };
-                    let end = match hi {
-                        // Every entry of a base lies below the high key it was built with: a
-                        // bound at or above that (usually the page's own high key, the same
-                        // bytes) needs no search.
-                        Bound::Included(k) | Bound::Excluded(k)
-                            if rec.hdr.high().is_some_and(|h| core::ptr::eq(h, k) || h <= k) =>
-                        {
-                            base.len()
-                        }
-                        Bound::Included(k) => base.seek(k, false),
-                        Bound::Excluded(k) => base.seek(k, true),
-                        Bound::Unbounded => base.len(),
-                    };
-                    if first < end {
-                        self.bases.push((base, first, end));
+                Body::Swapped { .. } => {
+                    match loaded.get(rec) {
+                        Some(base) => self.push_base(base, rec, lo, hi),
+                        None if loaded.skip => {}
+                        None => return Err(rec),
                     }
-                    return;
+                    return Ok(());
+                }
+                Body::Base { base, .. } => {
+                    self.push_base(base, rec, lo, hi);
+                    return Ok(());
                 }
             }
             // SAFETY: every record but a base has a next one, alive as long as this one.
             rec = unsafe { &*rec.next };
+        }
+    }
+
+    /// Adds the entries of `base` (at the bottom of a chain, under `rec`) within `lo..hi`.
+    fn push_base<'a>(&mut self, base: &'g Base, rec: &'g Record, lo: Bound<&'a [u8]>, hi: Bound<&'a [u8]>) {
+        let first = match lo {
+            Bound::Included(k) => base.seek(k, true),
+            Bound::Excluded(k) => base.seek(k, false),
+            Bound::Unbounded => 0,
+        };
+        let end = match hi {
+            // Every entry of a base lies below the high key it was built with: a bound at or
+            // above that (usually the page's own high key, the same bytes) needs no search.
+            Bound::Included(k) | Bound::Excluded(k)
+                if rec.hdr.high().is_some_and(|h| core::ptr::eq(h, k) || h <= k) =>
+            {
+                base.len()
+            }
+            Bound::Included(k) => base.seek(k, false),
+            Bound::Excluded(k) => base.seek(k, true),
+            Bound::Unbounded => base.len(),
+        };
+        if first < end {
+            self.bases.push((base, first, end));
         }
     }
 
@@ -135,7 +188,17 @@ impl<'g> Gathered<'g> {
 /// Keeps the versions that the latest state or a live snapshot can see (see [`mvcc::retained`]),
 /// drops tombstones that hide nothing, and compacts snapshot numbers. `sorted` is the output of
 /// [`Gathered::sorted`]; the result replaces it.
-pub(crate) fn garbage_collect<'g>(sorted: &mut Vec<Version<'g>>, live: &[u64], scratch: &mut GcScratch) {
+///
+/// `flushed` is the snapshot number the page's newest page record holds it at (`u64::MAX` for a
+/// page never written to the log as a page): a version above it keeps its number, so that the
+/// next flush finds it, and a tombstone above it is kept even if it hides nothing here, since it
+/// hides the key's version in the log.
+pub(crate) fn garbage_collect<'g>(
+    sorted: &mut Vec<Version<'g>>,
+    live: &[u64],
+    flushed: u64,
+    scratch: &mut GcScratch,
+) {
     let mut kept = 0;
     let mut start = 0;
     while start < sorted.len() {
@@ -148,13 +211,16 @@ pub(crate) fn garbage_collect<'g>(sorted: &mut Vec<Version<'g>>, live: &[u64], s
         for (i, keep) in scratch.keep.iter().enumerate() {
             if *keep {
                 let mut v = sorted[start + i];
-                v.sn = mvcc::compacted_sn(v.sn, live);
+                if v.sn <= flushed {
+                    v.sn = mvcc::compacted_sn(v.sn, live);
+                }
                 sorted[kept] = v;
                 kept += 1;
             }
         }
-        // The oldest kept version, if a tombstone, hides nothing any more.
-        while kept > group_kept && sorted[kept - 1].value.is_none() {
+        // The oldest kept version, if a tombstone, hides nothing any more (unless it hides the
+        // key's version in the log).
+        while kept > group_kept && sorted[kept - 1].value.is_none() && sorted[kept - 1].sn <= flushed {
             kept -= 1;
         }
         start = end;
@@ -220,9 +286,9 @@ mod tests {
         ];
         let mut scratch = GcScratch::default();
         let mut no_snapshots = versions.clone();
-        garbage_collect(&mut no_snapshots, &[], &mut scratch);
+        garbage_collect(&mut no_snapshots, &[], u64::MAX, &mut scratch);
         assert_eq!(no_snapshots, [v(b"a", Some(b"3"), 0), v(b"c", Some(b"y"), 0)]);
-        garbage_collect(&mut versions, &[3, 7], &mut scratch);
+        garbage_collect(&mut versions, &[3, 7], u64::MAX, &mut scratch);
         assert_eq!(
             versions,
             [

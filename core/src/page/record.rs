@@ -12,7 +12,14 @@ use core::ptr::{self, NonNull};
 use core::slice;
 
 use super::base::{prefix, Base, Version};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering, SpinLock};
+
+/// A stub's log address and key range (see [`Body::Swapped`]).
+pub(crate) struct StubRef<'a> {
+    pub addr: u64,
+    pub low: &'a [u8],
+    pub high: Option<&'a [u8]>,
+}
 
 /// What every record carries so that readers and writers decide without walking the chain.
 #[derive(Clone, Copy)]
@@ -135,9 +142,14 @@ pub(crate) enum Body {
     /// The page is being merged into its left sibling: it takes no more writes.
     Remove { state: AtomicU8 },
     /// Consolidated entries, with the page's upper bound (owned here, read through the header).
-    Base {
-        base: Base,
-        #[expect(dead_code, reason = "storage the header's `high` points into")]
+    Base { base: Base, high: Option<Box<[u8]>> },
+    /// In place of a base: the page's entries are in the log, in the page records from `addr`
+    /// back (see `crate::log::page`). Records above a stub are writes made since (blind
+    /// writes: nobody read the page for them).
+    Swapped {
+        addr: u64,
+        /// The page's low key: the records may hold keys outside the page, which loading drops.
+        low: Box<[u8]>,
         high: Option<Box<[u8]>>,
     },
 }
@@ -241,6 +253,41 @@ impl Record {
         Self::alloc(hdr, ptr::null_mut(), Body::Base { base, high })
     }
 
+    /// A stub standing for a page whose entries are in the log from `addr` on (see
+    /// [`Body::Swapped`]), holding about `items` entries below `high`.
+    pub(crate) fn stub(
+        addr: u64,
+        items: u32,
+        low: &[u8],
+        high: Option<&[u8]>,
+        right: *const PageCell,
+    ) -> *mut Record {
+        let high: Option<Box<[u8]>> = high.map(Into::into);
+        let hdr = Header::fresh(items as usize, 0, high.as_deref(), right);
+        Self::alloc(hdr, ptr::null_mut(), Body::Swapped { addr, low: low.into(), high })
+    }
+
+    /// What a stub says of its page, if this is one.
+    pub(crate) fn swapped(&self) -> Option<StubRef<'_>> {
+        match &self.body {
+            Body::Swapped { addr, low, high, .. } => {
+                Some(StubRef { addr: *addr, low, high: high.as_deref() })
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes of memory this one record holds: its allocation, and what its body owns.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let owned = match &self.body {
+            Body::Base { base, high } => base.heap_bytes() + high.as_ref().map_or(0, |h| h.len()),
+            Body::Swapped { low, high, .. } => low.len() + high.as_ref().map_or(0, |h| h.len()),
+            Body::Split { sep } | Body::Merge { sep, .. } => sep.len(),
+            _ => 0,
+        };
+        Self::layout(self.body.tail_len()).size() + owned
+    }
+
     /// The version an insert or delete record carries.
     pub(crate) fn version(&self) -> Option<Version<'_>> {
         match &self.body {
@@ -277,6 +324,21 @@ impl Record {
             _ => None,
         }
     }
+}
+
+/// Bytes of memory a chain holds, with the chains it owns (see [`Record::heap_bytes`]).
+pub(crate) fn chain_bytes(mut rec: *const Record) -> usize {
+    let mut bytes = 0;
+    while !rec.is_null() {
+        // SAFETY: the caller holds the chain alive (pinned, or owning it).
+        let r = unsafe { &*rec };
+        bytes += r.heap_bytes();
+        if let Body::Merge { right, .. } = r.body {
+            bytes += chain_bytes(right);
+        }
+        rec = r.next;
+    }
+    bytes
 }
 
 /// Frees a chain and every chain it owns (the absorbed chains of merge records).
@@ -317,11 +379,84 @@ pub(crate) struct PageCell {
     pub head: AtomicPtr<Record>,
     /// Set once the page is reachable from the index; only indexed pages start merges.
     pub indexed: AtomicBool,
+    /// Never the same for two cells of one process (a flush names the page it captured by it:
+    /// a cell's memory may be reused by a later page with the same low key).
+    pub id: u64,
+    /// Set by every write to the page, cleared by a flush as it captures the page: a hint of
+    /// which pages to flush (the truth is in the snapshot numbers, see `crate::paging`).
+    pub dirty: AtomicBool,
+    /// The Clock's reference bit: set by reads and writes, cleared by the sweep.
+    pub referenced: AtomicBool,
+    /// `flush.sn`, readable without the lock: consolidation keeps the real numbers of the
+    /// versions above it (a flush tells unflushed versions by them).
+    pub flushed_sn: AtomicU64,
+    /// Where the page is in the log. Changed only by flushes (one thread per tree).
+    pub flush: SpinLock<FlushState>,
+}
+
+/// The page records that hold a page, newest first, and what its next record must be.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlushState {
+    /// Log addresses of the page's records, newest first: an image at the end, deltas before
+    /// it. Empty for a page never flushed.
+    pub chain: alloc::vec::Vec<u64>,
+    /// The snapshot number the newest record was captured at (0 before the first).
+    pub sn: u64,
+    /// The records hold other keys than the page does now (it absorbed a sibling, or was made
+    /// by a split or a load): the next record must be an image.
+    pub needs_image: bool,
+    /// Bumped whenever `needs_image` is set: a flush captured before that must not clear it.
+    pub changes: u64,
+    /// Records of other pages that hold some of this page's keys (those of the page it split
+    /// from, or of a page it absorbed), until its next image: still live for the cleaner.
+    pub inherited: alloc::vec::Vec<u64>,
 }
 
 impl PageCell {
     pub(crate) fn new(low: Box<[u8]>, head: *mut Record, indexed: bool) -> Self {
-        Self { low, head: AtomicPtr::new(head), indexed: AtomicBool::new(indexed) }
+        Self::with_flush(low, head, indexed, FlushState::default())
+    }
+
+    pub(crate) fn with_flush(low: Box<[u8]>, head: *mut Record, indexed: bool, flush: FlushState) -> Self {
+        static IDS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+        Self {
+            low,
+            head: AtomicPtr::new(head),
+            indexed: AtomicBool::new(indexed),
+            id: IDS.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            dirty: AtomicBool::new(false),
+            referenced: AtomicBool::new(false),
+            flushed_sn: AtomicU64::new(flush.sn),
+            flush: SpinLock::new(flush),
+        }
+    }
+
+    /// Marks the page as holding writes no page record has (see `dirty`).
+    pub(crate) fn mark_dirty(&self) {
+        crate::sync::fence(Ordering::SeqCst);
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Says that some of the page's keys are in `other`'s records (it split from or absorbed
+    /// that page): those stay live, and the page's next record must be an image.
+    pub(crate) fn inherit(&self, other: &FlushState) {
+        let mut flush = self.flush.lock();
+        flush.inherited.extend_from_slice(&other.chain);
+        flush.inherited.extend_from_slice(&other.inherited);
+        flush.needs_image = true;
+        flush.changes += 1;
+        drop(flush);
+        self.mark_dirty();
+    }
+
+    /// Sets the reference bit if it is clear (a load first: no cache line written when set).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Loads the head record. The caller must be pinned for as long as it uses the result.

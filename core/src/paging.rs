@@ -1,0 +1,527 @@
+//! Pages in the log: how a tree writes its pages out as page records, swaps them out of memory
+//! (leaving a stub that names their records), and reads them back.
+//!
+//! The tree decides; the runtime moves the bytes. A flush (the runtime's, one thread per tree)
+//! takes a [`Snapshot`] and [`Tree::capture`]s pages as that snapshot sees them into page
+//! records (a full image, or the versions since the page's last record: see
+//! [`crate::log::page`]), appends them, makes them recoverable, and tells the tree with
+//! [`Tree::flushed`]; a captured page with nothing newer than the snapshot may then be
+//! [`Tree::swap_out`]ed. A page is read back through the [`PageSource`] the runtime gives the
+//! tree: point reads ([`Tree::get_owned`]) read it without bringing it back and without holding
+//! their epoch pin across the read; scans, consolidations and borrowed reads bring it back.
+//!
+//! What makes a record exact: the snapshot is registered before it is sealed, so no
+//! consolidation drops the version it sees of any key; a page's versions newer than its last
+//! record keep their real numbers (see [`crate::page::garbage_collect`]), so a delta finds
+//! them; and a tombstone newer than the last record is kept, since it hides the key's version
+//! in the log.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ops::Bound;
+use core::ptr;
+
+use crossbeam_epoch::Guard;
+
+use crate::config::{ConfigError, TreeConfig};
+use crate::error::Error;
+use crate::index::{CellBox, IndexKey};
+use crate::log::frame::Kind;
+use crate::log::page::{PageRecord, PageWriter};
+use crate::mvcc::{Mvcc, Snapshot, LATEST};
+use crate::page::base::{Base, Version};
+use crate::page::record::{chain_bytes, Body, FlushState, PageCell, Record};
+use crate::page::{self, garbage_collect, Gathered, GcScratch, Loaded};
+use crate::sync::Ordering;
+use crate::tree::{Target, Tree, NODE_BYTES};
+use crate::Collector;
+
+/// Records in a page's chain before its next one must be a full image (Plasma's
+/// `MaxPageLSSSegments`): a read of a swapped-out page reads at most this many records.
+pub const MAX_SEGMENTS: usize = 4;
+
+/// Where a tree reads its swapped-out pages back from: the runtime's log.
+pub trait PageSource: Send + Sync {
+    /// Reads the page record at log address `addr`: puts its payload in `out` (replacing what
+    /// it held) and returns its kind.
+    fn read(&self, addr: u64, out: &mut Vec<u8>) -> Result<Kind, PageReadError>;
+}
+
+/// Why a page record could not be read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageReadError {
+    /// The record's log address.
+    pub addr: u64,
+}
+
+/// One stretch of the key space for [`Tree::with_pages`]: `[lo, hi)` (`hi` `None` for the
+/// last), held in the log by the page records `chain` names (newest first) as snapshot `sn` saw
+/// them, or by nothing (an empty `chain`: a page never written out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageTile {
+    /// Inclusive lower bound; empty for the first tile.
+    pub lo: Box<[u8]>,
+    /// Exclusive upper bound; `None` for the last tile.
+    pub hi: Option<Box<[u8]>>,
+    /// Log addresses of the page's records, newest first.
+    pub chain: Vec<u64>,
+    /// Snapshot number of the newest record.
+    pub sn: u64,
+    /// About how many entries the records hold.
+    pub items: u32,
+}
+
+/// One page's place in the log now, from [`Tree::pages`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageChain {
+    /// The page's low key.
+    pub low: Box<[u8]>,
+    /// Its high key (`None` for the last page).
+    pub high: Option<Box<[u8]>>,
+    /// Its records, newest first (empty if it has none).
+    pub chain: Vec<u64>,
+    /// The snapshot number of its newest record.
+    pub sn: u64,
+    /// About how many entries it holds.
+    pub items: u32,
+    /// Whether it may hold writes no record has.
+    pub dirty: bool,
+    /// Whether its entries are out of memory (a stub, perhaps under writes since).
+    pub swapped: bool,
+}
+
+/// A page captured by [`Tree::capture`]: the record written (if any) and what
+/// [`Tree::flushed`] and [`Tree::swap_out`] need to know of it.
+#[derive(Debug)]
+pub struct Capture {
+    low: Box<[u8]>,
+    id: u64,
+    head: usize,
+    sn: u64,
+    changes: u64,
+    image: bool,
+    items: u32,
+    /// The page held no version newer than the snapshot.
+    settled: bool,
+    /// A record was written into the caller's [`PageWriter`].
+    wrote: bool,
+}
+
+impl Capture {
+    /// The kind of record to append, or `None` if the page held nothing new (nothing to append).
+    pub fn kind(&self) -> Option<Kind> {
+        self.wrote.then_some(if self.image { Kind::PageImage } else { Kind::PageDelta })
+    }
+
+    /// The page's low key.
+    pub fn low(&self) -> &[u8] {
+        &self.low
+    }
+
+    /// The page's identity: never the same for two pages of one process (a page made by a
+    /// split may have the low key an earlier page had). A flush round that captures every
+    /// page [`Tree::dirty_pages`] lists, again until it lists none it has not captured, has
+    /// every write its snapshot sees in the log.
+    pub fn page_id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the page may be swapped out once its record (if any) is recoverable: it held no
+    /// version newer than the snapshot.
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+}
+
+impl Tree {
+    /// A tree whose pages are `tiles` (which must tile the key space in order, the first
+    /// starting at the empty key and the last unbounded): those with records start swapped
+    /// out, read back through `source`; the others start empty. What a reopened store builds
+    /// from its page table, without reading any page.
+    pub fn with_pages(
+        config: TreeConfig,
+        collector: Collector,
+        mvcc: Arc<Mvcc>,
+        source: Arc<dyn PageSource>,
+        tiles: &[PageTile],
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        assert!(tiles.first().is_some_and(|t| t.lo.is_empty()), "tiles must start at the empty key");
+        assert!(tiles.last().is_some_and(|t| t.hi.is_none()), "the last tile must be unbounded");
+        let tree = Self::empty(config, collector, mvcc, Some(source));
+        // SAFETY: nothing else can reach the tree yet.
+        let guard = unsafe { crossbeam_epoch::unprotected() };
+        let mut right: *const PageCell = ptr::null();
+        for tile in tiles.iter().rev() {
+            debug_assert!(right.is_null() || unsafe { &*right }.low.as_ref() == tile.hi.as_deref().unwrap());
+            let hi = tile.hi.as_deref();
+            let (head, flush) = match tile.chain.first() {
+                Some(&addr) => (
+                    Record::stub(addr, tile.items, &tile.lo, hi, right),
+                    FlushState { chain: tile.chain.clone(), sn: tile.sn, ..FlushState::default() },
+                ),
+                None => (Record::base(&[], 0, hi, right), FlushState::default()),
+            };
+            let cell = Box::leak(Box::new(PageCell::with_flush(tile.lo.clone(), head, true, flush)));
+            tree.add_resident(NODE_BYTES + tile.lo.len() + chain_bytes(head));
+            let cell = ptr::NonNull::from(cell);
+            tree.index.get_or_insert_with(IndexKey::new(&tile.lo), || CellBox(cell), guard).release(guard);
+            right = cell.as_ptr();
+        }
+        Ok(tree)
+    }
+
+    /// Makes the tree write its pages to the log: swapped-out pages are read back from
+    /// `source`. Set before the tree takes any write.
+    pub fn set_page_source(&mut self, source: Arc<dyn PageSource>) {
+        self.source = Some(source);
+    }
+
+    // ---- Reading pages back -----------------------------------------------------------------
+
+    /// The value of `key` at `snapshot` (or the latest, for `None`), copied out. A swapped-out
+    /// page is read from the log without being brought back into memory, with the guard
+    /// unpinned during the read (so a slow device does not hold memory reclamation back).
+    pub fn get_owned(
+        &self,
+        key: &[u8],
+        snapshot: Option<&Snapshot>,
+        guard: &mut Guard,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let sn = snapshot.map_or(LATEST, |s| {
+            self.check_snapshot(s);
+            s.sn()
+        });
+        self.check_write(key, None)?;
+        let mut loaded: Option<(u64, Base)> = None;
+        loop {
+            let (cell, head) = self.locate(Target::Key(key), guard);
+            cell.touch();
+            let stub = match page::lookup(head, key, sn) {
+                Ok(found) => {
+                    let found = found.map(<[u8]>::to_vec);
+                    self.after_read(cell, head, guard);
+                    return Ok(found);
+                }
+                Err(stub) => stub,
+            };
+            let addr = stub.swapped().expect("lookup stops at stubs").addr;
+            // Read while unpinned: answer from it if the page still ends in the stub it was
+            // read for (writes of other keys may have landed above it meanwhile).
+            if let Some((_, base)) = loaded.as_ref().filter(|(at, _)| *at == addr) {
+                return Ok(base.find(key, sn).flatten().map(<[u8]>::to_vec));
+            }
+            // The stub may be gone once unpinned: copy what the read needs first.
+            let stub = stub.swapped().expect("a stub");
+            let (low, high): (Box<[u8]>, Option<Box<[u8]>>) = (stub.low.into(), stub.high.map(Into::into));
+            let base = guard.repin_after(|| self.read_page(addr, &low, high.as_deref()))?;
+            loaded = Some((addr, base));
+        }
+    }
+
+    /// Brings the page back into memory: consolidates it with its stubs' records read back.
+    pub(crate) fn swap_in(&self, cell: &PageCell, head: &Record, guard: &Guard) -> Result<(), Error> {
+        let loaded = self.load_stubs(head)?;
+        self.consolidate_loaded(cell, head, &loaded, guard);
+        self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads back the records of every stub on the chain from `head` (absorbed chains included).
+    pub(crate) fn load_stubs(&self, head: &Record) -> Result<Loaded, Error> {
+        let mut loaded = Loaded::default();
+        let mut pending = alloc::vec![head as *const Record];
+        while let Some(mut rec) = pending.pop() {
+            while !rec.is_null() {
+                // SAFETY: the caller is pinned with `head` loaded; chains below it are alive.
+                let r = unsafe { &*rec };
+                match &r.body {
+                    Body::Merge { right, .. } => pending.push(*right),
+                    Body::Swapped { .. } => {
+                        let stub = r.swapped().expect("a stub");
+                        loaded.insert(r, self.read_page(stub.addr, stub.low, stub.high)?);
+                    }
+                    _ => {}
+                }
+                rec = r.next;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Reads the chain of page records from `addr` back and builds the base of their entries
+    /// within `[low, high)`.
+    fn read_page(&self, addr: u64, low: &[u8], high: Option<&[u8]>) -> Result<Base, Error> {
+        let source = self.source.as_ref().expect("a tree with stubs has a page source");
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        let mut at = Some(addr);
+        while let Some(addr) = at {
+            if payloads.len() > 4 * MAX_SEGMENTS {
+                return Err(Error::PageCorrupt { addr });
+            }
+            let mut payload = Vec::new();
+            let kind = source.read(addr, &mut payload).map_err(|e| Error::PageRead { addr: e.addr })?;
+            let record = PageRecord::decode(&payload).ok_or(Error::PageCorrupt { addr })?;
+            at = match (kind, record.prev) {
+                (Kind::PageImage, None) => None,
+                (Kind::PageDelta, Some(prev)) => Some(prev),
+                _ => return Err(Error::PageCorrupt { addr }),
+            };
+            payloads.push(payload);
+        }
+        self.counters.page_reads.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        self.counters
+            .page_read_bytes
+            .fetch_add(payloads.iter().map(|p| p.len() as u64).sum(), Ordering::Relaxed);
+        let records: Vec<PageRecord<'_>> =
+            payloads.iter().map(|p| PageRecord::decode(p).expect("decoded above")).collect();
+        // Newest record first; a stable sort by key keeps that order among a key's versions,
+        // and each record lists a key's versions newest first.
+        let mut versions: Vec<Version<'_>> = records
+            .iter()
+            .flat_map(|r| r.entries())
+            .filter(|e| e.key >= low && high.is_none_or(|h| e.key < h))
+            .map(|e| Version { key: e.key, value: e.value, sn: e.sn })
+            .collect();
+        versions.sort_by(|a, b| a.key.cmp(b.key));
+        Ok(Base::build(versions.iter().copied()))
+    }
+
+    // ---- Writing pages out ------------------------------------------------------------------
+
+    /// Low keys of the pages that may hold writes no page record has, in key order, each with
+    /// the page's identity (see [`Capture::page_id`]).
+    pub fn dirty_pages(&self, guard: &Guard) -> Vec<(Box<[u8]>, u64)> {
+        let mut out = Vec::new();
+        self.each_page(guard, |cell, _| {
+            if cell.dirty.load(Ordering::SeqCst) {
+                out.push((cell.low.clone(), cell.id));
+            }
+        });
+        out
+    }
+
+    /// Writes into `out` the record of the page whose low key is `low` as `snapshot` sees it:
+    /// an image if `image` is set or the page needs one (never written, restructured, or
+    /// [`MAX_SEGMENTS`] records long), a delta of the versions since its last record otherwise.
+    /// `None` if no page starts at `low` any more. The caller appends the record (if
+    /// [`Capture::kind`] says there is one), makes it recoverable, then calls
+    /// [`Tree::flushed`]. One capture at a time per tree.
+    pub fn capture(
+        &self,
+        low: &[u8],
+        snapshot: &Snapshot,
+        image: bool,
+        out: &mut PageWriter,
+        guard: &Guard,
+    ) -> Result<Option<Capture>, Error> {
+        self.check_snapshot(snapshot);
+        let s = snapshot.sn();
+        let (cell, _) = self.locate(Target::Key(low), guard);
+        if *cell.low != *low {
+            return Ok(None);
+        }
+        // Cleared before the head is read: a write that lands after this read marks the page
+        // again (see `PageCell::mark_dirty`).
+        cell.dirty.store(false, Ordering::SeqCst);
+        crate::sync::fence(Ordering::SeqCst);
+        let head = cell.load();
+        if head.remove_state().is_some() {
+            cell.mark_dirty();
+            return Ok(None);
+        }
+        let flush = cell.flush.lock().clone();
+        let image = image || flush.chain.is_empty() || flush.needs_image || flush.chain.len() >= MAX_SEGMENTS;
+        let loaded = if image { self.load_stubs(head)? } else { Loaded::skipping_stubs() };
+        let mut gathered = Gathered::default();
+        let high = head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded);
+        gathered
+            .gather(head, Bound::Unbounded, high, &loaded)
+            .unwrap_or_else(|_| unreachable!("stubs loaded or skipped"));
+        let mut versions = Vec::new();
+        gathered.sorted(&mut versions);
+        let settled = versions.iter().all(|v| v.sn <= s);
+        versions.retain(|v| v.sn <= s);
+        let mut live = Vec::new();
+        self.mvcc().live_into(&mut live);
+        live.retain(|&l| l <= s);
+        // An image is the bottom of the chain: nothing below for a tombstone to hide.
+        let floor = if image { u64::MAX } else { flush.sn };
+        garbage_collect(&mut versions, &live, floor, &mut GcScratch::default());
+        if !image {
+            versions.retain(|v| v.sn > flush.sn);
+        }
+        if !settled {
+            cell.mark_dirty();
+        }
+        let wrote = image || !versions.is_empty();
+        if wrote {
+            out.start(s, if image { None } else { flush.chain.first().copied() }, &cell.low, head.hdr.high());
+            for v in &versions {
+                out.push(v.key, v.value, v.sn);
+            }
+        }
+        let items = if image { versions.len() as u32 } else { head.hdr.items };
+        Ok(Some(Capture {
+            low: cell.low.clone(),
+            id: cell.id,
+            head: head as *const Record as usize,
+            sn: s,
+            changes: flush.changes,
+            image,
+            items,
+            settled,
+            wrote,
+        }))
+    }
+
+    /// Records that the page `capture` captured is in the log at `addr` (ignored if the capture
+    /// wrote nothing): its next delta will name `addr` as its previous record. Call it only once
+    /// the record is recoverable (a crash may not lose it).
+    pub fn flushed(&self, capture: &Capture, addr: u64, guard: &Guard) {
+        if !capture.wrote {
+            return;
+        }
+        let (cell, _) = self.locate(Target::Key(&capture.low), guard);
+        if cell.id != capture.id {
+            return; // the page is gone: its keys are another page's now, which has its own records
+        }
+        let mut flush = cell.flush.lock();
+        if capture.image {
+            flush.chain.clear();
+        }
+        flush.chain.insert(0, addr);
+        flush.sn = capture.sn;
+        if capture.image && flush.changes == capture.changes {
+            flush.needs_image = false;
+            flush.inherited.clear();
+        }
+        cell.flushed_sn.store(capture.sn, Ordering::Release);
+        drop(flush);
+        self.counters.page_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces the page `capture` captured with a stub naming its records, if it is still
+    /// exactly as captured, held nothing newer than the snapshot, and its records are
+    /// recoverable ([`Tree::flushed`] was called). True if it was swapped out.
+    pub fn swap_out(&self, capture: &Capture, guard: &Guard) -> bool {
+        if !capture.settled {
+            return false;
+        }
+        let (cell, head) = self.locate(Target::Key(&capture.low), guard);
+        if cell.id != capture.id || head as *const Record as usize != capture.head {
+            return false;
+        }
+        let addr = {
+            let flush = cell.flush.lock();
+            match flush.chain.first() {
+                Some(&addr) if flush.sn == capture.sn && !flush.needs_image => addr,
+                _ => return false,
+            }
+        };
+        let stub = Record::stub(addr, capture.items, &cell.low, head.hdr.high(), head.hdr.right_ptr());
+        self.finish_unlinks(head, guard);
+        if !cell.install(head, stub) {
+            // SAFETY: never published.
+            unsafe { crate::page::record::free_chain(stub) };
+            return false;
+        }
+        self.add_resident(chain_bytes(stub));
+        self.retire(head, guard);
+        cell.referenced.store(false, Ordering::Relaxed);
+        self.counters.swap_outs.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The Clock: passes over up to `n` pages from the one holding `hand` (wrapping around at
+    /// the end), clearing reference bits; returns the low keys of those whose bit was already
+    /// clear and that hold entries in memory: the pages to swap out. `hand` moves on past them.
+    pub fn sweep(&self, hand: &mut Vec<u8>, n: usize, guard: &Guard) -> Vec<Box<[u8]>> {
+        let mut victims = Vec::new();
+        let (mut cell, _) = self.locate(Target::Key(hand), guard);
+        for _ in 0..n {
+            let head = cell.load();
+            let bare_stub = head.hdr.chain_len == 0 && head.swapped().is_some();
+            if !bare_stub && head.remove_state().is_none() && !cell.referenced.swap(false, Ordering::Relaxed)
+            {
+                victims.push(cell.low.clone());
+            }
+            match (head.hdr.high(), head.hdr.right()) {
+                (Some(high), Some(right)) => {
+                    hand.clear();
+                    hand.extend_from_slice(high);
+                    cell = right;
+                }
+                _ => {
+                    hand.clear();
+                    break;
+                }
+            }
+        }
+        victims
+    }
+
+    /// Every page's place in the log, in key order: what the runtime writes to its page table.
+    pub fn pages(&self, guard: &Guard) -> Vec<PageChain> {
+        let mut out = Vec::new();
+        self.each_page(guard, |cell, head| {
+            let flush = cell.flush.lock().clone();
+            out.push(PageChain {
+                low: cell.low.clone(),
+                high: head.hdr.high().map(Into::into),
+                chain: flush.chain,
+                sn: flush.sn,
+                items: head.hdr.items,
+                dirty: cell.dirty.load(Ordering::Relaxed) || flush.needs_image,
+                swapped: page_is_swapped(head),
+            });
+        });
+        out
+    }
+
+    /// Whether the page record at `addr`, of a page whose keys lay in `[low, high)`, is still
+    /// in the chain of a page now: if not, nothing will read it again.
+    pub fn holds_record(&self, low: &[u8], high: Option<&[u8]>, addr: u64, guard: &Guard) -> bool {
+        let (mut cell, _) = self.locate(Target::Key(low), guard);
+        loop {
+            let flush = cell.flush.lock();
+            if flush.chain.contains(&addr) || flush.inherited.contains(&addr) {
+                return true;
+            }
+            drop(flush);
+            let head = cell.load();
+            match (head.hdr.high(), head.hdr.right()) {
+                (Some(h), Some(right)) if high.is_none_or(|high| h < high) => cell = right,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Calls `visit` with every page and its head, left to right (pages frozen by a merge
+    /// included, once).
+    fn each_page<'g>(&self, guard: &'g Guard, mut visit: impl FnMut(&'g PageCell, &'g Record)) {
+        let (mut cell, _) = self.locate(Target::Key(&[]), guard);
+        loop {
+            let head = cell.load();
+            visit(cell, head);
+            match head.hdr.right() {
+                Some(right) if head.hdr.high().is_some() => cell = right,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Whether a page's entries are out of memory: its chain ends in a stub.
+fn page_is_swapped(head: &Record) -> bool {
+    let mut rec = head;
+    loop {
+        match &rec.body {
+            Body::Swapped { .. } => return true,
+            Body::Base { .. } => return false,
+            // SAFETY: every record but a base or stub has a next one.
+            _ => rec = unsafe { &*rec.next },
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! Pages written out, swapped out and read back, against a `BTreeMap` model: random writes,
+//! reads, scans and snapshots interleaved with flushes (page records into an in-memory log),
+//! swap-outs of every settled page, and reopens that rebuild the tree from the page table the
+//! records fold into plus the op records no page record covers (the recovery a runtime does,
+//! with the log in memory). Thresholds are small so that pages split, merge and consolidate
+//! on top of stubs all the time.
+
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use helio_core::log::frame::Kind;
+use helio_core::log::page::{PageRecord, PageTable, PageWriter};
+use helio_core::{Mvcc, PageReadError, PageSource, PageTile, Snapshot, Tree, TreeConfig};
+use proptest::prelude::*;
+
+mod common;
+
+use common::{expected_range, Model};
+
+/// The page records appended so far; a record's address is its index plus one.
+#[derive(Default)]
+struct MemLog {
+    records: Mutex<Vec<(Kind, Vec<u8>)>>,
+    /// Addresses whose reads fail (to check that errors come back typed).
+    failing: Mutex<Vec<u64>>,
+}
+
+impl MemLog {
+    fn append(&self, kind: Kind, payload: &[u8]) -> u64 {
+        let mut records = self.records.lock().unwrap();
+        records.push((kind, payload.to_vec()));
+        records.len() as u64
+    }
+}
+
+impl PageSource for MemLog {
+    fn read(&self, addr: u64, out: &mut Vec<u8>) -> Result<Kind, PageReadError> {
+        if self.failing.lock().unwrap().contains(&addr) {
+            return Err(PageReadError { addr });
+        }
+        let records = self.records.lock().unwrap();
+        let (kind, payload) = records.get(addr as usize - 1).ok_or(PageReadError { addr })?;
+        out.clear();
+        out.extend_from_slice(payload);
+        Ok(*kind)
+    }
+}
+
+/// A durable write: what an op record in the log holds.
+#[derive(Clone, Debug)]
+struct LoggedOp {
+    sn: u64,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+/// A tree that writes its pages to a `MemLog`, and the ops since they were last all flushed.
+struct Paged {
+    tree: Tree,
+    log: Arc<MemLog>,
+    ops: Vec<LoggedOp>,
+    /// The flush's snapshot, kept between rounds (see `crate::paging`).
+    flush_snapshot: Option<Snapshot>,
+    config: TreeConfig,
+}
+
+impl Paged {
+    fn new(config: TreeConfig) -> Self {
+        let log = Arc::new(MemLog::default());
+        let mvcc = Arc::new(Mvcc::new());
+        let mut tree =
+            Tree::with_parts(config.clone(), crossbeam_epoch::default_collector().clone(), mvcc).unwrap();
+        tree.set_page_source(log.clone());
+        Self { tree, log, ops: Vec::new(), flush_snapshot: None, config }
+    }
+
+    fn write(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let guard = self.tree.pin();
+        let ticket = self.tree.mvcc().begin_write(0);
+        self.ops.push(LoggedOp { sn: ticket.sn(), key: key.to_vec(), value: value.map(<[u8]>::to_vec) });
+        self.tree.put_with(&ticket, key, value, &guard).unwrap();
+    }
+
+    /// Flushes every dirty page as a new snapshot sees it; swaps out every page that allows it
+    /// if `swap`. The ops every page record now covers leave the log.
+    fn flush(&mut self, swap: bool, images: bool) {
+        let snapshot = self.tree.snapshot();
+        let guard = self.tree.pin();
+        let mut writer = PageWriter::new();
+        let lows: Vec<Box<[u8]>> = if swap {
+            self.tree.pages(&guard).into_iter().map(|p| p.low).collect()
+        } else {
+            self.tree.dirty_pages(&guard).into_iter().map(|(low, _)| low).collect()
+        };
+        for low in lows {
+            let Some(capture) = self.tree.capture(&low, &snapshot, images, &mut writer, &guard).unwrap()
+            else {
+                continue;
+            };
+            if let Some(kind) = capture.kind() {
+                let addr = self.log.append(kind, writer.payload());
+                self.tree.flushed(&capture, addr, &guard);
+            }
+            if swap {
+                self.tree.swap_out(&capture, &guard);
+            }
+        }
+        // Every page is in the log as `snapshot` sees it, if the round saw every dirty page
+        // (pages made after it started are dirty with writes above the snapshot).
+        let sn = snapshot.sn();
+        self.ops.retain(|op| op.sn > sn);
+        self.flush_snapshot = Some(snapshot);
+    }
+
+    /// What a reopen after a crash builds: the page table of every record, its pages swapped
+    /// out, and the ops no record covers applied on top.
+    fn reopen(&mut self) {
+        let mut table = PageTable::new();
+        let records = self.log.records.lock().unwrap().clone();
+        for (i, (kind, payload)) in records.iter().enumerate() {
+            let record = PageRecord::decode(payload).expect("a page record");
+            table.fold(i as u64 + 1, *kind, &record).unwrap();
+        }
+        let tiles: Vec<PageTile> = table
+            .tiles()
+            .map(|(lo, hi, entry)| PageTile {
+                lo: lo.into(),
+                hi: hi.map(Into::into),
+                chain: entry.map(|e| self.chain_of(e.addr)).unwrap_or_default(),
+                sn: entry.map_or(0, |e| e.sn),
+                items: entry.map_or(0, |e| e.items),
+            })
+            .collect();
+        let next = self.tree.mvcc().open_sn() + 1;
+        let mvcc = Arc::new(Mvcc::starting_at(next));
+        let collector = crossbeam_epoch::default_collector().clone();
+        self.flush_snapshot = None;
+        self.tree = Tree::with_pages(self.config.clone(), collector, mvcc, self.log.clone(), &tiles).unwrap();
+        let ops = std::mem::take(&mut self.ops);
+        for op in ops.iter().filter(|op| op.sn > table.covering(&op.key).map_or(0, |e| e.sn)) {
+            self.write(&op.key, op.value.as_deref());
+        }
+        // The ops replayed keep their place in the log.
+        self.ops = ops;
+    }
+
+    /// The addresses of the chain of records from `addr`, newest first.
+    fn chain_of(&self, addr: u64) -> Vec<u64> {
+        let records = self.log.records.lock().unwrap();
+        let mut chain = vec![addr];
+        while let Some(prev) =
+            PageRecord::decode(&records[*chain.last().unwrap() as usize - 1].1).unwrap().prev
+        {
+            chain.push(prev);
+        }
+        chain
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Get(Vec<u8>),
+    GetOwned(Vec<u8>),
+    Range(Bound<Vec<u8>>, Bound<Vec<u8>>, bool),
+    TakeSnapshot,
+    CheckSnapshot(usize),
+    DropSnapshot(usize),
+    Flush { swap: bool, images: bool },
+    Reopen,
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![(0u8..64).prop_map(|k| vec![b'k', k]), (0u8..8).prop_map(|k| vec![b'k', k, b'x', k]),]
+}
+
+fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
+    prop_oneof![key().prop_map(Bound::Included), key().prop_map(Bound::Excluded), Just(Bound::Unbounded)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => (key(), proptest::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::Put(k, v)),
+        5 => key().prop_map(Op::Delete),
+        3 => key().prop_map(Op::Get),
+        4 => key().prop_map(Op::GetOwned),
+        2 => (bound(), bound(), any::<bool>()).prop_map(|(lo, hi, rev)| Op::Range(lo, hi, rev)),
+        1 => Just(Op::TakeSnapshot),
+        2 => (0usize..4).prop_map(Op::CheckSnapshot),
+        1 => (0usize..4).prop_map(Op::DropSnapshot),
+        4 => (any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(swap, images)| Op::Flush { swap, images }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn config() -> impl Strategy<Value = TreeConfig> {
+    (2u32..8, 1u32..6, 4u32..12).prop_map(|(chain, read_chain, split)| {
+        TreeConfig::default()
+            .consolidate_chain(chain)
+            .read_consolidate_chain(read_chain)
+            .split_items(split)
+            .merge_items(split / 4)
+            .page_bytes_max(256)
+    })
+}
+
+fn tree_range(
+    tree: &Tree,
+    snap: &Snapshot,
+    lo: &Bound<Vec<u8>>,
+    hi: &Bound<Vec<u8>>,
+    rev: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let guard = tree.pin();
+    let mut iter = tree.range::<Vec<u8>, _>(snap, (lo.clone(), hi.clone()), &guard);
+    let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
+    let out = if rev { iter.by_ref().rev().map(own).collect() } else { iter.by_ref().map(own).collect() };
+    assert!(iter.error().is_none(), "{:?}", iter.error());
+    out
+}
+
+fn check_all(tree: &Tree, snap: Option<&Snapshot>, model: &Model) {
+    let latest = tree.snapshot();
+    let at = snap.unwrap_or(&latest);
+    assert_eq!(
+        tree_range(tree, at, &Bound::Unbounded, &Bound::Unbounded, false),
+        expected_range(model, &Bound::Unbounded, &Bound::Unbounded, false)
+    );
+    let mut guard = tree.pin();
+    for (k, v) in model {
+        assert_eq!(tree.get_owned(k, snap, &mut guard).unwrap().as_deref(), Some(&v[..]), "key {k:?}");
+    }
+}
+
+fn run(config: TreeConfig, ops: Vec<Op>) {
+    let mut paged = Paged::new(config);
+    let mut model = Model::new();
+    let mut snapshots: Vec<(Snapshot, Model)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                paged.write(&k, Some(&v));
+                model.insert(k, v);
+            }
+            Op::Delete(k) => {
+                paged.write(&k, None);
+                model.remove(&k);
+            }
+            Op::Get(k) => {
+                let guard = paged.tree.pin();
+                assert_eq!(paged.tree.get(&k, &guard).unwrap(), model.get(&k).map(|v| &v[..]));
+            }
+            Op::GetOwned(k) => {
+                let mut guard = paged.tree.pin();
+                assert_eq!(paged.tree.get_owned(&k, None, &mut guard).unwrap(), model.get(&k).cloned());
+            }
+            Op::Range(lo, hi, rev) => {
+                let snap = paged.tree.snapshot();
+                assert_eq!(
+                    tree_range(&paged.tree, &snap, &lo, &hi, rev),
+                    expected_range(&model, &lo, &hi, rev)
+                );
+            }
+            Op::TakeSnapshot => snapshots.push((paged.tree.snapshot(), model.clone())),
+            Op::CheckSnapshot(i) => {
+                if let Some((snap, then)) = snapshots.get(i) {
+                    check_all(&paged.tree, Some(snap), then);
+                }
+            }
+            Op::DropSnapshot(i) => {
+                if i < snapshots.len() {
+                    snapshots.swap_remove(i);
+                }
+            }
+            Op::Flush { swap, images } => paged.flush(swap, images),
+            Op::Reopen => {
+                // Snapshots do not outlive the process.
+                snapshots.clear();
+                paged.reopen();
+            }
+        }
+    }
+    let guard = paged.tree.pin();
+    paged.tree.check_invariants(&guard).unwrap();
+    drop(guard);
+    for (snap, then) in &snapshots {
+        check_all(&paged.tree, Some(snap), then);
+    }
+    check_all(&paged.tree, None, &model);
+    snapshots.clear();
+    paged.reopen();
+    check_all(&paged.tree, None, &model);
+    paged.flush(true, false);
+    paged.reopen();
+    check_all(&paged.tree, None, &model);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn paged_tree_matches_btreemap(config in config(), ops in proptest::collection::vec(op(), 1..300)) {
+        run(config, ops);
+    }
+}
+
+/// A swapped-out page whose record cannot be read: reads of it say so, typed, and nothing
+/// changes; blind writes above it and reads of them need no read at all.
+#[test]
+fn unreadable_pages_fail_reads_with_typed_errors_and_blind_writes_need_no_read() {
+    let mut paged = Paged::new(TreeConfig::default().consolidate_chain(64).read_consolidate_chain(64));
+    for i in 0u8..20 {
+        paged.write(&[i], Some(&[i; 4]));
+    }
+    paged.flush(true, false);
+    let before = paged.tree.stats();
+    assert!(before.swap_outs >= 1, "{before:?}");
+    // Blind writes: onto the stub, found again without reading the page.
+    paged.write(&[3], Some(b"new"));
+    paged.write(&[4], None);
+    let mut guard = paged.tree.pin();
+    assert_eq!(paged.tree.get_owned(&[3], None, &mut guard).unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(paged.tree.get_owned(&[4], None, &mut guard).unwrap(), None);
+    assert_eq!(paged.tree.stats().page_reads, before.page_reads, "a blind write's read went to the log");
+    // A key below the stub: read from the log, not brought back.
+    assert_eq!(paged.tree.get_owned(&[5], None, &mut guard).unwrap().as_deref(), Some(&[5u8; 4][..]));
+    assert!(paged.tree.stats().page_reads > before.page_reads);
+    assert_eq!(paged.tree.stats().swap_ins, before.swap_ins, "a point read brought the page back");
+    // Unreadable: a typed error, from point reads and from scans.
+    let all: Vec<u64> = (1..=paged.log.records.lock().unwrap().len() as u64).collect();
+    *paged.log.failing.lock().unwrap() = all;
+    let err = paged.tree.get_owned(&[6], None, &mut guard).unwrap_err();
+    assert!(matches!(err, helio_core::Error::PageRead { .. }), "{err:?}");
+    let snap = paged.tree.snapshot();
+    let mut iter = paged.tree.range::<[u8], _>(&snap, .., &guard);
+    assert!(iter.by_ref().count() < 20);
+    assert!(matches!(iter.error(), Some(helio_core::Error::PageRead { .. })));
+    drop(iter);
+    paged.log.failing.lock().unwrap().clear();
+    assert_eq!(paged.tree.get_owned(&[6], None, &mut guard).unwrap().as_deref(), Some(&[6u8; 4][..]));
+}
+
+/// Swapping out gives the memory back, and the accounting follows allocations both ways.
+#[test]
+fn swapping_out_gives_memory_back() {
+    let mut paged = Paged::new(TreeConfig::default());
+    for i in 0u32..20_000 {
+        paged.write(&i.to_be_bytes(), Some(&[7u8; 100]));
+    }
+    let full = paged.tree.resident_bytes();
+    assert!(full > 20_000 * 100, "{full}");
+    paged.flush(true, false);
+    let swapped = paged.tree.resident_bytes();
+    assert!(swapped < full / 10, "{full} -> {swapped}");
+    let guard = paged.tree.pin();
+    let snap = paged.tree.snapshot();
+    assert_eq!(paged.tree.range::<[u8], _>(&snap, .., &guard).count(), 20_000);
+    let back = paged.tree.resident_bytes();
+    assert!(back > full / 2, "{full} -> {swapped} -> {back}");
+}
+
+/// A flush round as a runtime's flusher does it, concurrently with writers: every dirty page
+/// captured at one snapshot, again until no dirty page is left that the round has not
+/// captured (pages split off meanwhile), each record "appended" and the page swapped out if it
+/// allows. Returns the snapshot number every write at or below is now in a page record.
+fn flush_round(tree: &Tree, log: &MemLog, swap: bool, held: &mut Option<Snapshot>) -> u64 {
+    let snapshot = tree.snapshot();
+    let guard = tree.pin();
+    let mut writer = PageWriter::new();
+    let mut done = std::collections::HashSet::new();
+    loop {
+        let todo: Vec<_> =
+            tree.dirty_pages(&guard).into_iter().filter(|(_, id)| !done.contains(id)).collect();
+        if todo.is_empty() {
+            break;
+        }
+        for (low, id) in todo {
+            done.insert(id);
+            let Some(capture) = tree.capture(&low, &snapshot, false, &mut writer, &guard).unwrap() else {
+                continue;
+            };
+            done.insert(capture.page_id());
+            if let Some(kind) = capture.kind() {
+                let addr = log.append(kind, writer.payload());
+                tree.flushed(&capture, addr, &guard);
+            }
+            if swap {
+                tree.swap_out(&capture, &guard);
+            }
+        }
+    }
+    let sn = snapshot.sn();
+    *held = Some(snapshot);
+    sn
+}
+
+/// Writers (each with its own keys and model, interleaved through shared pages), point readers
+/// and scanners on stable keys, and a flusher that swaps out everything it can, all at once;
+/// then every write checked, and again after a "crash" that rebuilds the tree from the page
+/// records and the writes no flush covered.
+#[test]
+fn writers_readers_and_a_swapping_flusher_agree_with_models() {
+    const WRITERS: usize = 3;
+    const OPS: usize = 20_000;
+    let config =
+        TreeConfig::default().consolidate_chain(4).read_consolidate_chain(3).split_items(16).merge_items(4);
+    let mut paged = Paged::new(config);
+    // Stable keys that readers check while everything else moves.
+    for i in 0u32..200 {
+        paged.write(format!("stable-{i:04}").as_bytes(), Some(&i.to_be_bytes()));
+    }
+    let tree = &paged.tree;
+    let log = &*paged.log;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let ops = Mutex::new(Vec::<LoggedOp>::new());
+    let mut covered = 0;
+    let models: Vec<Model> = std::thread::scope(|s| {
+        let flusher = s.spawn(|| {
+            let mut held = None;
+            let mut covered = 0;
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 3 {
+                covered = flush_round(tree, log, true, &mut held);
+                rounds += 1;
+            }
+            covered
+        });
+        for reader in 0..2u64 {
+            let stop = &stop;
+            s.spawn(move || {
+                let mut x = reader + 1;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let i = (x >> 33) as u32 % 200;
+                    let key = format!("stable-{i:04}");
+                    let mut guard = tree.pin();
+                    let got = tree.get_owned(key.as_bytes(), None, &mut guard).unwrap();
+                    assert_eq!(got.as_deref(), Some(&i.to_be_bytes()[..]), "{key}");
+                    if i % 16 == 0 {
+                        let snap = tree.snapshot();
+                        let lo = format!("stable-{i:04}").into_bytes();
+                        let n = tree
+                            .range::<Vec<u8>, _>(&snap, lo.., &guard)
+                            .take_while(|(k, _)| k.starts_with(b"stable-"))
+                            .count();
+                        assert_eq!(n, 200 - i as usize);
+                    }
+                }
+            });
+        }
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|owner| {
+                let ops = &ops;
+                s.spawn(move || {
+                    let mut model = Model::new();
+                    let mut x = owner as u64 * 7919 + 17;
+                    for i in 0..OPS {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let key = format!("w{:04}-{owner}", (x >> 33) % 800).into_bytes();
+                        let value = (x % 10 < 7).then(|| format!("{owner}:{i}").into_bytes());
+                        let guard = tree.pin();
+                        let ticket = tree.mvcc().begin_write(owner);
+                        ops.lock().unwrap().push(LoggedOp {
+                            sn: ticket.sn(),
+                            key: key.clone(),
+                            value: value.clone(),
+                        });
+                        tree.put_with(&ticket, &key, value.as_deref(), &guard).unwrap();
+                        drop(ticket);
+                        match value {
+                            Some(v) => model.insert(key, v),
+                            None => model.remove(&key),
+                        };
+                    }
+                    model
+                })
+            })
+            .collect();
+        let models = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        covered = flusher.join().unwrap();
+        models
+    });
+    let mut model: Model =
+        (0u32..200).map(|i| (format!("stable-{i:04}").into_bytes(), i.to_be_bytes().to_vec())).collect();
+    for m in models {
+        model.extend(m);
+    }
+    let stats = paged.tree.stats();
+    assert!(stats.swap_outs > 50 && stats.page_reads > 0, "{stats:?}");
+    check_all(&paged.tree, None, &model);
+    let guard = paged.tree.pin();
+    paged.tree.check_invariants(&guard).unwrap();
+    drop(guard);
+    // The crash: only the writes the last round did not cover are still in the log as ops.
+    let mut ops = ops.into_inner().unwrap();
+    ops.sort_by_key(|op| op.sn);
+    ops.retain(|op| op.sn > covered);
+    paged.ops = ops;
+    paged.reopen();
+    check_all(&paged.tree, None, &model);
+}
