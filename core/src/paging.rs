@@ -77,6 +77,8 @@ pub struct PageTile {
 pub struct PageChain {
     /// The page's low key.
     pub low: Box<[u8]>,
+    /// The page's identity in its current shape (see [`Capture::page_id`]).
+    pub id: u64,
     /// Its high key (`None` for the last page).
     pub high: Option<Box<[u8]>>,
     /// Its records, newest first (empty if it has none).
@@ -99,6 +101,8 @@ pub struct Capture {
     id: u64,
     head: usize,
     sn: u64,
+    /// The snapshot number of the page's newest record when captured.
+    flushed_sn: u64,
     changes: u64,
     image: bool,
     items: u32,
@@ -119,12 +123,13 @@ impl Capture {
         &self.low
     }
 
-    /// The page's identity: never the same for two pages of one process (a page made by a
-    /// split may have the low key an earlier page had). A flush round that captures every
-    /// page [`Tree::dirty_pages`] lists, again until it lists none it has not captured, has
-    /// every write its snapshot sees in the log.
+    /// The page's identity in its shape when captured: never the same for two pages of one
+    /// process (a page made by a split may have the low key an earlier page had), and new
+    /// when the page absorbs a sibling (whose keys it then holds). A flush round that captures
+    /// every page [`Tree::dirty_pages`] lists, again until it lists none it has not captured in
+    /// its current shape, has every write its snapshot sees in the log.
     pub fn page_id(&self) -> u64 {
-        self.id
+        shape(self.id, self.changes)
     }
 
     /// Whether the page may be swapped out once its record (if any) is recoverable: it held no
@@ -291,12 +296,12 @@ impl Tree {
     // ---- Writing pages out ------------------------------------------------------------------
 
     /// Low keys of the pages that may hold writes no page record has, in key order, each with
-    /// the page's identity (see [`Capture::page_id`]).
+    /// the page's identity in its current shape (see [`Capture::page_id`]).
     pub fn dirty_pages(&self, guard: &Guard) -> Vec<(Box<[u8]>, u64)> {
         let mut out = Vec::new();
         self.each_page(guard, |cell, _| {
             if cell.dirty.load(Ordering::SeqCst) {
-                out.push((cell.low.clone(), cell.id));
+                out.push((cell.low.clone(), shape_of(cell)));
             }
         });
         out
@@ -326,14 +331,30 @@ impl Tree {
         // again (see `PageCell::mark_dirty`).
         cell.dirty.store(false, Ordering::SeqCst);
         crate::sync::fence(Ordering::SeqCst);
-        let head = cell.load();
+        let mut head = cell.load();
         if head.remove_state().is_some() {
             cell.mark_dirty();
             return Ok(None);
         }
         let flush = cell.flush.lock().clone();
         let image = image || flush.chain.is_empty() || flush.needs_image || flush.chain.len() >= MAX_SEGMENTS;
-        let loaded = if image { self.load_stubs(head)? } else { Loaded::skipping_stubs() };
+        // An image ends the page's chain in the log: the records its stubs name will die, so
+        // the page comes back into memory first (it is read for the image anyway).
+        let mut tries = 0;
+        while image && chain_has_stub(head) {
+            tries += 1;
+            if tries > 8 {
+                cell.mark_dirty();
+                return Ok(None); // lost every race to writers: the next round tries again
+            }
+            self.swap_in(cell, head, guard)?;
+            head = cell.load();
+            if head.remove_state().is_some() {
+                cell.mark_dirty();
+                return Ok(None);
+            }
+        }
+        let loaded = Loaded::skipping_stubs();
         let mut gathered = Gathered::default();
         let high = head.hdr.high().map_or(Bound::Unbounded, Bound::Excluded);
         gathered
@@ -368,6 +389,7 @@ impl Tree {
             id: cell.id,
             head: head as *const Record as usize,
             sn: s,
+            flushed_sn: flush.sn,
             changes: flush.changes,
             image,
             items,
@@ -415,8 +437,11 @@ impl Tree {
         }
         let addr = {
             let flush = cell.flush.lock();
+            // The newest record is the one captured (or, if it held nothing new, the one the
+            // page already had).
+            let newest = if capture.wrote { capture.sn } else { capture.flushed_sn };
             match flush.chain.first() {
-                Some(&addr) if flush.sn == capture.sn && !flush.needs_image => addr,
+                Some(&addr) if flush.sn == newest && !flush.needs_image => addr,
                 _ => return false,
             }
         };
@@ -469,6 +494,7 @@ impl Tree {
             let flush = cell.flush.lock().clone();
             out.push(PageChain {
                 low: cell.low.clone(),
+                id: shape_of(cell),
                 high: head.hdr.high().map(Into::into),
                 chain: flush.chain,
                 sn: flush.sn,
@@ -511,6 +537,33 @@ impl Tree {
             }
         }
     }
+}
+
+/// A page's identity in its current shape (see [`Capture::page_id`]).
+fn shape_of(cell: &PageCell) -> u64 {
+    shape(cell.id, cell.flush.lock().changes)
+}
+
+fn shape(id: u64, changes: u64) -> u64 {
+    id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ changes
+}
+
+/// Whether any chain from `head` (absorbed ones included) ends in a stub.
+fn chain_has_stub(head: &Record) -> bool {
+    let mut pending = alloc::vec![head as *const Record];
+    while let Some(mut rec) = pending.pop() {
+        while !rec.is_null() {
+            // SAFETY: the caller is pinned with `head` loaded; chains below it are alive.
+            let r = unsafe { &*rec };
+            match &r.body {
+                Body::Merge { right, .. } => pending.push(*right),
+                Body::Swapped { .. } => return true,
+                _ => {}
+            }
+            rec = r.next;
+        }
+    }
+    false
 }
 
 /// Whether a page's entries are out of memory: its chain ends in a stub.

@@ -53,14 +53,51 @@ pub struct Tree {
     pub(crate) counters: Counters,
     /// Where swapped-out pages are read back from; `None` for a tree that lives in memory only.
     pub(crate) source: Option<Arc<dyn PageSource>>,
-    /// Bytes of memory the pages, their records and index nodes hold: a wrapping sum of signed
-    /// changes, kept as allocations are made and given up (no walk), spread over a few cache
-    /// lines so that writers on different cores rarely share one.
-    resident: [crossbeam_utils::CachePadded<AtomicU64>; RESIDENT_STRIPES],
+    /// Bytes of memory the pages, their records and index nodes hold (shared with the deferred
+    /// frees of retired chains, which count them off when they run).
+    resident: Arc<Resident>,
 }
 
-/// Counters `Tree::resident` is spread over.
+/// Counters `Resident` is spread over.
 const RESIDENT_STRIPES: usize = 8;
+
+/// Bytes of memory held: a wrapping sum of signed changes, kept as allocations are made and
+/// freed (no walk), spread over a few cache lines so that writers on different cores rarely
+/// share one.
+struct Resident {
+    stripes: [crossbeam_utils::CachePadded<AtomicU64>; RESIDENT_STRIPES],
+}
+
+impl Resident {
+    fn new() -> Self {
+        Self { stripes: core::array::from_fn(|_| crossbeam_utils::CachePadded::new(AtomicU64::new(0))) }
+    }
+
+    /// The counter this thread changes: picked by an address on its stack, which differs
+    /// between threads (only the sum over all counters means anything).
+    fn stripe(&self, bytes: &usize) -> &AtomicU64 {
+        let here = bytes as *const usize as usize;
+        &self.stripes[(here >> 12) % RESIDENT_STRIPES]
+    }
+
+    fn add(&self, bytes: usize) {
+        self.stripe(&bytes).fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.stripe(&bytes).fetch_sub(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        // Momentarily "negative" when a decrement lands before its increment.
+        let sum = self.stripes.iter().fold(0u64, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)));
+        (sum as i64).max(0) as u64
+    }
+}
+
+/// Retired chains at least this big are handed to the collector at once (a thread's local
+/// bag of garbage holds dozens of chains before it is sealed otherwise).
+const FLUSH_RETIRED_BYTES: usize = 64 << 10;
 
 /// Memory an index node and its cell take besides the low key (an estimate: the skiplist's
 /// tower height varies).
@@ -106,7 +143,7 @@ impl Tree {
             config,
             counters: Counters::default(),
             source,
-            resident: core::array::from_fn(|_| crossbeam_utils::CachePadded::new(AtomicU64::new(0))),
+            resident: Arc::new(Resident::new()),
         }
     }
 
@@ -116,28 +153,19 @@ impl Tree {
 
     /// Counts `bytes` more of memory held.
     pub(crate) fn add_resident(&self, bytes: usize) {
-        self.resident_stripe(bytes).fetch_add(bytes as u64, Ordering::Relaxed);
+        self.resident.add(bytes);
     }
 
     /// Counts `bytes` of memory given up.
     pub(crate) fn sub_resident(&self, bytes: usize) {
-        self.resident_stripe(bytes).fetch_sub(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// The counter this thread adds to: picked by an address on its stack, which differs
-    /// between threads (only the sum over all counters means anything).
-    fn resident_stripe(&self, bytes: usize) -> &AtomicU64 {
-        let here = core::ptr::addr_of!(bytes) as usize;
-        &self.resident[(here >> 12) % RESIDENT_STRIPES]
+        self.resident.sub(bytes);
     }
 
     /// Bytes of memory the tree's pages hold now: records, bases and index nodes, as counted
-    /// when they are allocated and given up (a few bytes per page of allocator overhead not
-    /// counted; a record given up counts as freed though readers may keep it an epoch longer).
+    /// when they are allocated and freed (retired records count until the epoch collector
+    /// frees them; allocator overhead is not counted).
     pub fn resident_bytes(&self) -> u64 {
-        // A wrapping sum: momentarily "negative" when a decrement lands before its increment.
-        let sum = self.resident.iter().fold(0u64, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)));
-        (sum as i64).max(0) as u64
+        self.resident.sum()
     }
 
     /// The snapshot number below which a page's versions may lose their numbers (see
@@ -611,11 +639,20 @@ impl Tree {
 
     /// Hands a replaced chain to the epoch collector.
     pub(crate) fn retire(&self, head: &Record, guard: &Guard) {
-        self.sub_resident(chain_bytes(head));
+        let bytes = chain_bytes(head);
+        let resident = self.resident.clone();
         let chain = SendPtr(head as *const Record as *mut Record);
         // SAFETY: the chain is unreachable from the page now; pinned readers may still hold it,
         // and the collector runs this only after they unpin.
-        unsafe { guard.defer_unchecked(move || free_chain(chain.into_inner())) };
+        unsafe {
+            guard.defer_unchecked(move || {
+                free_chain(chain.into_inner());
+                resident.sub(bytes);
+            })
+        };
+        if bytes >= FLUSH_RETIRED_BYTES {
+            guard.flush();
+        }
     }
 
     // ---- Merge ------------------------------------------------------------------------------

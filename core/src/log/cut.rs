@@ -105,7 +105,7 @@ pub struct ShardScan {
     pub head: u64,
     /// Where the recovered log ends.
     pub end: u64,
-    /// The largest write or commit number in the log (0 if none).
+    /// The largest write, commit or page snapshot number in the log (0 if none).
     pub max_sn: u64,
     /// The commits in the log, in log order.
     pub commits: Vec<Commit>,
@@ -131,6 +131,11 @@ impl ShardScan {
             let commit = Commit::decode(payload).ok_or(malformed)?;
             self.max_sn = self.max_sn.max(commit.sn);
             self.commits.push(commit);
+        } else if matches!(kind, Kind::PageImage | Kind::PageDelta) {
+            // Not a write, but its snapshot number must stay below every later write's: replay
+            // skips a write numbered at or below the snapshot of its key's page records.
+            let record = PageRecord::decode(payload).ok_or(malformed)?;
+            self.max_sn = self.max_sn.max(record.sn);
         } else if let Some(sn) = write_sn(kind, payload).ok_or(malformed)? {
             self.max_sn = self.max_sn.max(sn);
         }
@@ -348,6 +353,27 @@ mod tests {
         assert_eq!(plan.next_sn, 10);
         assert!(plan.keeps(7) && !plan.keeps(8) && plan.keeps(0));
         assert_eq!(plan.history.voids, vec![Void { after: 7, before: 10, ends: vec![500, 350] }]);
+    }
+
+    /// A page record's snapshot number counts as a number the log holds: the next life's
+    /// writes must be numbered above it, or replay would take them for writes the page
+    /// records hold already and skip them.
+    #[test]
+    fn page_snapshots_count_as_numbers_the_log_holds() {
+        let mut writer = crate::log::page::PageWriter::new();
+        writer.start(42, None, b"", None);
+        writer.push(b"k", Some(b"v"), 7);
+        let mut scan = ShardScan::new(0);
+        scan.push(Kind::Put, &{
+            let op = Op { sn: 7, key: b"k", value: Some(b"v") };
+            let mut out = alloc::vec![0; op.payload_len()];
+            op.write_payload(&mut out);
+            out
+        })
+        .unwrap();
+        scan.push(Kind::PageImage, writer.payload()).unwrap();
+        assert_eq!(scan.max_sn, 42);
+        assert_eq!(scan.push(Kind::PageImage, &[1, 2, 3]), Err(Malformed { kind: Kind::PageImage }));
     }
 
     #[test]

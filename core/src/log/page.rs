@@ -278,6 +278,9 @@ pub struct TableEntry {
     pub segments: u32,
     /// Entries, counted as the records' entry counts add up (an estimate after deltas).
     pub items: u32,
+    /// The chain's records, newest first: `addr`, then the older ones down to the image
+    /// (`segments` of them).
+    pub chain: Vec<u64>,
 }
 
 impl TableEntry {
@@ -311,6 +314,10 @@ pub enum TableError {
 pub struct PageTable {
     /// The entries by their low key.
     map: BTreeMap<Box<[u8]>, TableEntry>,
+    /// Past the address of every record folded: a record below it is in the table already
+    /// (folding it again is a no-op), so a table read back from its file can be given the
+    /// log from any earlier place.
+    folded: u64,
 }
 
 /// A tile of [`PageTable::tiles`]: a stretch's low and high key, and its entry (`None` for a
@@ -328,19 +335,31 @@ impl PageTable {
     /// entry's addr/sn/segments/items — so one entry may become two, left and right of the
     /// image), then inserts {lo: low, hi: high, addr: lsn, sn, segments: 1, items: count}.
     /// Delta: the entry whose range contains the delta's low key must have addr == prev, else
-    /// Err(Orphan); then addr = lsn, sn = rec.sn, segments += 1, items saturating += count.
+    /// Err(Orphan); the part of it within the delta's `[low, high)` then gets addr = lsn,
+    /// sn = rec.sn, segments += 1, items saturating += count, and the parts outside keep what
+    /// they had (a page split off since holds its keys in the same records, as of the older
+    /// snapshot, until its own image).
     ///
     /// On an error the table is left as it was.
     pub fn fold(&mut self, lsn: u64, kind: Kind, record: &PageRecord<'_>) -> Result<(), TableError> {
+        if lsn < self.folded {
+            return Ok(());
+        }
         let wrong = TableError::WrongKind { lsn };
         match (kind, record.prev) {
             (Kind::PageImage, None) if record.high.is_none_or(|high| record.low < high) => {
                 self.fold_image(lsn, record);
-                Ok(())
             }
-            (Kind::PageDelta, Some(prev)) => self.fold_delta(lsn, prev, record),
-            _ => Err(wrong),
+            (Kind::PageDelta, Some(prev)) => self.fold_delta(lsn, prev, record)?,
+            _ => return Err(wrong),
         }
+        self.folded = lsn + 1;
+        Ok(())
+    }
+
+    /// Past the address of the last record folded (0 for none).
+    pub fn folded(&self) -> u64 {
+        self.folded
     }
 
     fn fold_image(&mut self, lsn: u64, record: &PageRecord<'_>) {
@@ -352,22 +371,39 @@ impl PageTable {
             sn: record.sn,
             segments: 1,
             items: record.count,
+            chain: alloc::vec![lsn],
         };
         self.map.insert(entry.lo.clone(), entry);
     }
 
     fn fold_delta(&mut self, lsn: u64, prev: u64, record: &PageRecord<'_>) -> Result<(), TableError> {
-        let entry = self
+        let lo = self
             .map
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(record.low)))
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(record.low)))
             .next_back()
             .map(|(_, entry)| entry)
             .filter(|entry| entry.holds(record.low) && entry.addr == prev)
+            .map(|entry| entry.lo.clone())
             .ok_or(TableError::Orphan { lsn })?;
+        let mut entry = self.map.remove(&lo).expect("found above");
+        // The delta speaks for its page's keys only: the parts of the stretch outside them (a
+        // page split off since, whose own image is still to come) keep what they had.
+        if *entry.lo < *record.low {
+            let left = TableEntry { hi: Some(record.low.into()), ..entry.clone() };
+            self.map.insert(left.lo.clone(), left);
+            entry.lo = record.low.into();
+        }
+        if let Some(high) = record.high.filter(|&h| entry.hi.as_deref().is_none_or(|hi| h < hi)) {
+            let right = TableEntry { lo: high.into(), ..entry.clone() };
+            self.map.insert(right.lo.clone(), right);
+            entry.hi = Some(high.into());
+        }
         entry.addr = lsn;
+        entry.chain.insert(0, lsn);
         entry.sn = record.sn;
         entry.segments = entry.segments.saturating_add(1);
         entry.items = entry.items.saturating_add(record.count);
+        self.map.insert(entry.lo.clone(), entry);
         Ok(())
     }
 
@@ -459,14 +495,16 @@ impl PageTable {
     }
 
     /// The table file: magic b"HELIOPGT", u32 version 1, u64 position (the log address from
-    /// which recovery must scan), u32 count, entries (lo, hi as len-prefixed with u32::MAX =
-    /// none, addr, sn, segments, items), then the CRC-32C (`super::crc32c_of`) of everything
+    /// which recovery must scan), u64 `folded` (see [`PageTable::folded`]), u32 count, entries (lo, hi as len-prefixed with u32::MAX =
+    /// none, addr, sn, segments, items, then the `segments - 1` older addresses of the chain),
+    /// then the CRC-32C (`super::crc32c_of`) of everything
     /// before it.
     pub fn encode(&self, position: u64) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(TABLE_MAGIC);
         out.extend_from_slice(&TABLE_VERSION.to_le_bytes());
         out.extend_from_slice(&position.to_le_bytes());
+        out.extend_from_slice(&self.folded.to_le_bytes());
         let count = u32::try_from(self.map.len()).expect("a table of fewer than 4 G entries");
         out.extend_from_slice(&count.to_le_bytes());
         for entry in self.map.values() {
@@ -476,6 +514,9 @@ impl PageTable {
             out.extend_from_slice(&entry.sn.to_le_bytes());
             out.extend_from_slice(&entry.segments.to_le_bytes());
             out.extend_from_slice(&entry.items.to_le_bytes());
+            for addr in entry.chain.iter().skip(1) {
+                out.extend_from_slice(&addr.to_le_bytes());
+            }
         }
         let crc = crc32c_of(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -499,12 +540,17 @@ impl PageTable {
             return None;
         }
         let position = reader.u64()?;
+        let folded = reader.u64()?;
         let count = reader.u32()?;
-        let mut table = PageTable::new();
+        let mut table = PageTable { folded, ..PageTable::new() };
         for _ in 0..count {
             let (lo, hi) = (reader.field()?, reader.optional()?);
             let (addr, sn) = (reader.u64()?, reader.u64()?);
             let (segments, items) = (reader.u32()?, reader.u32()?);
+            let mut chain = alloc::vec![addr];
+            for _ in 1..segments {
+                chain.push(reader.u64()?);
+            }
             let after_last = table
                 .map
                 .values()
@@ -513,7 +559,11 @@ impl PageTable {
             if !after_last || hi.is_some_and(|hi| hi <= lo) {
                 return None;
             }
-            let entry = TableEntry { lo: lo.into(), hi: hi.map(Into::into), addr, sn, segments, items };
+            if segments == 0 {
+                return None;
+            }
+            let entry =
+                TableEntry { lo: lo.into(), hi: hi.map(Into::into), addr, sn, segments, items, chain };
             table.map.insert(entry.lo.clone(), entry);
         }
         reader.bytes.is_empty().then_some((position, table))
@@ -653,7 +703,15 @@ mod tests {
     }
 
     fn entry(lo: &[u8], hi: Option<&[u8]>, addr: u64) -> TableEntry {
-        TableEntry { lo: lo.into(), hi: hi.map(Into::into), addr, sn: addr, segments: 1, items: 0 }
+        TableEntry {
+            lo: lo.into(),
+            hi: hi.map(Into::into),
+            addr,
+            sn: addr,
+            segments: 1,
+            items: 0,
+            chain: vec![addr],
+        }
     }
 
     /// Folds an image of `[low, high)` at `lsn`.
@@ -717,6 +775,20 @@ mod tests {
         assert!(!gaps.is_empty() && PageTable::new().is_empty());
     }
 
+    /// A delta speaks for its page's keys only: a stretch wider than its page (a page split off
+    /// it since, not yet imaged) keeps its older chain and snapshot outside the delta's range,
+    /// or replay would skip that page's writes as held by records that do not hold them.
+    #[test]
+    fn a_delta_raises_only_its_own_keys() {
+        let mut table = PageTable::new();
+        image(&mut table, 8, b"", None);
+        let payload = written(20, Some(8), b"", Some(b"m"), &[]);
+        table.fold(16, Kind::PageDelta, &PageRecord::decode(&payload).unwrap()).unwrap();
+        let (left, right) = (table.covering(b"a").unwrap(), table.covering(b"p").unwrap());
+        assert_eq!((left.sn, left.chain.clone()), (20, vec![16, 8]));
+        assert_eq!((right.sn, right.chain.clone(), right.lo.to_vec()), (8, vec![8], b"m".to_vec()));
+    }
+
     #[test]
     fn records_of_the_wrong_kind_and_orphans_are_refused() {
         let mut table = PageTable::new();
@@ -747,7 +819,7 @@ mod tests {
     #[test]
     fn inserted_entries_are_kept_as_given() {
         let mut table = PageTable::new();
-        table.insert(TableEntry { segments: 3, items: 7, ..entry(b"k", None, 80) });
+        table.insert(TableEntry { segments: 3, items: 7, chain: vec![80, 72, 64], ..entry(b"k", None, 80) });
         table.insert(entry(b"a", Some(b"c"), 40));
         table.insert(entry(b"c", Some(b"k"), 48));
         assert_eq!(ranges(&table), vec![r(b"a", Some(b"c"), 40), r(b"c", Some(b"k"), 48), r(b"k", None, 80)]);
@@ -765,7 +837,12 @@ mod tests {
 
     fn sample() -> PageTable {
         let mut table = PageTable::new();
-        table.insert(TableEntry { segments: 4, items: 1000, ..entry(b"", Some(b"apple"), 8) });
+        table.insert(TableEntry {
+            segments: 4,
+            items: 1000,
+            chain: vec![8, 6, 4, 2],
+            ..entry(b"", Some(b"apple"), 8)
+        });
         table.insert(entry(b"apple", Some(b"melon"), 4096));
         table.insert(TableEntry { sn: u64::MAX, items: u32::MAX, ..entry(b"pear", None, u64::MAX - 7) });
         table
@@ -811,7 +888,7 @@ mod tests {
         let mut trailing = body.clone();
         trailing.push(0);
         let mut fewer = body.clone();
-        fewer[20] = 2;
+        fewer[28] = 2;
         let overlapping = {
             let mut table = PageTable::new();
             table.insert(entry(b"a", Some(b"d"), 8));

@@ -11,6 +11,7 @@ use crossbeam_epoch::Guard;
 use super::batch;
 use super::cut::{write_sn, Plan};
 use super::frame::{Kind, Op};
+use super::page::PageTable;
 use crate::error::Error;
 use crate::tree::Tree;
 
@@ -48,24 +49,41 @@ pub struct ReplayStats {
     pub batched: u64,
     /// Records dropped: numbered beyond the cut, or in a range an earlier recovery dropped.
     pub dropped: u64,
+    /// Writes skipped because the page records of their key hold them already.
+    pub covered: u64,
 }
 
 /// Applies replayed records to a tree, in log order.
 pub struct Replay<'t> {
     tree: &'t Tree,
     plan: Option<&'t Plan>,
+    pages: Option<&'t PageTable>,
     stats: ReplayStats,
 }
 
 impl<'t> Replay<'t> {
     /// Replay into `tree` (empty), applying every record.
     pub fn new(tree: &'t Tree) -> Self {
-        Self { tree, plan: None, stats: ReplayStats::default() }
+        Self { tree, plan: None, pages: None, stats: ReplayStats::default() }
     }
 
     /// Replay into `tree` (empty), applying only the writes `plan` keeps.
     pub fn with_plan(tree: &'t Tree, plan: &'t Plan) -> Self {
-        Self { tree, plan: Some(plan), stats: ReplayStats::default() }
+        Self { tree, plan: Some(plan), pages: None, stats: ReplayStats::default() }
+    }
+
+    /// Replay into `tree` (built from `pages` by [`Tree::with_pages`]), applying only the
+    /// writes `plan` keeps that the page records of their key do not hold already (those
+    /// numbered above its stretch's snapshot).
+    pub fn with_pages(tree: &'t Tree, plan: &'t Plan, pages: &'t PageTable) -> Self {
+        Self { tree, plan: Some(plan), pages: Some(pages), stats: ReplayStats::default() }
+    }
+
+    /// Whether the page records hold the write numbered `sn` of `key` already.
+    fn covered(&mut self, sn: u64, key: &[u8]) -> bool {
+        let covered = self.pages.and_then(|p| p.covering(key)).is_some_and(|e| sn <= e.sn);
+        self.stats.covered += u64::from(covered);
+        covered
     }
 
     /// Applies one record read back from the log.
@@ -82,6 +100,9 @@ impl<'t> Replay<'t> {
         match kind {
             Kind::Put | Kind::Delete => {
                 let op = Op::decode_payload(kind, payload).ok_or(malformed)?;
+                if self.covered(op.sn, op.key) {
+                    return Ok(());
+                }
                 match op.value {
                     Some(value) => self.tree.put(op.key, value, guard),
                     None => self.tree.delete(op.key, guard),
@@ -90,15 +111,23 @@ impl<'t> Replay<'t> {
                 self.stats.ops += 1;
             }
             Kind::Relocated => {
+                let sn = batch::sn(payload).ok_or(malformed.clone())?;
                 for entry in batch::entries(payload) {
                     let (key, value) = entry.ok_or(malformed.clone())?;
+                    if self.covered(sn, key) {
+                        continue;
+                    }
                     self.tree.put(key, value, guard).map_err(ReplayError::Refused)?;
                     self.stats.relocated += 1;
                 }
             }
             Kind::Batch => {
+                let sn = batch::sn(payload).ok_or(malformed.clone())?;
                 for entry in batch::ops(payload) {
                     let (key, value) = entry.ok_or(malformed.clone())?;
+                    if self.covered(sn, key) {
+                        continue;
+                    }
                     match value {
                         Some(value) => self.tree.put(key, value, guard),
                         None => self.tree.delete(key, guard),

@@ -133,9 +133,22 @@ impl Log {
         config: &LogConfig,
         mut visit: impl FnMut(Kind, &[u8]),
     ) -> Result<Replayed, LogError> {
+        Self::read_from(dir, config, 0, |_, kind, payload| visit(kind, payload))
+    }
+
+    /// [`Log::read`] from `start` (or the head, if that is later): a frame boundary no large
+    /// record straddles ([`Log::boundary`]). `visit` also gets each record's address (its
+    /// first piece's, for a large one).
+    pub fn read_from(
+        dir: &Path,
+        config: &LogConfig,
+        start: u64,
+        visit: impl FnMut(u64, Kind, &[u8]),
+    ) -> Result<Replayed, LogError> {
         let sb = SuperblockFile::open_on(&config.disk, dir).map_err(LogError::Superblock)?.current();
         let segments = Segments::on(config.disk.clone(), dir, sb.segment_bytes);
-        replay_records(&segments, &sb, config.scan_limits(), |kind, payload| visit(kind, payload))
+        let from = Superblock { head: sb.head.max(start), ..sb };
+        replay_records(&segments, &from, config.scan_limits(), visit)
     }
 
     /// The superblock of the log in `dir`, read without changing anything.
@@ -165,21 +178,35 @@ impl Log {
     /// log address just past it. Records larger than half a write buffer are written as
     /// fragments and come back whole on replay.
     pub fn append(&self, kind: Kind, payload: &[u8], durability: Durability) -> Result<u64, LogError> {
-        assert!(!matches!(kind, Kind::Pad | Kind::Fragment), "{kind:?} frames are the log's own");
-        let end = if frame_bytes(payload.len()) <= self.max_frame() {
-            self.append_with(kind, payload.len(), |out| out.copy_from_slice(payload))?
-        } else {
-            let _one_at_a_time = self.large.lock().unwrap();
-            let max_payload = self.max_frame() - frame_bytes(0);
-            let mut end = 0;
-            for (offset, len) in pieces(payload.len(), max_payload) {
-                end = self.append_with(Kind::Fragment, FRAGMENT_HEADER_BYTES + len, |out| {
-                    write_fragment(out, kind, payload, offset, len)
-                })?;
-            }
-            end
-        };
+        let (_, end) = self.append_located(kind, payload)?;
         self.settle(end, durability)
+    }
+
+    /// Appends a record as [`Log::append`] does (without waiting for any durability); returns
+    /// its address (its first piece's, for a large record) and the address just past it.
+    pub fn append_located(&self, kind: Kind, payload: &[u8]) -> Result<(u64, u64), LogError> {
+        assert!(!matches!(kind, Kind::Pad | Kind::Fragment), "{kind:?} frames are the log's own");
+        if frame_bytes(payload.len()) <= self.max_frame() {
+            let end = self.append_with(kind, payload.len(), |out| out.copy_from_slice(payload))?;
+            return Ok((end - frame_bytes(payload.len()) as u64, end));
+        }
+        let _one_at_a_time = self.large.lock().unwrap();
+        let max_payload = self.max_frame() - frame_bytes(0);
+        let (mut start, mut end) = (None, 0);
+        for (offset, len) in pieces(payload.len(), max_payload) {
+            end = self.append_with(Kind::Fragment, FRAGMENT_HEADER_BYTES + len, |out| {
+                write_fragment(out, kind, payload, offset, len)
+            })?;
+            start.get_or_insert(end - frame_bytes(FRAGMENT_HEADER_BYTES + len) as u64);
+        }
+        Ok((start.expect("a large record has pieces"), end))
+    }
+
+    /// The end of the log at a moment when no large record is half appended: a place recovery
+    /// may start reading at without meeting a record's later pieces before its first.
+    pub fn boundary(&self) -> u64 {
+        let _no_large_record = self.large.lock().unwrap();
+        self.appended()
     }
 
     /// Largest frame that goes into a buffer whole.
@@ -361,20 +388,33 @@ impl Opening<'_> {
 
     /// Replays the log, handing every record to `visit`, and starts writing (see [`Log::open`]).
     pub fn replay(self, mut visit: impl FnMut(Kind, &[u8])) -> Result<(Log, Recovered), LogError> {
+        self.replay_from(0, |_, kind, payload| visit(kind, payload))
+    }
+
+    /// [`Opening::replay`] from `start` (or the head, if that is later), a place
+    /// [`Log::boundary`] gave: what lies before it is known to the caller already. `visit`
+    /// also gets each record's address.
+    pub fn replay_from(
+        self,
+        start: u64,
+        mut visit: impl FnMut(u64, Kind, &[u8]),
+    ) -> Result<(Log, Recovered), LogError> {
         let Opening { dir, config, mut superblock, created, started } = self;
         let dir = dir.as_path();
         let io = |op, source| LogError::Io { op, path: dir.to_path_buf(), source };
         let sb = superblock.current();
         let segments = Segments::on(config.disk.clone(), dir, sb.segment_bytes);
         let mut records = 0;
-        let replayed = replay_records(&segments, &sb, config.scan_limits(), |kind, payload| {
+        let from = Superblock { head: sb.head.max(start), ..sb };
+        let replayed = replay_records(&segments, &from, config.scan_limits(), |lsn, kind, payload| {
             records += 1;
-            visit(kind, payload);
+            visit(lsn, kind, payload);
         })?;
         // What was replayed may never have been flushed (the process died before its flush,
         // or the device still holds it in a volatile cache): make it durable before the log
-        // takes writes, whose frames vouch for everything below the durable address.
-        sync_replayed(&segments, sb.head, replayed.end_lsn)?;
+        // takes writes, whose frames vouch for everything below the durable address. (What
+        // lies before `start` was durable before the caller learned it.)
+        sync_replayed(&segments, from.head, replayed.end_lsn)?;
         // So may the directory entries of the segments: one created by a process that died (or
         // failed) before syncing the directory would be written into now, its data synced, and
         // its name still lost at a power loss.
@@ -540,26 +580,38 @@ fn replay_records(
     segments: &Segments,
     sb: &Superblock,
     limits: ScanLimits,
-    mut visit: impl FnMut(Kind, &[u8]),
+    mut visit: impl FnMut(u64, Kind, &[u8]),
 ) -> Result<Replayed, LogError> {
     let mut assembler = Assembler::new();
     let mut bad = None;
+    // Where the large record being assembled starts (its first piece).
+    let mut first_piece = 0;
     let replayed = replay(segments, sb, limits, |frame| match frame.kind {
         Kind::Pad => {}
-        Kind::Fragment => match assembler.push(frame) {
-            Ok(Some((kind, payload))) => visit(kind, payload),
-            Ok(None) => {}
-            Err(e) => {
-                bad.get_or_insert(e.lsn);
+        Kind::Fragment => {
+            if fragment_offset(frame.payload) == Some(0) {
+                first_piece = frame.lsn;
             }
-        },
-        kind => visit(kind, frame.payload),
+            match assembler.push(frame) {
+                Ok(Some((kind, payload))) => visit(first_piece, kind, payload),
+                Ok(None) => {}
+                Err(e) => {
+                    bad.get_or_insert(e.lsn);
+                }
+            }
+        }
+        kind => visit(frame.lsn, kind, frame.payload),
     })
     .map_err(LogError::Recovery)?;
     if let Some(lsn) = bad {
         return Err(LogError::Recovery(RecoveryError::corrupt_at(segments, lsn, CorruptReason::Malformed)));
     }
     Ok(replayed)
+}
+
+/// The offset within its record of a fragment's piece, if the payload is long enough to say.
+fn fragment_offset(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(payload.get(16..24)?.try_into().ok()?))
 }
 
 /// The bytes of the partial block the log resumes in (rewritten, with new frames after them).
