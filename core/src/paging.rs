@@ -236,21 +236,9 @@ impl Tree {
     /// Reads back the records of every stub on the chain from `head` (absorbed chains included).
     pub(crate) fn load_stubs(&self, head: &Record) -> Result<Loaded, Error> {
         let mut loaded = Loaded::default();
-        let mut pending = alloc::vec![head as *const Record];
-        while let Some(mut rec) = pending.pop() {
-            while !rec.is_null() {
-                // SAFETY: the caller is pinned with `head` loaded; chains below it are alive.
-                let r = unsafe { &*rec };
-                match &r.body {
-                    Body::Merge { right, .. } => pending.push(*right),
-                    Body::Swapped { .. } => {
-                        let stub = r.swapped().expect("a stub");
-                        loaded.insert(r, self.read_page(stub.addr, stub.low, stub.high)?);
-                    }
-                    _ => {}
-                }
-                rec = r.next;
-            }
+        for stub in stubs_of(head) {
+            let at = stub.swapped().expect("a stub");
+            loaded.insert(stub, self.read_page(at.addr, at.low, at.high)?);
         }
         Ok(loaded)
     }
@@ -424,6 +412,15 @@ impl Tree {
         self.counters.page_flushes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Gives up a capture whose record will not be flushed (its append or its commit failed):
+    /// the page is marked dirty again, since the capture cleared the mark.
+    pub fn abandon(&self, capture: &Capture, guard: &Guard) {
+        let (cell, _) = self.locate(Target::Key(&capture.low), guard);
+        if cell.id == capture.id {
+            cell.mark_dirty();
+        }
+    }
+
     /// Replaces the page `capture` captured with a stub naming its records, if it is still
     /// exactly as captured, held nothing newer than the snapshot, and its records are
     /// recoverable ([`Tree::flushed`] was called). True if it was swapped out.
@@ -550,20 +547,27 @@ fn shape(id: u64, changes: u64) -> u64 {
 
 /// Whether any chain from `head` (absorbed ones included) ends in a stub.
 fn chain_has_stub(head: &Record) -> bool {
+    !stubs_of(head).is_empty()
+}
+
+/// The stubs of the chain from `head` and of the chains its merge records absorbed.
+fn stubs_of(head: &Record) -> Vec<&Record> {
+    let mut stubs = Vec::new();
     let mut pending = alloc::vec![head as *const Record];
     while let Some(mut rec) = pending.pop() {
         while !rec.is_null() {
-            // SAFETY: the caller is pinned with `head` loaded; chains below it are alive.
+            // SAFETY: the caller is pinned with `head` loaded; chains below it are alive as
+            // long as it is.
             let r = unsafe { &*rec };
             match &r.body {
                 Body::Merge { right, .. } => pending.push(*right),
-                Body::Swapped { .. } => return true,
+                Body::Swapped { .. } => stubs.push(r),
                 _ => {}
             }
             rec = r.next;
         }
     }
-    false
+    stubs
 }
 
 /// Whether a page's entries are out of memory: its chain ends in a stub.

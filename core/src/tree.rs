@@ -27,7 +27,7 @@ use crate::page::record::{chain_bytes, free_chain, merge_state, Body, Header, Pa
 use crate::page::{self, garbage_collect, Gathered, GcScratch, Loaded};
 use crate::paging::PageSource;
 use crate::stats::{Counters, TreeStats};
-use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicU8, Ordering};
 
 /// Where [`Tree::locate`] should land.
 #[derive(Clone, Copy)]
@@ -63,19 +63,21 @@ const RESIDENT_STRIPES: usize = 8;
 
 /// Bytes of memory held: a wrapping sum of signed changes, kept as allocations are made and
 /// freed (no walk), spread over a few cache lines so that writers on different cores rarely
-/// share one.
+/// share one. Plain atomics, not part of any protocol (and so not loom's: the epoch collector
+/// may run a deferred free after its model execution is over).
 struct Resident {
-    stripes: [crossbeam_utils::CachePadded<AtomicU64>; RESIDENT_STRIPES],
+    stripes: [crossbeam_utils::CachePadded<core::sync::atomic::AtomicU64>; RESIDENT_STRIPES],
 }
 
 impl Resident {
     fn new() -> Self {
-        Self { stripes: core::array::from_fn(|_| crossbeam_utils::CachePadded::new(AtomicU64::new(0))) }
+        let zero = || crossbeam_utils::CachePadded::new(core::sync::atomic::AtomicU64::new(0));
+        Self { stripes: core::array::from_fn(|_| zero()) }
     }
 
     /// The counter this thread changes: picked by an address on its stack, which differs
     /// between threads (only the sum over all counters means anything).
-    fn stripe(&self, bytes: &usize) -> &AtomicU64 {
+    fn stripe(&self, bytes: &usize) -> &core::sync::atomic::AtomicU64 {
         let here = bytes as *const usize as usize;
         &self.stripes[(here >> 12) % RESIDENT_STRIPES]
     }

@@ -221,7 +221,7 @@ fn writer_cycles(test: &'static str, share: u64) {
         let reopen_start = Instant::now();
         let (shard, recovery) = Shard::open(dir.path(), &config())
             .unwrap_or_else(|e| panic!("{}: recovery failed: {e}", plan.at(cycle)));
-        relocated += u64::from(recovery.applied.relocated > 0);
+        relocated += u64::from(recovery.pages > 0);
         for (key, &n) in &acked {
             let at = || {
                 let (t, k) = (&key[..8], &key[8..]);
@@ -244,8 +244,8 @@ fn writer_cycles(test: &'static str, share: u64) {
             "{children} children killed (the first acknowledgement came after {} ms, lately): \
              {early_kills} before their first acknowledgement, {writing_kills} early while \
              writing, {long_cycles} after writing for 50-300 ms ({long_keys} keys acknowledged), \
-             {torn_reopens} while starting on a torn log; {relocated} recoveries replayed \
-             relocated entries; {} keys acknowledged; {:.1} s in children, {:.1} s reopening and \
+             {torn_reopens} while starting on a torn log; {relocated} recoveries started \
+             from page records; {} keys acknowledged; {:.1} s in children, {:.1} s reopening and \
              checking",
             first_ack.as_millis(),
             acked.len(),
@@ -257,13 +257,12 @@ fn writer_cycles(test: &'static str, share: u64) {
         return;
     }
     let seed = plan.seed;
-    // Once a cleaning has moved the head, recoveries replay relocated entries until every key
-    // has been written again and the head has passed them; cycle 1 cleans (its child is odd)
-    // and most cycles rewrite a few hundred keys at most: runs here saw 87-100%. (The 5 of 25
-    // required when each cycle wrote keys of its own would be too little now.)
+    // Once a flush round has written pages, recoveries start from page records until every key
+    // is gone; cycle 1 cleans (its child is odd), and every clean close and cleaning writes a
+    // round.
     assert!(
         relocated * 2 > cycle,
-        "recovery replayed relocated entries in only {relocated} of {cycle} cycles (seed {seed:#x})"
+        "recovery started from page records in only {relocated} of {cycle} cycles (seed {seed:#x})"
     );
     // As many acknowledged keys per long cycle as the 3 × THREADS × KEYS in 25 cycles before.
     assert!(
@@ -359,7 +358,7 @@ fn sigkill_during_cleaning_never_loses_a_synced_write() {
         let reopen_start = Instant::now();
         let (shard, recovery) = Shard::open(dir.path(), &config())
             .unwrap_or_else(|e| panic!("{}: recovery failed: {e}", plan.at(cycle)));
-        relocated += u64::from(recovery.applied.relocated > 0);
+        relocated += u64::from(recovery.pages > 0);
         let opened_at = shard.clean_stats().head;
         head_moved += u64::from(opened_at > head);
         for (slot, c) in written.iter().enumerate() {
@@ -384,7 +383,7 @@ fn sigkill_during_cleaning_never_loses_a_synced_write() {
     plan.done(
         cycle,
         &format!(
-            "{relocated} recoveries replayed relocated entries, the head had moved in {head_moved}; \
+            "{relocated} recoveries started from page records, the head had moved in {head_moved}; \
              {:.1} s in children, {:.1} s reopening and checking",
             in_children.as_secs_f64(),
             in_reopens.as_secs_f64()
@@ -397,7 +396,7 @@ fn sigkill_during_cleaning_never_loses_a_synced_write() {
     // As many, in proportion, as the 7 of 12 required before (every cycle's child cleans).
     assert!(
         relocated * 2 > cycle,
-        "recovery replayed relocated entries in only {relocated} of {cycle} cycles (seed {seed:#x})"
+        "recovery started from page records in only {relocated} of {cycle} cycles (seed {seed:#x})"
     );
     // A kill 1 ms after the acknowledgement may come before the first cleaning moves the head;
     // most come after one.

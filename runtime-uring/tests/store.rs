@@ -157,10 +157,12 @@ fn threads_against_models_then_reopen() {
         let stats = store.stats();
         assert_eq!(stats.shards.len(), 3);
         assert!(stats.total.puts > 0 && stats.total.io_completed > 0, "{stats:?}");
-        // Memory: the live entries, plus per-entry encoding and old versions not yet dropped.
+        // Memory: what the pages hold, as the trees count it: the live entries, plus per-entry
+        // encoding, record headers and index nodes (which dominate for entries this small: 4.2×
+        // measured), and old versions not yet dropped.
         let live: u64 = all.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         let memory = stats.total.memory_bytes;
-        assert!(memory >= live && memory < 4 * live + 4096, "memory {memory} for {live} live bytes");
+        assert!(memory >= live && memory < 8 * live + (64 << 10), "memory {memory} for {live} live bytes");
         store.close().unwrap();
     }
 }
@@ -309,47 +311,47 @@ fn store_is_send_and_sync() {
     shared::<std::sync::Arc<Store>>();
 }
 
-/// With a memory quota and no page swapping yet, a full shard refuses puts (typed, nothing
-/// written) and still takes deletes; once deletes free room, puts go through again.
+/// A store written to four times its memory quota swaps pages out instead of refusing puts:
+/// every write reads back (from memory or the log), the pages hold about the quota, and after
+/// a reopen the same, with the pages starting swapped out.
 #[test]
-fn a_full_memory_quota_refuses_puts_and_takes_deletes() {
+fn a_store_four_times_its_quota_swaps_pages_and_keeps_every_write() {
     let dir = tempfile::tempdir().unwrap();
     let quota = 4u64 << 20;
-    let store = Store::open(config(dir.path()).shards(1).memory_quota(quota)).unwrap();
-    let value = vec![7u8; 1000];
-    let mut written = 0u32;
-    let refused = loop {
-        match store.put(&written.to_be_bytes(), &value) {
-            Ok(()) => written += 1,
-            Err(e) => break e,
+    let value = |i: u32| vec![(i % 251) as u8; 1000];
+    let keys = 16_000u32;
+    {
+        let store = Store::open(config(dir.path()).shards(1).memory_quota(quota)).unwrap();
+        for i in 0..keys {
+            store.put(&i.to_be_bytes(), &value(i)).unwrap();
         }
-        if written % 100 == 0 {
-            // Slower than the 50 ms measurement, so the overshoot stays small.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(written < 100_000, "the quota never held");
-    };
-    assert!(matches!(refused, Error::MemoryQuota { used, quota: q } if used >= q && q == quota), "{refused}");
-    let held = u64::from(written) * 1004;
-    assert!(held >= quota / 2 && held < quota + (2 << 20), "{written} entries held under a quota of {quota}");
-    assert_eq!(store.get(&(written - 1).to_be_bytes()).unwrap().as_deref(), Some(&value[..]));
-    assert!(store.get(&written.to_be_bytes()).unwrap().is_none(), "a refused put wrote nothing");
-    // All but the last (how far the quota was passed depends on the machine's pace).
-    for i in 0..written - 1 {
-        store.delete(&i.to_be_bytes()).unwrap();
-    }
-    let started = std::time::Instant::now();
-    while store.put(b"again", b"v").is_err() {
         let st = store.stats().total;
+        assert!(st.swap_outs > 0, "{st:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "deletes never made room: memory {} pages {} written {written}",
-            st.memory_bytes,
-            st.pages
+            st.memory_bytes < quota + (1 << 20),
+            "{} bytes in memory for a quota of {quota}",
+            st.memory_bytes
         );
-        std::thread::sleep(Duration::from_millis(20));
+        for i in (0..keys).step_by(7) {
+            let got = store.get(&i.to_be_bytes());
+            assert!(got.is_ok(), "key {i}: {got:?} {:?} {:?}", store.stats().total, store.stats().shards[0]);
+            assert_eq!(got.unwrap(), Some(value(i)), "key {i}");
+        }
+        assert!(store.stats().total.page_reads > 0);
+        store.close().unwrap();
     }
-    assert_eq!(store.get(&(written - 1).to_be_bytes()).unwrap().as_deref(), Some(&value[..]));
+    let store = Store::open(config(dir.path()).shards(1).memory_quota(quota)).unwrap();
+    let st = store.stats().total;
+    assert!(st.memory_bytes < quota, "the open loaded {} bytes", st.memory_bytes);
+    let mut seen = 0u32;
+    for entry in store.iter() {
+        let (k, v) = entry.unwrap();
+        let i = u32::from_be_bytes(k[..].try_into().unwrap());
+        assert_eq!(i, seen);
+        assert_eq!(v[..], value(i)[..]);
+        seen += 1;
+    }
+    assert_eq!(seen, keys);
     store.close().unwrap();
 }
 

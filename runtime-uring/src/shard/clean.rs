@@ -1,21 +1,21 @@
 //! Cleaning, on the shard's cleaner thread: when the log past its head has grown past
-//! `(1 + clean_ratio)` times the live data, the entries still live in its oldest stretch are
-//! appended again at the tail, the head moves past the stretch, and the file space behind the
-//! head is given back (whole segments deleted or kept as spares, the head's own segment punched
-//! up to the head) once no reader pinned before can be inside it. Also measures memory for the
-//! quota. Which entries are candidates and where the head may move is decided in
-//! [`helio_core::log::clean`]; this module reads the bytes and holds the locks.
+//! `(1 + clean_ratio)` times the live data, the oldest stretch is cleaned: its op records are
+//! dead once a complete flush round began after them (see `flush.rs`), its page records are
+//! live while the page table names them and move by new images of their pages; the table is
+//! written, the head moves past the stretch, and the file space behind the head is given back
+//! (whole segments deleted or kept as spares, the head's own segment punched up to the head)
+//! once no reader pinned before can be inside it. Where the head may move (never inside a
+//! fragmented record) is decided in [`helio_core::log::clean`]; this module reads the bytes
+//! and holds the locks.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_epoch::Guard;
-use helio_core::log::batch::{self, BatchWriter};
 use helio_core::log::clean::{CleanPolicy, HeadScan, Unreadable};
-use helio_core::log::frame::{frame_bytes, Kind};
 
 use super::{Inner, ShardError};
-use crate::log::{Durability, LogError};
+use crate::log::LogError;
 use crate::recovery::{read_durable, CorruptReason, RecoveryError};
 
 /// Log bytes read from the head per stretch: the head moves (one superblock write) after each.
@@ -47,23 +47,11 @@ impl Inner {
         CleanPolicy { ratio: self.clean_ratio, floor }
     }
 
-    /// Measures the live data (the bytes of entries the pages hold, a walk over the pages) for
-    /// the cleaning trigger, and for the quota. At the quota, first consolidates every page (at
-    /// most once a second): deleted entries and old versions leave memory only when their page
-    /// is consolidated, and a page with a few deletes may not reach its chain threshold for a
-    /// long time.
+    /// Measures the live data (the bytes of entries the pages in memory hold, a walk over the
+    /// pages) for the cleaning trigger.
     pub(super) fn measure_memory(&self) {
         let guard = self.tree.pin();
-        let mut used = self.tree.page_bytes(&guard);
-        if self.memory_quota.is_some_and(|quota| used >= quota) {
-            let mut last = self.last_compact.lock().unwrap();
-            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                self.tree.compact(&guard);
-                used = self.tree.page_bytes(&guard);
-                *last = Some(Instant::now());
-            }
-        }
-        self.memory.store(used, Ordering::Relaxed);
+        self.memory.store(self.tree.page_bytes(&guard), Ordering::Relaxed);
     }
 
     /// Whether a log ending at `end` has grown enough past its head to clean. Writers pass the
@@ -92,8 +80,10 @@ impl Inner {
         }
     }
 
-    /// One wake of the cleaner: measure, clean a round if due, give space back.
+    /// One wake of the cleaner: swap pages out if over the quota, measure, clean a round if
+    /// due, give space back.
     pub(super) fn clean_once(&self) -> Result<(), ShardError> {
+        self.swap_pass(&mut self.flusher.lock().unwrap())?;
         self.refresh_live();
         let cleaned = self.clean_round();
         self.release_space();
@@ -204,20 +194,28 @@ impl Inner {
         Ok(())
     }
 
-    /// Cleans one stretch from the head (not past `end`): reads it, appends its live entries,
-    /// waits until they and every write that made an entry dead are durable, and moves the head
-    /// past it. A `full` cleaning's lookups consolidate the pages they read (see [`Mover`]).
+    /// Cleans one stretch from the head (not past `end`). Op records there are dead once a
+    /// complete flush round began after them (one runs first if the last began too early);
+    /// page records are live while the page table names them, and are moved by writing new
+    /// images of the pages that hold their keys. Then the table is written, and the head moves
+    /// past the stretch. `full`: a checkpoint's, whose round writes images only.
     pub(super) fn clean_stretch(&self, end: u64, full: bool) -> Result<Stretch, ShardError> {
+        let mut f = self.flusher.lock().unwrap();
         let head = self.head.load(Ordering::Acquire);
-        let stop = (head + STRETCH_BYTES).min(end);
+        if f.covered_to < (head + STRETCH_BYTES).min(end) {
+            self.flush_round(&mut f, full)?;
+        }
+        let stop = (head + STRETCH_BYTES).min(end).min(f.covered_to);
+        if stop <= head {
+            return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
+        }
         self.log.wait_durable_for_upkeep(stop)?;
         let until = self.log.durable_lsn().min(end);
         let segments = self.log.segments();
+        let live: HashSet<u64> = f.table.entries().flat_map(|e| e.chain.iter().copied()).collect();
         let mut scan = HeadScan::new(head);
-        let mut candidates = BatchWriter::new();
-        // The candidates of the frames below the cut: those past it (after the first piece of a
-        // fragmented record not yet whole) stay in the log and are not moved.
-        let mut below_cut = candidates.mark();
+        let mut to_move = Vec::new();
+        let mut moving_below_cut = 0;
         let mut unreadable = None;
         let mut buffer = self.read_buffer.lock().unwrap();
         let read = read_durable(segments, self.log.superblock().salt, head, until, &mut buffer, |frame| {
@@ -225,15 +223,13 @@ impl Inner {
             if frame.lsn >= stop && scan.cut() == frame.lsn {
                 return false;
             }
-            let pushed = scan.push(frame, |sn, key, value| {
-                if !self.dropped.is_void(sn) {
-                    candidates.push(key, value);
-                }
-            });
-            if scan.cut() == frame.lsn + frame.bytes as u64 {
-                below_cut = candidates.mark();
+            if live.contains(&frame.lsn) {
+                to_move.push(frame.lsn);
             }
-            unreadable = pushed.err();
+            unreadable = scan.push(frame, |_, _, _| {}).err();
+            if scan.cut() == frame.lsn + frame.bytes as u64 {
+                moving_below_cut = to_move.len();
+            }
             unreadable.is_none()
         });
         drop(buffer);
@@ -246,18 +242,36 @@ impl Inner {
         if cut == head {
             return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
         }
-        candidates.truncate(below_cut);
-        let mut mover = Mover::new(self, full);
-        mover.relocate(&candidates)?;
-        // An entry was found dead because the tree holds a newer write of its key, appended to
-        // the log before the check (a writer appends before it updates the tree) but perhaps
-        // not yet recoverable: the head may move past the old entry only once that write is
-        // covered by a durable commit, or a crash whose cut falls before it would lose both.
-        // The moved entries are covered by the same commit.
-        self.committer().commit_all(self.index, false)?;
+        to_move.truncate(moving_below_cut);
+        let before = self.stats.lock().unwrap().page_bytes_written;
+        // A page may not take its new image at once (frozen by a merge, or written to all
+        // the while): try again a few times, and if a record there is still named, leave the
+        // head where it is for a later stretch.
+        let named = |f: &super::flush::Flusher| -> Vec<u64> {
+            let mut named: Vec<u64> = f.table.entries().flat_map(|e| e.chain.iter().copied()).collect();
+            named.retain(|a| (head..cut).contains(a));
+            named.sort_unstable();
+            named.dedup();
+            named
+        };
+        for _ in 0..4 {
+            for addr in named(&f) {
+                self.relocate_record(&mut f, addr)?;
+            }
+            if named(&f).is_empty() {
+                break;
+            }
+        }
+        // The file must not name what the head passes.
+        self.write_table(&f)?;
+        if !named(&f).is_empty() {
+            return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
+        }
+        drop(f);
         self.log.advance_head(cut)?;
         self.head.store(cut, Ordering::Release);
-        let stretch = Stretch { read: cut - head, relocated: mover.bytes, entries: mover.entries };
+        let relocated = self.stats.lock().unwrap().page_bytes_written - before;
+        let stretch = Stretch { read: cut - head, relocated, entries: to_move.len() as u64 };
         {
             let mut stats = self.stats.lock().unwrap();
             stats.stretches += 1;
@@ -292,109 +306,9 @@ impl Inner {
         let segments = self.log.segments();
         let first_live = segments.index_of(head);
         let dead = segments.list().unwrap_or_default().into_iter().filter(|&i| i < first_live);
+        self.pages.forget_below(first_live);
         let deleted = dead.filter(|&index| segments.retire(index).is_ok()).count() as u64;
         let _ = segments.punch_below(head);
         self.stats.lock().unwrap().segments_deleted += deleted;
-    }
-}
-
-/// Appends the live entries among candidates, a batch at a time. Its lookups consolidate the
-/// pages they read only in a full cleaning, which reads every live entry while writers are
-/// likely idle: in a background round the writers are busy on those pages and would undo it.
-struct Mover<'a> {
-    inner: &'a Inner,
-    consolidate: bool,
-    batch: BatchWriter,
-    bytes: u64,
-    entries: u64,
-}
-
-impl<'a> Mover<'a> {
-    fn new(inner: &'a Inner, consolidate: bool) -> Self {
-        Self { inner, consolidate, batch: BatchWriter::new(), bytes: 0, entries: 0 }
-    }
-
-    /// Whether the tree maps `key` to exactly `value`.
-    fn live(&self, key: &[u8], value: &[u8], guard: &Guard) -> bool {
-        let tree = &self.inner.tree;
-        let found = if self.consolidate { tree.get(key, guard) } else { tree.peek(key, guard) };
-        found.ok().flatten() == Some(value)
-    }
-
-    /// Appends the entries of `candidates` that are live: those whose key the tree maps to
-    /// exactly their value, in key order (nearby keys share pages, so the lookups hit the
-    /// cache). First the dead ones are dropped, each checked under its key's stripe: a write
-    /// holds it from its log append to its tree update, so an entry found dead then has a newer
-    /// record of its key after it in the log, and stays droppable. Then the rest, a batch at a
-    /// time, are checked again and appended with the stripes of the batch's keys held from the
-    /// check until the append, so no write of those keys falls between the two and the batch
-    /// sets each key to the value it has in the tree.
-    fn relocate(&mut self, candidates: &BatchWriter) -> Result<(), LogError> {
-        let inner = self.inner;
-        let mut entries: Vec<(&[u8], &[u8])> = batch::entries(candidates.payload()).flatten().collect();
-        // By key, each key's candidates in log order (a stable sort); of those only the last
-        // can be live: the others have a newer record of their key right here. Keeping one
-        // also drops the copies a key written again with the same value leaves, which the
-        // value check below would take for live.
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        entries.reverse();
-        entries.dedup_by(|later, newer| later.0 == newer.0);
-        entries.reverse();
-        // A full cleaning skips the first pass: writers are likely idle, so holding a batch's
-        // stripes through its lookups costs them little, and most entries are live, which the
-        // first pass would look up twice.
-        if !self.consolidate {
-            let mut guard = inner.tree.pin();
-            let mut checked = 0u32;
-            entries.retain(|&(key, value)| {
-                // Re-pin now and then, so that the pass does not hold back memory reclamation.
-                checked += 1;
-                if checked % 256 == 0 {
-                    guard.repin();
-                }
-                let _stripe = inner.stripe(key).lock().unwrap();
-                self.live(key, value, &guard)
-            });
-        }
-        let mut from = 0;
-        while from < entries.len() {
-            let mut to = from;
-            let mut bytes = 0;
-            while to < entries.len() && bytes < self.inner.batch_bytes {
-                bytes += batch::ENTRY_OVERHEAD + entries[to].0.len() + entries[to].1.len();
-                to += 1;
-            }
-            self.relocate_batch(&entries[from..to])?;
-            from = to;
-        }
-        Ok(())
-    }
-
-    /// Checks `entries` again and appends the live ones as one record, under their stripes.
-    fn relocate_batch(&mut self, entries: &[(&[u8], &[u8])]) -> Result<(), LogError> {
-        let inner = self.inner;
-        // Ascending order, as every holder of several stripes takes them: no deadlock.
-        let _held = inner.lock_stripes(entries.iter().map(|&(key, _)| key));
-        self.batch.clear();
-        {
-            let guard = inner.tree.pin();
-            for &(key, value) in entries {
-                if self.live(key, value, &guard) {
-                    self.batch.push(key, value);
-                }
-            }
-        }
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        // A number of its own: the record says "these keys have these values", true at any
-        // cut at or after it; a cut before it drops it, and finds the entries where they were.
-        let ticket = inner.tree.mvcc().begin_write(0);
-        self.batch.set_sn(ticket.sn());
-        inner.log.append(Kind::Relocated, self.batch.payload(), Durability::None)?;
-        drop(ticket);
-        self.bytes += frame_bytes(self.batch.len()) as u64;
-        self.entries += self.batch.entries();
-        Ok(())
     }
 }

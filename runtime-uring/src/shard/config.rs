@@ -18,13 +18,14 @@ pub struct ShardConfig {
     /// freed, where `u` is the live share of that stretch; the larger the ratio, the smaller
     /// `u` (about 0.42 at 0.5, 0.2 at 1 under uniform overwrites). Limits: 0.1 ..= 100.
     pub clean_ratio: f64,
-    /// Candidate bytes the cleaner checks and appends as one record (default 4 KiB; 4 KiB ..=
-    /// 16 MiB): writes to the keys' stripes wait for the check and the copy.
+    /// Unused since the cleaner moves pages rather than entries (checked, 4 KiB ..= 16 MiB,
+    /// so that configurations that set it still open).
     pub batch_bytes: usize,
-    /// Bytes of entries this shard may hold in memory (default: no limit). Until pages can be
-    /// swapped out, a full shard refuses puts ([`ShardError::MemoryQuota`](super::ShardError::MemoryQuota)) and still takes
-    /// deletes, like a cache with no eviction policy. Measured by walking the pages every
-    /// 50 ms, so a burst can pass the quota by what it writes in that time.
+    /// Bytes of memory this shard's pages may hold (default: no limit): records, bases and
+    /// index nodes, as the tree counts them when it allocates and gives them up. Above 90% of
+    /// it the cleaner thread swaps pages out (writing them to the log first) down to 75%;
+    /// writers that find the shard over the whole quota wait for it a little (2 ms at most
+    /// per write). Puts are never refused for it.
     pub memory_quota: Option<u64>,
 }
 

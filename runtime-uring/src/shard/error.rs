@@ -34,7 +34,20 @@ pub enum ShardError {
         /// What is wrong.
         reason: helio_core::log::cut::CutError,
     },
-    /// The shard holds its memory quota of entries: puts are refused until deletes free room.
+    /// A swapped-out page could not be read back from the log (see the log for the I/O error),
+    /// or what was read is not a page record. Nothing was changed.
+    Page(Error),
+    /// The page table (the file, or the page records recovery folds into it) does not make
+    /// sense: a page record follows another that is not its page's newest. Nothing was
+    /// changed.
+    Pages {
+        /// The table file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: helio_core::log::page::TableError,
+    },
+    /// No longer returned (pages are swapped out instead); kept so that code matching on it
+    /// still builds.
     MemoryQuota {
         /// Bytes of entries held (as last measured).
         used: u64,
@@ -52,6 +65,8 @@ impl fmt::Display for ShardError {
             ShardError::Log(e) => e.fmt(f),
             ShardError::Replay(e) => write!(f, "replaying the log: {e}"),
             ShardError::History { path, reason } => write!(f, "{}: {reason}", path.display()),
+            ShardError::Page(e) => write!(f, "reading a page back from the log: {e}"),
+            ShardError::Pages { path, reason } => write!(f, "{}: {reason:?}", path.display()),
             ShardError::MemoryQuota { used, quota } => {
                 write!(f, "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room")
             }
@@ -66,7 +81,11 @@ impl std::error::Error for ShardError {
             ShardError::TreeConfig(e) => Some(e),
             ShardError::Log(e) => Some(e),
             ShardError::Replay(e) => Some(e),
-            ShardError::Config { .. } | ShardError::MemoryQuota { .. } | ShardError::History { .. } => None,
+            ShardError::Page(e) => Some(e),
+            ShardError::Pages { .. }
+            | ShardError::Config { .. }
+            | ShardError::MemoryQuota { .. }
+            | ShardError::History { .. } => None,
         }
     }
 }

@@ -1,39 +1,47 @@
-//! One shard: an in-memory [`Tree`] made durable by its own [`Log`], which its cleaner keeps
-//! short.
+//! One shard: a [`Tree`] of pages, made durable by its own [`Log`] (op records for each
+//! write, page records for the pages), kept short by its cleaner and within its memory quota
+//! by swapping pages out.
 //!
 //! Writes: the op record is appended to the log, then applied to the tree, both under one of
-//! the shard's write stripes (by key hash), so two writes of one key reach the log in the order
-//! they reach the tree; the stripe is released before any wait for durability (the copy into a
-//! write buffer waits for I/O only when every buffer is full). Reads go to the tree only.
+//! the shard's write stripes (by key hash) and one write ticket, so two writes of one key reach
+//! the log in the order they reach the tree, and a snapshot's seal waits for every write it
+//! covers; the stripe is released before any wait for durability. Reads go to the tree, and to
+//! the log for pages swapped out (`pages.rs`).
 //!
-//! Cleaning (`clean.rs`): when the log since its head grows past `(1 + clean_ratio)` times the
-//! live data, the shard's cleaner thread appends the entries still live in the oldest stretch
-//! of the log again at its tail (while writes go on), makes them durable, moves the head past
-//! the stretch, and gives the file space behind the head back once no reader pinned before can
-//! be inside it (epoch-based, on the tree's collector). The decisions and the replay rules are
-//! in `helio_core::log::{clean, batch, replay}`. Settings, errors and counters are in
-//! `config.rs`, `error.rs` and `stats.rs`.
+//! Page flushes and swapping (`flush.rs`), cleaning (`clean.rs`): the shard's cleaner thread
+//! writes pages as page records in rounds, swaps pages out above the quota's high watermark,
+//! and cleans the oldest stretch of the log when the log has grown past `(1 + clean_ratio)`
+//! times the live data. An open reads the page table file, folds the page records after it and
+//! replays only the op records after the last round began (see `docs/pages.md`). Settings,
+//! errors and counters are in `config.rs`, `error.rs` and `stats.rs`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use helio_core::log::cut::{History, Plan};
+use helio_core::log::cut::Plan;
 use helio_core::log::frame::{Kind, Op};
+use helio_core::log::page::{PageRecord, PageTable};
 use helio_core::log::replay::{Replay, ReplayStats};
-use helio_core::{Guard, Mvcc, Snapshot, Tree, WriteTicket};
+use helio_core::{Guard, Mvcc, PageTile, Snapshot, Tree, WriteTicket};
 
 use crate::commit::Committer;
 use crate::cut::plan_recovery;
+use crate::disk::{read_file, DiskRef};
 use crate::log::{Durability, Log, LogError, LogStats, Recovered};
+use crate::segments::Segments;
 use crate::striped::Striped;
 
 mod clean;
 mod config;
 mod error;
+mod flush;
+mod pages;
 mod stats;
+
+use flush::{Flusher, TABLE_FILE};
+use pages::LogPages;
 
 pub use config::ShardConfig;
 pub use error::ShardError;
@@ -49,22 +57,29 @@ pub struct ShardRecovery {
     pub log: Recovered,
     /// What was applied to the tree.
     pub applied: ReplayStats,
+    /// Stretches of the key space the open found in page records (their pages start swapped
+    /// out); 0 for a shard never flushed.
+    pub pages: u64,
 }
 
 struct Inner {
     tree: Tree,
     log: Arc<Log>,
+    /// The disk the shard's files are on.
+    disk: DiskRef,
+    /// Where the tree reads swapped-out pages back from.
+    pages: Arc<LogPages>,
+    /// Page flushes and swapping: one at a time.
+    flusher: Mutex<Flusher>,
+    /// Writers over the quota wait on this for the swapper.
+    under_quota: (Mutex<()>, Condvar),
     /// The shard's place in its store.
     index: usize,
     /// Makes writes recoverable across the store's shards (set once the store's shards are
     /// all open).
     committer: OnceLock<Arc<Committer>>,
-    /// The write numbers earlier recoveries dropped: records carrying them are dead.
-    dropped: History,
     stripes: Box<[Mutex<()>]>,
     clean_ratio: f64,
-    /// Candidate bytes the cleaner checks and appends at a time.
-    batch_bytes: usize,
     /// Head of the log (cached from the superblock).
     head: AtomicU64,
     clean_requested: AtomicBool,
@@ -98,8 +113,6 @@ struct Inner {
     found_live: AtomicU64,
     /// The end of the log when `memory` was last measured.
     measured_at: AtomicU64,
-    /// When the quota last made the cleaner consolidate every page.
-    last_compact: Mutex<Option<Instant>>,
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -139,15 +152,29 @@ impl Shard {
         if !(4 << 10..=16 << 20).contains(&config.batch_bytes) {
             return Err(ShardError::Config { knob: "batch_bytes", rule: "from 4 KiB to 16 MiB" });
         }
-        let collector = crossbeam_epoch::default_collector().clone();
-        let tree = Tree::with_parts(config.tree.clone(), collector, mvcc).map_err(ShardError::TreeConfig)?;
         let opening = Log::prepare(dir, &config.log)?;
         let sb = opening.superblock();
-        let mut replay = Replay::with_plan(&tree, plan);
+        let (start, table) = read_pages(dir, config, plan)?;
+        let pages =
+            Arc::new(LogPages::new(Segments::on(config.log.disk.clone(), dir, sb.segment_bytes), sb.salt));
+        let tiles: Vec<PageTile> = table
+            .tiles()
+            .map(|(lo, hi, entry)| PageTile {
+                lo: lo.into(),
+                hi: hi.map(Into::into),
+                chain: entry.map(|e| e.chain.clone()).unwrap_or_default(),
+                sn: entry.map_or(0, |e| e.sn),
+                items: entry.map_or(0, |e| e.items),
+            })
+            .collect();
+        let collector = crossbeam_epoch::default_collector().clone();
+        let tree = Tree::with_pages(config.tree.clone(), collector, mvcc, pages.clone(), &tiles)
+            .map_err(ShardError::TreeConfig)?;
+        let mut replay = Replay::with_pages(&tree, plan, &table);
         let mut failed = None;
         let mut guard = tree.pin();
         let mut since_pin = 0u32;
-        let (log, recovered) = opening.replay(|kind, payload| {
+        let (log, recovered) = opening.replay_from(start, |_, kind, payload| {
             if failed.is_none() {
                 failed = replay.apply(kind, payload, &guard).err();
             }
@@ -164,16 +191,19 @@ impl Shard {
             return Err(ShardError::Replay(e));
         }
         let applied = replay.stats();
+        let stretches = table.len() as u64;
         let end = recovered.replayed.end_lsn;
         let inner = Arc::new(Inner {
             tree,
             log: Arc::new(log),
+            disk: config.log.disk.clone(),
+            pages,
+            flusher: Mutex::new(Flusher::new(table, start)),
+            under_quota: (Mutex::new(()), Condvar::new()),
             index,
             committer: OnceLock::new(),
-            dropped: plan.history.clone(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             clean_ratio: config.clean_ratio,
-            batch_bytes: config.batch_bytes,
             head: AtomicU64::new(sb.head),
             clean_requested: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -196,11 +226,10 @@ impl Shard {
             memory: AtomicU64::new(0),
             found_live: AtomicU64::new(0),
             measured_at: AtomicU64::new(end),
-            last_compact: Mutex::new(None),
         });
         inner.measure_memory();
         inner.release_space();
-        Ok((Self { inner, cleaner: None }, ShardRecovery { log: recovered, applied }))
+        Ok((Self { inner, cleaner: None }, ShardRecovery { log: recovered, applied, pages: stretches }))
     }
 
     /// Lets the shard take writes, made recoverable by `committer`, and starts its cleaner.
@@ -231,12 +260,16 @@ impl Shard {
         self.inner.write(key, None, durability)
     }
 
-    /// The latest value of `key`, copied out.
+    /// The latest value of `key`, copied out (read from the log if its page is swapped out).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
+        self.get_at(key, None)
+    }
+
+    /// The value of `key` as `snapshot` sees it (the latest for `None`), copied out.
+    pub fn get_at(&self, key: &[u8], snapshot: Option<&Snapshot>) -> Result<Option<Vec<u8>>, ShardError> {
         self.inner.gets.add(1);
-        let guard = self.inner.tree.pin();
-        let value = self.inner.tree.get(key, &guard).map_err(ShardError::Refused)?;
-        Ok(value.map(<[u8]>::to_vec))
+        let mut guard = self.inner.tree.pin();
+        self.inner.tree.get_owned(key, snapshot, &mut guard).map_err(refused_or_page)
     }
 
     /// The in-memory tree (for reads, ranges and snapshots).
@@ -305,7 +338,12 @@ impl Shard {
             splits: tree.splits,
             merges: tree.merges,
             pages: tree.pages,
-            memory_bytes: inner.tree.page_bytes(&inner.tree.pin()),
+            memory_bytes: inner.tree.resident_bytes(),
+            swap_outs: tree.swap_outs,
+            swap_ins: tree.swap_ins,
+            page_reads: tree.page_reads,
+            page_read_bytes: inner.pages.read_bytes.load(Ordering::Relaxed),
+            page_bytes_written: clean.page_bytes_written,
             memory_quota: inner.memory_quota.unwrap_or(0),
             io_submitted: log.writes + log.syncs,
             io_completed: log.completions,
@@ -324,9 +362,17 @@ impl Shard {
             self.inner.wake();
             cleaner.join().expect("the cleaner panicked");
         }
-        // A shard never started took no writes.
+        // A shard never started took no writes. A clean close writes every dirty page and the
+        // page table, so that the next open reads only what comes after.
         let committed = match self.inner.committer.get() {
-            Some(committer) if !self.inner.log.is_closed() => committer.commit_all(self.inner.index, true),
+            Some(committer) if !self.inner.log.is_closed() => {
+                let flushed = if self.inner.log.poisoned().is_none() {
+                    self.inner.flush_round(&mut self.inner.flusher.lock().unwrap(), false)
+                } else {
+                    Ok(())
+                };
+                flushed.and(committer.commit_all(self.inner.index, true).map_err(ShardError::from))
+            }
             _ => Ok(()),
         };
         self.inner.release_space();
@@ -365,9 +411,51 @@ impl Shard {
         self.inner.settle(end, sn, durability)
     }
 
+    /// Waits a little for the swapper if the shard is over its memory quota (see
+    /// [`ShardConfig::memory_quota`]): what a reader that brought pages back does.
+    pub(crate) fn slow_down_if_over_quota(&self) {
+        self.inner.slow_down_if_over_quota();
+    }
+
     /// The shard's log.
     pub(crate) fn log(&self) -> &Arc<Log> {
         &self.inner.log
+    }
+}
+
+/// Reads the page table file of the shard in `dir` and folds into it the page records of the
+/// log after it (those whose snapshot `plan` keeps: a record of a snapshot past the cut may
+/// hold writes the cut drops). Returns where replay must start and the table.
+fn read_pages(dir: &Path, config: &ShardConfig, plan: &Plan) -> Result<(u64, PageTable), ShardError> {
+    let path = dir.join(TABLE_FILE);
+    let bad = |reason| ShardError::Pages { path: path.clone(), reason };
+    let io = |source| ShardError::Log(LogError::Io { op: "read", path: path.clone(), source });
+    let (start, mut table) = match read_file(&*config.log.disk, &path).map_err(io)? {
+        Some(bytes) => PageTable::decode(&bytes).map_err(bad)?,
+        None => (0, PageTable::new()),
+    };
+    let mut failed = None;
+    Log::read_from(dir, &config.log, start, |lsn, kind, payload| {
+        if failed.is_some() || !matches!(kind, Kind::PageImage | Kind::PageDelta) {
+            return;
+        }
+        match PageRecord::decode(payload) {
+            Some(record) if plan.keeps(record.sn) => failed = table.fold(lsn, kind, &record).err(),
+            Some(_) => {}
+            None => failed = Some(helio_core::log::page::TableError::WrongKind { lsn }),
+        }
+    })?;
+    match failed {
+        Some(reason) => Err(bad(reason)),
+        None => Ok((start, table)),
+    }
+}
+
+/// A core error from a read: the key or value over a limit, or a page not read back.
+fn refused_or_page(e: helio_core::Error) -> ShardError {
+    match e {
+        helio_core::Error::PageRead { .. } | helio_core::Error::PageCorrupt { .. } => ShardError::Page(e),
+        e => ShardError::Refused(e),
     }
 }
 
@@ -391,19 +479,15 @@ impl Inner {
             (end, ticket.sn())
         };
         self.count(key, value);
-        self.settle(end, sn, durability)
+        self.settle(end, sn, durability)?;
+        self.slow_down_if_over_quota();
+        Ok(())
     }
 
     fn check_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ShardError> {
         self.tree.check_write(key, value).map_err(ShardError::Refused)?;
         // After a batch left half appended no write may follow it (no commit ever will).
         self.committer().check_poison()?;
-        if let (Some(quota), Some(_)) = (self.memory_quota, value) {
-            let used = self.memory.load(Ordering::Relaxed);
-            if used >= quota {
-                return Err(ShardError::MemoryQuota { used, quota });
-            }
-        }
         Ok(())
     }
 
@@ -429,10 +513,17 @@ impl Inner {
             }
             Durability::Sync => self.committer().commit(self.index, sn, true)?,
         }
-        if self.log_grown_to(end) && !self.clean_requested.swap(true, Ordering::AcqRel) {
-            self.wake();
+        if self.log_grown_to(end) {
+            self.request_clean();
         }
         Ok(())
+    }
+
+    /// Wakes the cleaner thread unless a wake is pending already.
+    fn request_clean(&self) {
+        if !self.clean_requested.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
     }
 
     fn committer(&self) -> &Arc<Committer> {
@@ -469,11 +560,11 @@ impl Inner {
 mod tests {
     use super::*;
 
-    /// A write between its log append and its tree update holds its key's stripe; the cleaner
-    /// must wait for it. Were the cleaner to check the old value then, it would move the old
-    /// entry behind the new op in the log and drop the new op as dead: the reopened shard would
-    /// hold the old value. Both kinds of stretch: a background round's (two passes) and a full
-    /// cleaning's (one).
+    /// A write between its log append and its tree update holds its write ticket; the
+    /// cleaner's flush round must wait for it (its snapshot's seal does). Were the round to
+    /// capture the page without the write, the op record would still count as covered, the
+    /// head would pass it, and a crash would lose it. Checked as the invariant the head move
+    /// rests on: once the head is past the op, the page table covers its number.
     #[test]
     fn the_cleaner_waits_for_a_write_between_its_log_append_and_its_tree_update() {
         for full in [false, true] {
@@ -485,18 +576,21 @@ mod tests {
             std::thread::scope(|s| {
                 s.spawn(|| {
                     let _stripe = inner.stripe(b"k").lock().unwrap();
-                    inner
-                        .log
-                        .append_op(&Op { sn: 0, key: b"k", value: Some(b"new") }, Durability::None)
-                        .unwrap();
-                    appended_tx.send(()).unwrap();
+                    let ticket = inner.tree.mvcc().begin_write(0);
+                    let op = Op { sn: ticket.sn(), key: b"k", value: Some(b"new") };
+                    let end = inner.log.append_op(&op, Durability::None).unwrap();
+                    appended_tx.send((end, ticket.sn())).unwrap();
                     std::thread::sleep(std::time::Duration::from_millis(100));
-                    inner.tree.put(b"k", b"new", &inner.tree.pin()).unwrap();
+                    inner.tree.put_with(&ticket, b"k", Some(b"new"), &inner.tree.pin()).unwrap();
                 });
-                appended_rx.recv().unwrap();
+                let (end, sn) = appended_rx.recv().unwrap();
                 let _one = inner.cleaning.lock().unwrap();
                 let stretch = inner.clean_stretch(inner.log.appended(), full).unwrap();
-                assert!(stretch.entries > 0, "full {full}: nothing moved");
+                assert!(stretch.read > 0, "full {full}: the head did not move");
+                assert!(inner.head.load(Ordering::Acquire) >= end, "full {full}: the head is before the op");
+                let flusher = inner.flusher.lock().unwrap();
+                let covered = flusher.table.covering(b"k").map_or(0, |e| e.sn);
+                assert!(covered >= sn, "full {full}: the head passed op {sn}, the pages cover {covered}");
             });
             shard.close().unwrap();
             let (shard, _) = Shard::open(dir.path(), &ShardConfig::default()).unwrap();

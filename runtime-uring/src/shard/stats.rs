@@ -36,9 +36,19 @@ pub struct ShardStats {
     pub merges: u64,
     /// Pages in the index.
     pub pages: u64,
-    /// Bytes of entries the pages hold in memory (see `Tree::page_bytes`; allocator and index
-    /// overhead not included).
+    /// Bytes of memory the pages hold: records, bases and index nodes, as the tree counts
+    /// them (`Tree::resident_bytes`; allocator overhead not included).
     pub memory_bytes: u64,
+    /// Pages replaced by stubs (their entries left memory for the log).
+    pub swap_outs: u64,
+    /// Swapped-out pages brought back into memory (scans, consolidations).
+    pub swap_ins: u64,
+    /// Page records read back from the log.
+    pub page_reads: u64,
+    /// Bytes read from segment files for them.
+    pub page_read_bytes: u64,
+    /// Payload bytes of page records written (flushes, swap-outs, relocations).
+    pub page_bytes_written: u64,
     /// The memory quota (0: none).
     pub memory_quota: u64,
     /// I/O operations submitted to the ring (writes and flushes).
@@ -78,6 +88,11 @@ impl ShardStats {
             consolidations: self.consolidations + other.consolidations,
             splits: self.splits + other.splits,
             merges: self.merges + other.merges,
+            swap_outs: self.swap_outs + other.swap_outs,
+            swap_ins: self.swap_ins + other.swap_ins,
+            page_reads: self.page_reads + other.page_reads,
+            page_read_bytes: self.page_read_bytes + other.page_read_bytes,
+            page_bytes_written: self.page_bytes_written + other.page_bytes_written,
             pages: self.pages + other.pages,
             memory_bytes: self.memory_bytes + other.memory_bytes,
             memory_quota: self.memory_quota + other.memory_quota,
@@ -103,4 +118,12 @@ pub struct CleanStats {
     pub segments_deleted: u64,
     /// The log's head.
     pub head: u64,
+    /// Page records written (flushes, swap-outs and relocations).
+    pub page_records: u64,
+    /// Payload bytes of the page records written.
+    pub page_bytes_written: u64,
+    /// Complete flush rounds (every dirty page written as one snapshot saw it).
+    pub flush_rounds: u64,
+    /// Writes that waited for the swapper (the shard was over its quota).
+    pub writer_waits: u64,
 }

@@ -83,8 +83,14 @@ pub enum Error {
     },
     /// The store cannot take the request now (it is closing).
     Busy,
-    /// The shard this key belongs to holds its share of the memory quota: puts are refused
-    /// until deletes make room (nothing was written).
+    /// A page swapped out of memory could not be read back from its shard's log (the I/O
+    /// error is logged); nothing was changed, and a later read may succeed.
+    PageRead {
+        /// The page record's log address.
+        addr: u64,
+    },
+    /// No longer returned: a shard over its share of the memory quota swaps pages out instead
+    /// of refusing puts. Kept so that code matching on it still builds.
     MemoryQuota {
         /// Bytes of entries the shard holds (as last measured).
         used: u64,
@@ -143,6 +149,9 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Busy => f.write_str("the store is busy closing"),
+            Error::PageRead { addr } => {
+                write!(f, "a swapped-out page could not be read back from log address {addr}")
+            }
             Error::MemoryQuota { used, quota } => write!(
                 f,
                 "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room"
@@ -170,6 +179,10 @@ impl From<helio_core::Error> for Error {
         match e {
             helio_core::Error::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
             helio_core::Error::ValueTooLarge { len, max } => Error::ValueTooLarge { len, max },
+            helio_core::Error::PageRead { addr } => Error::PageRead { addr },
+            helio_core::Error::PageCorrupt { addr } => {
+                Error::Corrupt { path: PathBuf::new(), offset: addr, reason: "not a page record".into() }
+            }
             other => Error::Config { knob: "write", rule: other.to_string() },
         }
     }
@@ -186,6 +199,10 @@ impl From<ShardError> for Error {
                 Error::Corrupt { path: PathBuf::new(), offset: 0, reason: e.to_string() }
             }
             ShardError::MemoryQuota { used, quota } => Error::MemoryQuota { used, quota },
+            ShardError::Page(e) => e.into(),
+            ShardError::Pages { path, reason } => {
+                Error::Corrupt { path, offset: 0, reason: format!("{reason:?}") }
+            }
             ShardError::History { path, reason } => {
                 Error::Corrupt { path, offset: 0, reason: reason.to_string() }
             }

@@ -15,7 +15,7 @@ use crate::disk::{read_file, replace_file, Disk};
 
 /// Format version of the store layout (directory, manifest, shard directories, the records in
 /// the logs). 2: every record carries its write number, commits and batches.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 
 const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";

@@ -251,9 +251,7 @@ pub struct Snapshot<'s> {
 impl<'s> Snapshot<'s> {
     /// The value of `key` in this view.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let tree = self.store.shard_of(key).tree();
-        let guard = tree.pin();
-        Ok(tree.get_at(&self.snapshot, key, &guard)?.map(<[u8]>::to_vec))
+        Ok(self.store.shard_of(key).get_at(key, Some(&self.snapshot))?)
     }
 
     /// Visits the entries with keys in `range` in this view, in key order, until `visit` returns
@@ -265,7 +263,7 @@ impl<'s> Snapshot<'s> {
         visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     ) -> Result<usize, Error> {
         let (lo, hi) = (bytes_bound(range.start_bound()), bytes_bound(range.end_bound()));
-        Ok(scan::scan(&self.store.shards, &self.snapshot, lo, hi, visit))
+        Ok(scan::scan(&self.store.shards, &self.snapshot, lo, hi, visit)?)
     }
 
     /// Every entry in this view, in key order (`.rev()` for descending).

@@ -122,12 +122,15 @@ impl Part {
 }
 
 /// An iterator over the entries of a key range at one snapshot, in key order, from both ends
-/// (`.rev()`). Items are `Result` so that reads that go to disk (swapped pages, remote tiers)
-/// can fail; today every read is from memory and succeeds.
+/// (`.rev()`). Items are `Result`: a swapped-out page that cannot be read back ends the
+/// iteration with its error.
 pub struct Range<'s> {
     shards: &'s [Shard],
     snapshot: CoreSnapshot,
     parts: Vec<Part>,
+    /// A read failed: handed out next, and the iteration is over.
+    failed: Option<Error>,
+    done: bool,
 }
 
 impl<'s> Range<'s> {
@@ -143,7 +146,7 @@ impl<'s> Range<'s> {
             .iter()
             .map(|_| Part { lo: lo.clone(), hi: hi.clone(), front: End::new(first), back: End::new(first) })
             .collect();
-        Self { shards, snapshot, parts }
+        Self { shards, snapshot, parts, failed: None, done: false }
     }
 
     /// Makes sure shard `i` has entries buffered at one end, if it has any left there.
@@ -158,25 +161,39 @@ impl<'s> Range<'s> {
         let guard = tree.pin();
         let end = part.end(forward);
         let batch = next_batch(&mut end.batch);
-        let entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard);
+        let mut entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard);
         let (buf, offsets) = if forward {
-            copy_batch(entries.take(batch), batch)
+            copy_batch(entries.by_ref().take(batch), batch)
         } else {
-            copy_batch(entries.rev().take(batch), batch)
+            copy_batch(entries.by_ref().rev().take(batch), batch)
         };
+        if let Some(e) = entries.error() {
+            self.failed = Some(e.clone().into());
+        }
         end.done = offsets.len() < batch;
         end.refill(buf, offsets);
+        drop(guard);
+        // The batch may have brought swapped-out pages back: a scan over more than the quota
+        // goes at the swapper's pace rather than past the quota.
+        self.shards[i].slow_down_if_over_quota();
     }
 
     /// The next entry from one end: the smallest (or largest) next key over the shards.
-    fn next_from(&mut self, forward: bool) -> Option<Entry> {
+    fn next_from(&mut self, forward: bool) -> Option<Result<Entry, Error>> {
+        if self.done {
+            return None;
+        }
         for i in 0..self.parts.len() {
             self.fill(i, forward);
+        }
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Some(Err(e));
         }
         let keys = (0..self.parts.len()).filter_map(|i| self.parts[i].next_key(forward).map(|k| (i, k)));
         let (i, _) =
             if forward { keys.min_by(|a, b| a.1.cmp(b.1)) } else { keys.max_by(|a, b| a.1.cmp(b.1)) }?;
-        self.parts[i].end(forward).take()
+        self.parts[i].end(forward).take().map(Ok)
     }
 }
 
@@ -210,12 +227,12 @@ impl Iterator for Range<'_> {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_from(true).map(Ok)
+        self.next_from(true)
     }
 }
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.next_from(false).map(Ok)
+        self.next_from(false)
     }
 }

@@ -13,14 +13,15 @@ use helio_core::{Guard, Snapshot};
 use crate::shard::Shard;
 
 /// Visits the entries of `(lo, hi)` in `shards` as `snapshot` sees them, in key order, until
-/// `visit` breaks; returns how many entries it visited.
+/// `visit` breaks; returns how many entries it visited. Swapped-out pages are read back (with
+/// the shards pinned: a scan is the one read that holds its guard across disk reads).
 pub(super) fn scan(
     shards: &[Shard],
     snapshot: &Snapshot,
     lo: Bound<&[u8]>,
     hi: Bound<&[u8]>,
     mut visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-) -> usize {
+) -> Result<usize, helio_core::Error> {
     let guards: Vec<Guard> = shards.iter().map(|shard| shard.tree().pin()).collect();
     let mut parts: Vec<_> = shards
         .iter()
@@ -37,7 +38,11 @@ pub(super) fn scan(
             break;
         }
     }
-    visited
+    // A shard whose iterator ended early (a swapped-out page not read back) fails the scan.
+    match parts.iter().find_map(|part| part.error()) {
+        Some(e) => Err(e.clone()),
+        None => Ok(visited),
+    }
 }
 
 /// The shard whose next entry has the smallest key, if any shard has one left.

@@ -1,0 +1,302 @@
+//! Page flushes and swapping, on the shard's cleaner thread (or in a caller's checkpoint or
+//! close): which pages go to the log as page records, when they are recoverable, and the page
+//! table file recovery starts from.
+//!
+//! A **round** writes every dirty page as one snapshot sees it (the decisions are the core's,
+//! see `helio_core::Tree::capture` and `docs/pages.md`). It notes the log's end before the
+//! snapshot: every op record before that place then lies in a page record, so the cleaner may
+//! drop it, and recovery replays only from there. The records are made recoverable by a commit
+//! before the tree may name them, and folded into the shard's copy of the page table exactly
+//! as recovery would fold them; the table is written (durably) after every round and before
+//! every head move, so that the file never names a record the head has passed.
+//!
+//! **Swapping** runs between a high and a low watermark of the shard's share of the memory
+//! quota: the Clock names pages, they are flushed (a delta at most, usually) and replaced by
+//! stubs. Writers that find the shard over its whole share wait a little for the swapper.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use helio_core::log::frame::Kind;
+use helio_core::log::page::{PageRecord, PageTable, PageWriter};
+use helio_core::Capture;
+
+use super::{Inner, ShardError};
+use crate::disk::replace_file;
+use crate::log::LogError;
+
+/// The page table file in a shard's directory.
+pub(crate) const TABLE_FILE: &str = "PAGES";
+
+/// Pages the Clock passes over per swap batch (Plasma sweeps 16 at a time; a batch of a few
+/// sweeps shares one commit).
+const SWEEP_PAGES: usize = 64;
+
+/// Captured records held before they are appended: a round over many dirty pages writes them
+/// a batch at a time, so that it never holds a copy of every dirty page.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Swapping starts above this share of the quota and stops below the low one.
+const HIGH_WATERMARK: f64 = 0.90;
+const LOW_WATERMARK: f64 = 0.75;
+
+/// How long a writer over the quota waits for the swapper at most, per write.
+const WRITER_WAIT: Duration = Duration::from_millis(2);
+
+/// What the flusher keeps between rounds. One flusher works at a time (it is behind a mutex).
+#[derive(Default)]
+pub(crate) struct Flusher {
+    /// The page table as recovery would fold the records written so far.
+    pub(crate) table: PageTable,
+    /// Where the last complete round began: every op record before it is in a page record.
+    pub(crate) covered_to: u64,
+    /// Where the Clock is.
+    hand: Vec<u8>,
+    writer: PageWriter,
+}
+
+impl Flusher {
+    /// A flusher starting from a recovered table, whose op records before `covered_to` are all
+    /// in page records.
+    pub(crate) fn new(table: PageTable, covered_to: u64) -> Self {
+        Self { table, covered_to, ..Self::default() }
+    }
+}
+
+/// A stretch of keys: its low key and high key (`None`: unbounded).
+type KeyRange = (Box<[u8]>, Option<Box<[u8]>>);
+
+/// A page captured, with the record to append for it (if any).
+type Captured = (Capture, Option<(Kind, Vec<u8>)>);
+
+impl Inner {
+    /// Captures the page at `low` into a record (an image if `image`).
+    fn capture_page(
+        &self,
+        f: &mut Flusher,
+        low: &[u8],
+        snapshot: &helio_core::Snapshot,
+        image: bool,
+    ) -> Result<Option<Captured>, ShardError> {
+        let guard = self.tree.pin();
+        let capture =
+            self.tree.capture(low, snapshot, image, &mut f.writer, &guard).map_err(ShardError::Page)?;
+        Ok(capture.map(|c| {
+            let record = c.kind().map(|kind| (kind, f.writer.payload().to_vec()));
+            (c, record)
+        }))
+    }
+
+    /// Appends the captured records, makes them recoverable (durable, and a commit past their
+    /// snapshot durable, so that no recovery's cut drops a write they hold), then tells the
+    /// tree where they are and folds them into the table. If that fails, the pages are marked
+    /// dirty again (their capture cleared the mark), so that no later round takes them for
+    /// written.
+    fn write_pages(&self, f: &mut Flusher, captured: Vec<Captured>) -> Result<Vec<Capture>, ShardError> {
+        let addrs = match self.append_pages(&captured) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                self.abandon(captured.iter().map(|(c, _)| c));
+                return Err(e);
+            }
+        };
+        let guard = self.tree.pin();
+        let mut out = Vec::with_capacity(captured.len());
+        for ((capture, record), addr) in captured.into_iter().zip(addrs) {
+            if let (Some((kind, payload)), Some(addr)) = (record, addr) {
+                self.tree.flushed(&capture, addr, &guard);
+                let decoded = PageRecord::decode(&payload).expect("the core encodes what it decodes");
+                f.table.fold(addr, kind, &decoded).map_err(|reason| self.table_error(reason))?;
+                let mut stats = self.stats.lock().unwrap();
+                stats.page_records += 1;
+                stats.page_bytes_written += payload.len() as u64;
+            }
+            out.push(capture);
+        }
+        Ok(out)
+    }
+
+    /// Appends the records of `captured` (returning each one's address), makes them durable,
+    /// then commits past their snapshot (a commit covers write numbers, not these records: one
+    /// whose round began before they were appended would not wait for them).
+    fn append_pages(&self, captured: &[Captured]) -> Result<Vec<Option<u64>>, ShardError> {
+        let mut addrs = Vec::with_capacity(captured.len());
+        let mut end = 0;
+        for (_, record) in captured {
+            addrs.push(match record {
+                Some((kind, payload)) => {
+                    let (addr, past) = self.log.append_located(*kind, payload)?;
+                    end = past;
+                    Some(addr)
+                }
+                None => None,
+            });
+        }
+        if end > 0 {
+            self.log.wait_durable_for_upkeep(end)?;
+        }
+        self.committer().commit_all(self.index, false)?;
+        Ok(addrs)
+    }
+
+    /// Marks the pages of `captures` dirty again: their records will not be flushed.
+    fn abandon<'c>(&self, captures: impl Iterator<Item = &'c Capture>) {
+        let guard = self.tree.pin();
+        for capture in captures {
+            self.tree.abandon(capture, &guard);
+        }
+    }
+
+    /// A complete round: every dirty page as one snapshot sees it, again until no page is
+    /// dirty that the round has not written (pages split off meanwhile); then the table file.
+    /// `images`: every record a full image (a checkpoint's round: then no record before the
+    /// round stays live through a delta's chain).
+    pub(super) fn flush_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
+        let position = self.log.boundary();
+        let snapshot = self.tree.snapshot();
+        let mut done = HashSet::new();
+        loop {
+            let todo: Vec<(Box<[u8]>, u64)> = {
+                let guard = self.tree.pin();
+                self.tree.dirty_pages(&guard).into_iter().filter(|(_, id)| !done.contains(id)).collect()
+            };
+            if todo.is_empty() {
+                break;
+            }
+            let mut captured = Vec::new();
+            let mut bytes = 0;
+            for (low, id) in todo {
+                done.insert(id);
+                let capture = self.capture_page(f, &low, &snapshot, images);
+                let capture = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))?;
+                if let Some(c) = capture {
+                    done.insert(c.0.page_id());
+                    bytes += c.1.as_ref().map_or(0, |(_, p)| p.len());
+                    captured.push(c);
+                }
+                if bytes >= BATCH_BYTES {
+                    self.write_pages(f, std::mem::take(&mut captured))?;
+                    bytes = 0;
+                }
+            }
+            self.write_pages(f, captured)?;
+        }
+        f.covered_to = position;
+        self.stats.lock().unwrap().flush_rounds += 1;
+        self.write_table(f)
+    }
+
+    /// Writes images of every page holding keys of the table stretches that name `addr`, so
+    /// that no stretch names it any more (the cleaner moving a live record off the head).
+    pub(super) fn relocate_record(&self, f: &mut Flusher, addr: u64) -> Result<(), ShardError> {
+        let ranges: Vec<KeyRange> = f
+            .table
+            .entries()
+            .filter(|e| e.chain.contains(&addr))
+            .map(|e| (e.lo.clone(), e.hi.clone()))
+            .collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let snapshot = self.tree.snapshot();
+        let lows: Vec<Box<[u8]>> = {
+            let guard = self.tree.pin();
+            let pages = self.tree.pages(&guard);
+            pages
+                .into_iter()
+                .filter(|p| {
+                    ranges.iter().any(|(lo, hi)| {
+                        hi.as_deref().is_none_or(|hi| &*p.low < hi)
+                            && p.high.as_deref().is_none_or(|h| &**lo < h)
+                    })
+                })
+                .map(|p| p.low)
+                .collect()
+        };
+        let mut captured = Vec::new();
+        for low in lows {
+            let capture = self.capture_page(f, &low, &snapshot, true);
+            if let Some(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
+                captured.push(c);
+            }
+        }
+        let captures = self.write_pages(f, captured)?;
+        // A page written out again because its record was old is likely cold: under a quota,
+        // out of memory again it goes (an image reads the page back in first).
+        if self.memory_quota.is_some() {
+            let guard = self.tree.pin();
+            for capture in &captures {
+                self.tree.swap_out(capture, &guard);
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps pages out while the shard is above its high watermark, down to the low one, or
+    /// until the Clock finds nothing more to swap.
+    pub(super) fn swap_pass(&self, f: &mut Flusher) -> Result<(), ShardError> {
+        let Some(quota) = self.memory_quota else { return Ok(()) };
+        let (high, low) = ((quota as f64 * HIGH_WATERMARK) as u64, (quota as f64 * LOW_WATERMARK) as u64);
+        if self.tree.resident_bytes() <= high {
+            return Ok(());
+        }
+        let mut fruitless = 0;
+        while self.tree.resident_bytes() > low
+            && fruitless < 4
+            && !self.stop.load(std::sync::atomic::Ordering::Acquire)
+        {
+            let snapshot = self.tree.snapshot();
+            let victims = {
+                let guard = self.tree.pin();
+                self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard)
+            };
+            let mut captured = Vec::new();
+            for low in victims {
+                let capture = self.capture_page(f, &low, &snapshot, false);
+                if let Some(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
+                    captured.push(c);
+                }
+            }
+            let captures = self.write_pages(f, captured)?;
+            let guard = self.tree.pin();
+            let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();
+            drop(guard);
+            fruitless = if swapped == 0 { fruitless + 1 } else { 0 };
+            self.under_quota.1.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Writes the table file: the table, and where recovery starts reading the log.
+    pub(super) fn write_table(&self, f: &Flusher) -> Result<(), ShardError> {
+        let dir = self.log.dir();
+        let bytes = f.table.encode(f.covered_to);
+        replace_file(&*self.disk, dir, TABLE_FILE, &bytes).map_err(|source| LogError::Io {
+            op: "write the page table in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Slows a writer while the shard is over its whole share of the quota: wakes the swapper
+    /// and waits for it a little (never for long: a swapper that cannot keep up slows writes,
+    /// it does not stop them).
+    pub(super) fn slow_down_if_over_quota(&self) {
+        let Some(quota) = self.memory_quota else { return };
+        if self.tree.resident_bytes() <= quota {
+            return;
+        }
+        self.request_clean();
+        let started = Instant::now();
+        let mut waiting = self.under_quota.0.lock().unwrap();
+        while self.tree.resident_bytes() > quota && started.elapsed() < WRITER_WAIT {
+            waiting = self.under_quota.1.wait_timeout(waiting, Duration::from_millis(1)).unwrap().0;
+        }
+        self.stats.lock().unwrap().writer_waits += 1;
+    }
+
+    fn table_error(&self, reason: helio_core::log::page::TableError) -> ShardError {
+        ShardError::Pages { path: self.log.dir().join(TABLE_FILE), reason }
+    }
+}

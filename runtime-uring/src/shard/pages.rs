@@ -1,0 +1,185 @@
+//! Page records read back from the shard's log: the [`PageSource`] its tree reads swapped-out
+//! pages through. A record is read where its frame starts (stamped with its own address, so a
+//! read of space given back since fails rather than returning another record); readers of one
+//! record at once share one read.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use helio_core::log::fragment::Assembler;
+use helio_core::log::frame::{decode, Decoded, Frame, Kind};
+use helio_core::{PageReadError, PageSource};
+
+use crate::disk::{read_full, DiskFile};
+use crate::segments::Segments;
+
+/// The first read of a record: most page records fit (a page is a few KiB).
+const FIRST_READ: usize = 16 << 10;
+
+/// Page records of one shard's log.
+pub(crate) struct LogPages {
+    segments: Segments,
+    salt: u64,
+    /// Segment files open for reading, by index.
+    files: Mutex<HashMap<u64, Arc<dyn DiskFile>>>,
+    /// Reads in progress, by address: later readers of the same record wait for the first.
+    flights: Mutex<HashMap<u64, Arc<Flight>>>,
+    /// Records read, and their bytes read from the files.
+    pub(crate) reads: AtomicU64,
+    pub(crate) read_bytes: AtomicU64,
+    /// Reads that found a record in flight and waited for it.
+    pub(crate) shared_reads: AtomicU64,
+}
+
+/// A record read: its kind and payload, or why not.
+type ReadResult = Result<(Kind, Arc<[u8]>), PageReadError>;
+
+/// One read of a record, awaited by every reader of it.
+#[derive(Default)]
+struct Flight {
+    done: Mutex<Option<ReadResult>>,
+    landed: Condvar,
+}
+
+impl LogPages {
+    pub(crate) fn new(segments: Segments, salt: u64) -> Self {
+        Self {
+            segments,
+            salt,
+            files: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            reads: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            shared_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Forgets the open files of segments below `index` (deleted or about to be).
+    pub(crate) fn forget_below(&self, index: u64) {
+        self.files.lock().unwrap().retain(|&i, _| i >= index);
+    }
+
+    fn file(&self, index: u64) -> io::Result<Arc<dyn DiskFile>> {
+        if let Some(file) = self.files.lock().unwrap().get(&index) {
+            return Ok(file.clone());
+        }
+        let file = self
+            .segments
+            .open(index)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment given back"))?;
+        self.files.lock().unwrap().insert(index, file.clone());
+        Ok(file)
+    }
+
+    /// Reads `len` bytes of the log from `lsn` (within one segment).
+    fn read_bytes_at(&self, lsn: u64, len: usize) -> io::Result<Vec<u8>> {
+        let segment_bytes = self.segments.segment_bytes();
+        let (index, offset) = (lsn / segment_bytes, lsn % segment_bytes);
+        let len = len.min((segment_bytes - offset) as usize);
+        let mut buf = vec![0; len];
+        read_full(&*self.file(index)?, &mut buf, offset)?;
+        self.read_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(buf)
+    }
+
+    /// The frame at `lsn`: its kind and payload, and where the next frame starts.
+    fn frame_at(&self, lsn: u64) -> Result<(Kind, Vec<u8>, u32, u64), PageReadError> {
+        let fail = PageReadError { addr: lsn };
+        let mut len = FIRST_READ;
+        loop {
+            let buf = self.read_bytes_at(lsn, len).map_err(|_| fail)?;
+            match decode(&buf, lsn, self.salt, 0) {
+                Decoded::Frame(frame) => {
+                    let next = lsn + frame.bytes as u64;
+                    return Ok((frame.kind, frame.payload.to_vec(), frame.epoch, next));
+                }
+                Decoded::NeedMore { bytes } if bytes > len => len = bytes,
+                _ => return Err(fail),
+            }
+        }
+    }
+
+    /// Reads the record whose (first) frame is at `addr`: a fragmented one is assembled from
+    /// the frames after it.
+    fn read_record(&self, addr: u64) -> ReadResult {
+        let fail = PageReadError { addr };
+        let (kind, payload, epoch, mut next) = self.frame_at(addr)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if kind != Kind::Fragment {
+            return Ok((kind, payload.into()));
+        }
+        let mut assembler = Assembler::default();
+        let frame = Frame {
+            lsn: addr,
+            durable_lsn: 0,
+            epoch,
+            kind,
+            payload: &payload,
+            bytes: (next - addr) as usize,
+        };
+        if assembler.push(&frame).map_err(|_| fail)?.is_some() {
+            return Err(fail); // a record in one fragment is not written as fragments
+        }
+        // The pieces of one record follow in order, other frames between them; a large record
+        // is at most a few write buffers, so this walk is short.
+        loop {
+            let (kind, payload, epoch, after) = self.frame_at(next)?;
+            if kind == Kind::Fragment {
+                let frame = Frame {
+                    lsn: next,
+                    durable_lsn: 0,
+                    epoch,
+                    kind,
+                    payload: &payload,
+                    bytes: (after - next) as usize,
+                };
+                if let Some((kind, whole)) = assembler.push(&frame).map_err(|_| fail)? {
+                    return Ok((kind, whole.to_vec().into()));
+                }
+            }
+            next = after;
+        }
+    }
+}
+
+impl PageSource for LogPages {
+    fn read(&self, addr: u64, out: &mut Vec<u8>) -> Result<Kind, PageReadError> {
+        let (flight, first) = {
+            let mut flights = self.flights.lock().unwrap();
+            match flights.get(&addr) {
+                Some(flight) => (flight.clone(), false),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    flights.insert(addr, flight.clone());
+                    (flight, true)
+                }
+            }
+        };
+        let result = if first {
+            // A read that fails is tried once more from a freshly opened file: the record may
+            // have been read while its block was being rewritten (the log resumes in its last
+            // block after a reopen), or through a handle of a segment since recycled.
+            let result = self.read_record(addr).or_else(|_| {
+                self.files.lock().unwrap().clear();
+                self.read_record(addr)
+            });
+            *flight.done.lock().unwrap() = Some(result.clone());
+            flight.landed.notify_all();
+            self.flights.lock().unwrap().remove(&addr);
+            result
+        } else {
+            self.shared_reads.fetch_add(1, Ordering::Relaxed);
+            let mut done = flight.done.lock().unwrap();
+            while done.is_none() {
+                done = flight.landed.wait(done).unwrap();
+            }
+            done.clone().expect("landed")
+        };
+        let (kind, payload) = result?;
+        out.clear();
+        out.extend_from_slice(&payload);
+        Ok(kind)
+    }
+}
