@@ -276,6 +276,7 @@ fn main() {
         sn: addr / 8,
         segments: 2,
         items: 40,
+        chain: vec![addr, addr - 8],
     };
     table.insert(entry(b"", Some(b"m"), 4096));
     table.insert(entry(b"p", None, 8192));

@@ -457,6 +457,11 @@ fuzz_target!(|data: &[u8]| {
                             commits.push(commit);
                         }
                         max_sn = max_sn.max(sn.unwrap_or(0));
+                        // A page record's snapshot counts too: the next life numbers past it.
+                        if matches!(kind, Kind::PageImage | Kind::PageDelta) {
+                            max_sn =
+                                max_sn.max(helio_core_fuzz::reference_page(&payload).expect("checked").sn);
+                        }
                         Ok(())
                     }
                 };

@@ -11,8 +11,8 @@
 //!   `page.rs` (magic, version, checksum, exact length, entries in key order, none overlapping
 //!   or empty); whatever decodes encodes back to the same bytes and tiles the key space.
 //! - Folding: after every record, each key of the space is held by the entry of the latest
-//!   image holding it (its addr moved on by the deltas on its stretch since, its segments and
-//!   items counted up), or by none; a delta whose prev is not the addr of the entry holding its
+//!   image holding it (its addr moved on by the deltas since whose range holds the key, its
+//!   segments and items counted up), or by none; a delta whose prev is not the addr of the entry holding its
 //!   low key is `Orphan`, a record of the wrong kind `WrongKind`, and either leaves the table
 //!   as it was; the tiles cover the key space in order; the table round-trips through its file.
 //!
@@ -37,14 +37,14 @@ fn le64(bytes: &[u8]) -> u64 {
 
 /// A table file as its byte table says, written plainly: its position and entries, or `None`.
 fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
-    if bytes.len() < 28 {
+    if bytes.len() < 36 {
         return None;
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32c_of(body) != le32(crc) || &body[..8] != b"HELIOPGT" || le32(&body[8..]) != 1 {
         return None;
     }
-    let (position, count) = (le64(&body[12..]), le32(&body[20..]));
+    let (position, count) = (le64(&body[12..]), le32(&body[28..]));
     let field = |at: usize| -> Option<(Option<&[u8]>, usize)> {
         if body.len() < at + 4 {
             return None;
@@ -56,7 +56,7 @@ fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
         let end = (at + 4).checked_add(len as usize)?;
         (end <= body.len()).then(|| (Some(&body[at + 4..end]), end))
     };
-    let mut at = 24;
+    let mut at = 32;
     let mut entries: Vec<TableEntry> = Vec::new();
     while at < body.len() {
         let (lo, after) = field(at)?;
@@ -65,15 +65,24 @@ fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
             return None;
         }
         let fixed = &body[after..after + 24];
+        let (addr, segments) = (le64(fixed), le32(&fixed[16..]));
+        // The chain: its newest address, then the `segments - 1` older ones.
+        let older = (segments as usize).checked_sub(1)?;
+        let chain_end = (after + 24).checked_add(older.checked_mul(8)?)?;
+        if body.len() < chain_end {
+            return None;
+        }
+        let chain = std::iter::once(addr).chain(body[after + 24..chain_end].chunks(8).map(le64)).collect();
         entries.push(TableEntry {
             lo: lo?.into(),
             hi: hi.map(Into::into),
-            addr: le64(fixed),
+            addr,
             sn: le64(&fixed[8..]),
-            segments: le32(&fixed[16..]),
+            segments,
             items: le32(&fixed[20..]),
+            chain,
         });
-        at = after + 24;
+        at = chain_end;
     }
     if entries.len() as u64 != u64::from(count) {
         return None;
@@ -210,6 +219,10 @@ fn fold_from(mut input: Input<'_>) {
                         for (k, m) in keys.iter().zip(model.iter_mut()) {
                             if k[..] >= *entry.lo && entry.hi.as_deref().is_none_or(|h| &k[..] < h) {
                                 assert_eq!(*m, Some((entry.addr, entry.sn, entry.segments, entry.items)));
+                            }
+                            // The delta speaks for its own keys: below its low key the stretch
+                            // keeps what it had.
+                            if k[..] >= low[..] && entry.hi.as_deref().is_none_or(|h| &k[..] < h) {
                                 *m = Some((
                                     lsn,
                                     sn,

@@ -5,10 +5,11 @@
 //! A **round** writes every dirty page as one snapshot sees it (the decisions are the core's,
 //! see `helio_core::Tree::capture` and `docs/pages.md`). It notes the log's end before the
 //! snapshot: every op record before that place then lies in a page record, so the cleaner may
-//! drop it, and recovery replays only from there. The records are made recoverable by a commit
-//! before the tree may name them, and folded into the shard's copy of the page table exactly
-//! as recovery would fold them; the table is written (durably) after every round and before
-//! every head move, so that the file never names a record the head has passed.
+//! drop it, and recovery replays only from there. The records are made durable, then a commit
+//! past their snapshot, before the tree may name them, and they are folded into the shard's
+//! copy of the page table exactly as recovery would fold them; the table is written (durably)
+//! after every round and before every head move, so that the file never names a record the
+//! head has passed.
 //!
 //! **Swapping** runs between a high and a low watermark of the shard's share of the memory
 //! quota: the Clock names pages, they are flushed (a delta at most, usually) and replaced by
