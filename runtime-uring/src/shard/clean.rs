@@ -255,12 +255,11 @@ impl Inner {
             named
         };
         for _ in 0..4 {
-            for addr in named(&f) {
-                self.relocate_record(&mut f, addr)?;
-            }
-            if named(&f).is_empty() {
+            let addrs = named(&f);
+            if addrs.is_empty() {
                 break;
             }
+            self.relocate_records(&mut f, &addrs)?;
         }
         // The file must not name what the head passes.
         self.write_table(&f)?;

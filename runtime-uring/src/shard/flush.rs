@@ -187,13 +187,14 @@ impl Inner {
         self.write_table(f)
     }
 
-    /// Writes images of every page holding keys of the table stretches that name `addr`, so
-    /// that no stretch names it any more (the cleaner moving a live record off the head).
-    pub(super) fn relocate_record(&self, f: &mut Flusher, addr: u64) -> Result<(), ShardError> {
+    /// Writes images of every page holding keys of the table stretches that name any of
+    /// `addrs`, so that no stretch names them any more (the cleaner moving live records off the
+    /// head): one walk over the pages for all of them.
+    pub(super) fn relocate_records(&self, f: &mut Flusher, addrs: &[u64]) -> Result<(), ShardError> {
         let ranges: Vec<KeyRange> = f
             .table
             .entries()
-            .filter(|e| e.chain.contains(&addr))
+            .filter(|e| e.chain.iter().any(|a| addrs.binary_search(a).is_ok()))
             .map(|e| (e.lo.clone(), e.hi.clone()))
             .collect();
         if ranges.is_empty() {
