@@ -88,6 +88,25 @@ impl Inner {
         }))
     }
 
+    /// Captures the pages at `lows` (images if `image`); if one fails, the ones captured
+    /// before it are marked dirty again and the error returned.
+    fn capture_pages(
+        &self,
+        f: &mut Flusher,
+        lows: Vec<Box<[u8]>>,
+        snapshot: &helio_core::Snapshot,
+        image: bool,
+    ) -> Result<Vec<Captured>, ShardError> {
+        let mut captured = Vec::new();
+        for low in lows {
+            let capture = self.capture_page(f, &low, snapshot, image);
+            if let Some(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
+                captured.push(c);
+            }
+        }
+        Ok(captured)
+    }
+
     /// Appends the captured records, makes them recoverable (durable, and a commit past their
     /// snapshot durable, so that no recovery's cut drops a write they hold), then tells the
     /// tree where they are and folds them into the table. If that fails, the pages are marked
@@ -215,13 +234,7 @@ impl Inner {
                 .map(|p| p.low)
                 .collect()
         };
-        let mut captured = Vec::new();
-        for low in lows {
-            let capture = self.capture_page(f, &low, &snapshot, true);
-            if let Some(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
-                captured.push(c);
-            }
-        }
+        let captured = self.capture_pages(f, lows, &snapshot, true)?;
         let captures = self.write_pages(f, captured)?;
         // A page written out again because its record was old is likely cold: under a quota,
         // out of memory again it goes (an image reads the page back in first).
@@ -252,13 +265,7 @@ impl Inner {
                 let guard = self.tree.pin();
                 self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard)
             };
-            let mut captured = Vec::new();
-            for low in victims {
-                let capture = self.capture_page(f, &low, &snapshot, false);
-                if let Some(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
-                    captured.push(c);
-                }
-            }
+            let captured = self.capture_pages(f, victims, &snapshot, false)?;
             let captures = self.write_pages(f, captured)?;
             let guard = self.tree.pin();
             let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();
