@@ -10,7 +10,7 @@ use helio_core::log::batch::BatchWriter;
 use helio_core::log::cut::{Commit, History, Void};
 use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{encode, frame_bytes, Kind, Op, Stamp};
-use helio_core::log::page::{PageTable, PageWriter, TableEntry};
+use helio_core::log::page::{Link, PageTable, PageWriter, TableEntry};
 use helio_core::log::superblock::{Superblock, BLOCK_BYTES};
 
 const SALT: u64 = 0x05EE_D0F4_E110_C0DE;
@@ -276,7 +276,7 @@ fn main() {
         sn: addr / 8,
         segments: 2,
         items: 40,
-        chain: vec![addr, addr - 8],
+        chain: vec![Link { addr, bytes: 96 }, Link { addr: addr - 8, bytes: 40 }],
     };
     table.insert(entry(b"", Some(b"m"), 4096));
     table.insert(entry(b"p", None, 8192));

@@ -23,7 +23,7 @@
 
 use helio_core::log::crc32c_of;
 use helio_core::log::frame::Kind;
-use helio_core::log::page::{PageRecord, PageTable, PageWriter, TableEntry, TableError};
+use helio_core::log::page::{Link, PageRecord, PageTable, PageWriter, TableEntry, TableError};
 use helio_core_fuzz::{page_checked, Input};
 use libfuzzer_sys::fuzz_target;
 
@@ -61,25 +61,27 @@ fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
     while at < body.len() {
         let (lo, after) = field(at)?;
         let (hi, after) = field(after)?;
-        if body.len() < after + 24 {
+        if body.len() < after + 16 {
             return None;
         }
-        let fixed = &body[after..after + 24];
-        let (addr, segments) = (le64(fixed), le32(&fixed[16..]));
-        // The chain: its newest address, then the `segments - 1` older ones.
-        let older = (segments as usize).checked_sub(1)?;
-        let chain_end = (after + 24).checked_add(older.checked_mul(8)?)?;
-        if body.len() < chain_end {
+        let fixed = &body[after..after + 16];
+        let segments = le32(&fixed[8..]);
+        // The chain: `segments` links (address, payload bytes), newest first; at least one.
+        let chain_end = (after + 16).checked_add((segments as usize).checked_mul(12)?)?;
+        if segments == 0 || body.len() < chain_end {
             return None;
         }
-        let chain = std::iter::once(addr).chain(body[after + 24..chain_end].chunks(8).map(le64)).collect();
+        let chain: Vec<Link> = body[after + 16..chain_end]
+            .chunks(12)
+            .map(|link| Link { addr: le64(link), bytes: le32(&link[8..]) })
+            .collect();
         entries.push(TableEntry {
             lo: lo?.into(),
             hi: hi.map(Into::into),
-            addr,
-            sn: le64(&fixed[8..]),
+            addr: chain[0].addr,
+            sn: le64(fixed),
             segments,
-            items: le32(&fixed[20..]),
+            items: le32(&fixed[12..]),
             chain,
         });
         at = chain_end;

@@ -23,9 +23,9 @@
 //! a file of its own, with the log address from which recovery must scan to bring it up to date:
 //!
 //! ```text
-//! "HELIOPGT" | u32 version (1) | u64 position | u32 count
-//! count × (u32 lo_len | lo | u32 hi_len (u32::MAX: none) | hi | u64 addr | u64 sn
-//!          | u32 segments | u32 items)
+//! "HELIOPGT" | u32 version (1) | u64 position | u64 folded | u32 count
+//! count × (u32 lo_len | lo | u32 hi_len (u32::MAX: none) | hi | u64 sn | u32 segments
+//!          | u32 items | segments × (u64 addr | u32 bytes), newest first)
 //! u32 crc32c of everything before it
 //! ```
 
@@ -229,6 +229,8 @@ pub struct PageRecord<'a> {
     pub count: u32,
     /// The entries, checked by `decode`.
     body: &'a [u8],
+    /// The whole payload's length.
+    bytes: u32,
 }
 
 impl<'a> PageRecord<'a> {
@@ -253,7 +255,8 @@ impl<'a> PageRecord<'a> {
             }
             last = entry.key;
         }
-        reader.bytes.is_empty().then_some(Self { sn, prev, low, high, count, body })
+        let bytes = u32::try_from(payload.len()).ok()?;
+        reader.bytes.is_empty().then_some(Self { sn, prev, low, high, count, body, bytes })
     }
 
     /// Its entries (decode validated them, so this cannot fail).
@@ -261,6 +264,16 @@ impl<'a> PageRecord<'a> {
         let mut reader = Reader { bytes: self.body };
         core::iter::from_fn(move || reader.entry())
     }
+}
+
+/// One page record of a chain: where it is in the log and how long its payload is (what it
+/// keeps alive there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The record's log address.
+    pub addr: u64,
+    /// Its payload's bytes.
+    pub bytes: u32,
 }
 
 /// One stretch of the key space and the page records that hold it.
@@ -280,7 +293,7 @@ pub struct TableEntry {
     pub items: u32,
     /// The chain's records, newest first: `addr`, then the older ones down to the image
     /// (`segments` of them).
-    pub chain: Vec<u64>,
+    pub chain: Vec<Link>,
 }
 
 impl TableEntry {
@@ -371,7 +384,7 @@ impl PageTable {
             sn: record.sn,
             segments: 1,
             items: record.count,
-            chain: alloc::vec![lsn],
+            chain: alloc::vec![Link { addr: lsn, bytes: record.bytes }],
         };
         self.map.insert(entry.lo.clone(), entry);
     }
@@ -399,7 +412,7 @@ impl PageTable {
             entry.hi = Some(high.into());
         }
         entry.addr = lsn;
-        entry.chain.insert(0, lsn);
+        entry.chain.insert(0, Link { addr: lsn, bytes: record.bytes });
         entry.sn = record.sn;
         entry.segments = entry.segments.saturating_add(1);
         entry.items = entry.items.saturating_add(record.count);
@@ -448,6 +461,20 @@ impl PageTable {
             .filter(|entry| entry.holds(key))
     }
 
+    /// Payload bytes of the records the table names, each counted once (one record may hold
+    /// keys of several stretches): what the log must keep of them. A walk over the entries.
+    pub fn live_bytes(&self) -> u64 {
+        let mut seen = hashbrown::HashSet::with_capacity(self.map.len());
+        let links = self.map.values().flat_map(|e| e.chain.iter());
+        links.filter(|link| seen.insert(link.addr)).map(|link| u64::from(link.bytes)).sum()
+    }
+
+    /// The addresses of the records the table names, in no order (a record may be named by
+    /// several stretches).
+    pub fn addrs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.map.values().flat_map(|e| e.chain.iter().map(|link| link.addr))
+    }
+
     /// Entries in the table.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -494,11 +521,8 @@ impl PageTable {
         before || after
     }
 
-    /// The table file: magic b"HELIOPGT", u32 version 1, u64 position (the log address from
-    /// which recovery must scan), u64 `folded` (see [`PageTable::folded`]), u32 count, entries (lo, hi as len-prefixed with u32::MAX =
-    /// none, addr, sn, segments, items, then the `segments - 1` older addresses of the chain),
-    /// then the CRC-32C (`super::crc32c_of`) of everything
-    /// before it.
+    /// The table file (laid out in the module doc): the entries, the log address from which
+    /// recovery must scan (`position`), and `folded` (see [`PageTable::folded`]).
     pub fn encode(&self, position: u64) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(TABLE_MAGIC);
@@ -510,12 +534,18 @@ impl PageTable {
         for entry in self.map.values() {
             put_field(&mut out, &entry.lo);
             put_optional(&mut out, entry.hi.as_deref());
-            out.extend_from_slice(&entry.addr.to_le_bytes());
             out.extend_from_slice(&entry.sn.to_le_bytes());
             out.extend_from_slice(&entry.segments.to_le_bytes());
             out.extend_from_slice(&entry.items.to_le_bytes());
-            for addr in entry.chain.iter().skip(1) {
-                out.extend_from_slice(&addr.to_le_bytes());
+            debug_assert_eq!(entry.chain.len(), entry.segments as usize, "a chain of `segments` records");
+            debug_assert_eq!(
+                entry.chain.first().map(|link| link.addr),
+                Some(entry.addr),
+                "addr heads the chain"
+            );
+            for link in &entry.chain {
+                out.extend_from_slice(&link.addr.to_le_bytes());
+                out.extend_from_slice(&link.bytes.to_le_bytes());
             }
         }
         let crc = crc32c_of(&out);
@@ -545,21 +575,19 @@ impl PageTable {
         let mut table = PageTable { folded, ..PageTable::new() };
         for _ in 0..count {
             let (lo, hi) = (reader.field()?, reader.optional()?);
-            let (addr, sn) = (reader.u64()?, reader.u64()?);
+            let sn = reader.u64()?;
             let (segments, items) = (reader.u32()?, reader.u32()?);
-            let mut chain = alloc::vec![addr];
-            for _ in 1..segments {
-                chain.push(reader.u64()?);
+            let mut chain = Vec::new();
+            for _ in 0..segments {
+                chain.push(Link { addr: reader.u64()?, bytes: reader.u32()? });
             }
+            let addr = chain.first()?.addr;
             let after_last = table
                 .map
                 .values()
                 .next_back()
                 .is_none_or(|last| last.hi.as_deref().is_some_and(|last_hi| last_hi <= lo));
             if !after_last || hi.is_some_and(|hi| hi <= lo) {
-                return None;
-            }
-            if segments == 0 {
                 return None;
             }
             let entry =
@@ -710,8 +738,12 @@ mod tests {
             sn: addr,
             segments: 1,
             items: 0,
-            chain: vec![addr],
+            chain: vec![link(addr)],
         }
+    }
+
+    fn link(addr: u64) -> Link {
+        Link { addr, bytes: 40 }
     }
 
     /// Folds an image of `[low, high)` at `lsn`.
@@ -785,8 +817,13 @@ mod tests {
         let payload = written(20, Some(8), b"", Some(b"m"), &[]);
         table.fold(16, Kind::PageDelta, &PageRecord::decode(&payload).unwrap()).unwrap();
         let (left, right) = (table.covering(b"a").unwrap(), table.covering(b"p").unwrap());
-        assert_eq!((left.sn, left.chain.clone()), (20, vec![16, 8]));
-        assert_eq!((right.sn, right.chain.clone(), right.lo.to_vec()), (8, vec![8], b"m".to_vec()));
+        let addrs = |e: &TableEntry| e.chain.iter().map(|link| link.addr).collect::<Vec<_>>();
+        assert_eq!((left.sn, addrs(left)), (20, vec![16, 8]));
+        assert_eq!((right.sn, addrs(right), right.lo.to_vec()), (8, vec![8], b"m".to_vec()));
+        // The image both stretches name counts once.
+        let image_bytes = written(8, None, b"", None, &[]).len();
+        assert_eq!(table.live_bytes(), (image_bytes + payload.len()) as u64);
+        assert_eq!(left.chain[0].bytes as usize, payload.len());
     }
 
     #[test]
@@ -819,7 +856,12 @@ mod tests {
     #[test]
     fn inserted_entries_are_kept_as_given() {
         let mut table = PageTable::new();
-        table.insert(TableEntry { segments: 3, items: 7, chain: vec![80, 72, 64], ..entry(b"k", None, 80) });
+        table.insert(TableEntry {
+            segments: 3,
+            items: 7,
+            chain: vec![link(80), link(72), link(64)],
+            ..entry(b"k", None, 80)
+        });
         table.insert(entry(b"a", Some(b"c"), 40));
         table.insert(entry(b"c", Some(b"k"), 48));
         assert_eq!(ranges(&table), vec![r(b"a", Some(b"c"), 40), r(b"c", Some(b"k"), 48), r(b"k", None, 80)]);
@@ -840,7 +882,7 @@ mod tests {
         table.insert(TableEntry {
             segments: 4,
             items: 1000,
-            chain: vec![8, 6, 4, 2],
+            chain: [8, 6, 4, 2].map(link).to_vec(),
             ..entry(b"", Some(b"apple"), 8)
         });
         table.insert(entry(b"apple", Some(b"melon"), 4096));

@@ -24,10 +24,6 @@ const STRETCH_BYTES: u64 = 4 << 20;
 /// How long a full cleaning waits for the readers behind the head to leave before returning.
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
-/// Below this share of live bytes, a stretch is cheap to clean: a third of a byte written per
-/// byte freed, or less.
-const CHEAP_SHARE: f64 = 0.25;
-
 /// What one stretch did.
 #[derive(Debug)]
 pub(super) struct Stretch {
@@ -47,44 +43,17 @@ impl Inner {
         CleanPolicy { ratio: self.clean_ratio, floor }
     }
 
-    /// Measures the live data (the bytes of entries the pages in memory hold, a walk over the
-    /// pages) for the cleaning trigger.
-    pub(super) fn measure_memory(&self) {
-        let guard = self.tree.pin();
-        self.memory.store(self.tree.page_bytes(&guard), Ordering::Relaxed);
-    }
-
     /// Whether a log ending at `end` has grown enough past its head to clean. Writers pass the
     /// end of their own record rather than read the log's end off its busiest cache line.
     pub(super) fn log_grown_to(&self, end: u64) -> bool {
         let head = self.head.load(Ordering::Acquire);
-        self.policy().should_clean(end.saturating_sub(head), self.live_estimate())
+        self.policy().should_clean(end.saturating_sub(head), self.table_bytes.load(Ordering::Relaxed))
     }
 
-    /// The live data the trigger works from: the pages' bytes, or what the cleaner last found
-    /// live in the log if that is more (see `found_live`).
-    fn live_estimate(&self) -> u64 {
-        self.memory.load(Ordering::Relaxed).max(self.found_live.load(Ordering::Relaxed))
-    }
-
-    /// Measures the live data again when it may have changed enough to matter: always under a
-    /// quota; otherwise once the log has grown by an eighth of the last figure since (a walk over
-    /// every page is not free: about 0.1–0.4 µs a page).
-    fn refresh_live(&self) {
-        let end = self.log.appended();
-        let grown = end.saturating_sub(self.measured_at.load(Ordering::Relaxed))
-            > self.memory.load(Ordering::Relaxed) / 8;
-        if self.memory_quota.is_some() || grown {
-            self.measured_at.store(end, Ordering::Relaxed);
-            self.measure_memory();
-        }
-    }
-
-    /// One wake of the cleaner: swap pages out if over the quota, measure, clean a round if
-    /// due, give space back.
+    /// One wake of the cleaner: swap pages out if over the quota, clean a round if due, give
+    /// space back.
     pub(super) fn clean_once(&self) -> Result<(), ShardError> {
         self.swap_pass(&mut self.flusher.lock().unwrap())?;
-        self.refresh_live();
         let cleaned = self.clean_round();
         self.release_space();
         cleaned
@@ -110,53 +79,22 @@ impl Inner {
         }
     }
 
-    /// Cleans stretch after stretch while the log is past the trigger, or while the last
-    /// stretch cleaned was cheap (less than [`CHEAP_SHARE`] of it live), at most once over the
-    /// log as it was when the round began (so a live-data estimate below the truth cannot keep
-    /// the cleaner rewriting the same entries). Cheap stretches are cleaned below the trigger
-    /// because the estimate can be above the truth (a page's delta chain counts every version
-    /// it holds), and because space freed for little writing is worth having.
+    /// Cleans stretch after stretch while the log is past the trigger, at most once over the
+    /// log as it was when the round began. The live data the trigger counts is exact (the
+    /// page records the table names, see `write_table`), so a round ends once the garbage
+    /// is gone, and cannot keep rewriting the same records.
     fn clean_round(&self) -> Result<(), ShardError> {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
-        let (start_head, mut read, mut moved) = (self.head.load(Ordering::Acquire), 0, 0);
-        // What the round found live. A round that read the whole log as it was when it began
-        // (the trigger still held after every stretch) found it exactly: the next round waits
-        // until the log has grown past that by the ratio, however little of it the pages count.
-        // A round that stopped earlier only lowers the figure, to the share it found live times
-        // the log it began on (so that it decays once those copies die), never raises it.
-        let found = |read: u64, moved: u64, whole: bool| {
-            if whole {
-                self.found_live.store(moved, Ordering::Relaxed);
-            } else if read > 0 {
-                let share = moved as f64 / read as f64;
-                self.found_live.fetch_min((share * (end - start_head) as f64) as u64, Ordering::Relaxed);
+        while !self.stop.load(Ordering::Acquire)
+            && self.head.load(Ordering::Acquire) < end
+            && self.log_grown_to(self.log.appended())
+        {
+            if self.clean_stretch(end, false)?.read == 0 {
+                break;
             }
-        };
-        loop {
-            let head = self.head.load(Ordering::Acquire);
-            let log_bytes = self.log.appended() - head;
-            let policy = self.policy();
-            let cheap = f64::from_bits(self.head_live_share.load(Ordering::Relaxed)) < CHEAP_SHARE
-                && log_bytes > policy.floor;
-            if self.stop.load(Ordering::Acquire)
-                || head >= end
-                || !(cheap || self.log_grown_to(head + log_bytes))
-            {
-                if !self.stop.load(Ordering::Acquire) {
-                    found(read, moved, head >= end);
-                }
-                return Ok(());
-            }
-            let stretch = self.clean_stretch(end, false)?;
-            if stretch.read == 0 {
-                return Ok(());
-            }
-            read += stretch.read;
-            moved += stretch.relocated;
-            let share = stretch.relocated as f64 / stretch.read as f64;
-            self.head_live_share.store(share.to_bits(), Ordering::Relaxed);
         }
+        Ok(())
     }
 
     /// Cleans the whole log as it is now: every entry still live is appended again and the
@@ -165,17 +103,11 @@ impl Inner {
     pub(super) fn clean_all(&self) -> Result<(), ShardError> {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
-        let mut moved = 0;
         while self.head.load(Ordering::Acquire) < end {
-            let stretch = self.clean_stretch(end, true)?;
-            if stretch.read == 0 {
+            if self.clean_stretch(end, true)?.read == 0 {
                 break; // the rest is a fragmented record still being appended
             }
-            moved += stretch.relocated;
         }
-        // The log is now about what the cleaner finds live: the background cleaner starts again
-        // only once it grows past that by the ratio.
-        self.found_live.store(moved, Ordering::Relaxed);
         // Give the space back before returning, as soon as the readers pinned before the head
         // moved are gone (each pin and flush moves the epoch on); a reader that stays pinned
         // longer leaves it to the cleaner thread.
@@ -212,7 +144,7 @@ impl Inner {
         self.log.wait_durable_for_upkeep(stop)?;
         let until = self.log.durable_lsn().min(end);
         let segments = self.log.segments();
-        let live: HashSet<u64> = f.table.entries().flat_map(|e| e.chain.iter().copied()).collect();
+        let live: HashSet<u64> = f.table.addrs().collect();
         let mut scan = HeadScan::new(head);
         let mut to_move = Vec::new();
         let mut moving_below_cut = 0;
@@ -248,7 +180,7 @@ impl Inner {
         // the while): try again a few times, and if a record there is still named, leave the
         // head where it is for a later stretch.
         let named = |f: &super::flush::Flusher| -> Vec<u64> {
-            let mut named: Vec<u64> = f.table.entries().flat_map(|e| e.chain.iter().copied()).collect();
+            let mut named: Vec<u64> = f.table.addrs().collect();
             named.retain(|a| (head..cut).contains(a));
             named.sort_unstable();
             named.dedup();

@@ -11,12 +11,13 @@ pub struct ShardConfig {
     pub tree: TreeConfig,
     /// The log's geometry and I/O.
     pub log: LogConfig,
-    /// Clean when the log since its head exceeds `(1 + clean_ratio)` × the live data (the bytes
-    /// of entries the pages hold; and 16 MiB or two segments). Default 0.5: the log past its head stays near
-    /// 1.5 × the live data once cleaning has caught up. Cleaning moves the entries still live
-    /// in the oldest stretch of the log to its end, so it writes `u / (1 - u)` bytes per byte
-    /// freed, where `u` is the live share of that stretch; the larger the ratio, the smaller
-    /// `u` (about 0.42 at 0.5, 0.2 at 1 under uniform overwrites). Limits: 0.1 ..= 100.
+    /// Clean when the log since its head exceeds `(1 + clean_ratio)` × the live data (the
+    /// payload bytes of the page records the page table names; and 16 MiB or two segments).
+    /// Default 0.5: the log past its head stays near 1.5 × the live data once cleaning has
+    /// caught up. Cleaning moves the page records still named in the oldest stretch of the log
+    /// to its end as new page images, so it writes about `u / (1 - u)` bytes per byte freed,
+    /// where `u` is the live share of that stretch; the larger the ratio, the smaller `u`.
+    /// Limits: 0.1 ..= 100.
     pub clean_ratio: f64,
     /// Unused since the cleaner moves pages rather than entries (checked, 4 KiB ..= 16 MiB,
     /// so that configurations that set it still open).

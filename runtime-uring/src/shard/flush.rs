@@ -213,7 +213,7 @@ impl Inner {
         let ranges: Vec<KeyRange> = f
             .table
             .entries()
-            .filter(|e| e.chain.iter().any(|a| addrs.binary_search(a).is_ok()))
+            .filter(|e| e.chain.iter().any(|link| addrs.binary_search(&link.addr).is_ok()))
             .map(|e| (e.lo.clone(), e.hi.clone()))
             .collect();
         if ranges.is_empty() {
@@ -276,8 +276,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the table file: the table, and where recovery starts reading the log.
+    /// Writes the table file: the table, and where recovery starts reading the log. The bytes
+    /// of the records it names become the live data of the cleaning trigger.
     pub(super) fn write_table(&self, f: &Flusher) -> Result<(), ShardError> {
+        self.table_bytes.store(f.table.live_bytes(), std::sync::atomic::Ordering::Relaxed);
         let dir = self.log.dir();
         let bytes = f.table.encode(f.covered_to);
         replace_file(&*self.disk, dir, TABLE_FILE, &bytes).map_err(|source| LogError::Io {

@@ -87,8 +87,6 @@ struct Inner {
     wake: (Mutex<()>, Condvar),
     /// One cleaning at a time.
     cleaning: Mutex<()>,
-    /// Share of the last stretch cleaned that was live (`f64` bits; 0 before the first).
-    head_live_share: AtomicU64,
     /// The cleaner's window onto the segment files, kept between stretches.
     read_buffer: Mutex<Vec<u8>>,
     /// The file space below this address has no readers left: it can be given back.
@@ -104,15 +102,9 @@ struct Inner {
     user_bytes: Striped,
     replayed_bytes: u64,
     memory_quota: Option<u64>,
-    /// Bytes of entries in the pages, as last measured by the cleaner thread: the live data.
-    memory: AtomicU64,
-    /// Log bytes the cleaner last found live (0 before the first round that read the whole
-    /// log; see `clean_round`). Above `memory` when the log holds live-looking copies the pages
-    /// do not count (a key written again with the value it has); the trigger takes the larger
-    /// of the two, so such copies cannot keep the cleaner rewriting the log.
-    found_live: AtomicU64,
-    /// The end of the log when `memory` was last measured.
-    measured_at: AtomicU64,
+    /// Payload bytes of the page records the table file last written names: the live data
+    /// of the cleaning trigger (op records die once a round covers them).
+    table_bytes: AtomicU64,
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -162,7 +154,7 @@ impl Shard {
             .map(|(lo, hi, entry)| PageTile {
                 lo: lo.into(),
                 hi: hi.map(Into::into),
-                chain: entry.map(|e| e.chain.clone()).unwrap_or_default(),
+                chain: entry.map_or_else(Vec::new, |e| e.chain.iter().map(|link| link.addr).collect()),
                 sn: entry.map_or(0, |e| e.sn),
                 items: entry.map_or(0, |e| e.items),
             })
@@ -192,7 +184,7 @@ impl Shard {
         }
         let applied = replay.stats();
         let stretches = table.len() as u64;
-        let end = recovered.replayed.end_lsn;
+        let table_bytes = AtomicU64::new(table.live_bytes());
         let inner = Arc::new(Inner {
             tree,
             log: Arc::new(log),
@@ -209,7 +201,6 @@ impl Shard {
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             cleaning: Mutex::new(()),
-            head_live_share: AtomicU64::new(0),
             read_buffer: Mutex::new(Vec::new()),
             // Nothing can be reading below the head at open (a crash or close may have come
             // between a head move and the release of the space behind it).
@@ -223,11 +214,8 @@ impl Shard {
             user_bytes: Striped::new(),
             replayed_bytes: recovered.replayed.bytes,
             memory_quota: config.memory_quota,
-            memory: AtomicU64::new(0),
-            found_live: AtomicU64::new(0),
-            measured_at: AtomicU64::new(end),
+            table_bytes,
         });
-        inner.measure_memory();
         inner.release_space();
         Ok((Self { inner, cleaner: None }, ShardRecovery { log: recovered, applied, pages: stretches }))
     }
@@ -329,7 +317,7 @@ impl Shard {
             device_bytes_written: log.device_bytes + log.zeroed_bytes,
             device_bytes_read: inner.replayed_bytes,
             log_bytes: inner.log.appended() - clean.head,
-            live_bytes: inner.memory.load(Ordering::Relaxed),
+            live_bytes: inner.table_bytes.load(Ordering::Relaxed),
             cleanings: clean.stretches,
             cleaned_bytes: clean.cleaned_bytes,
             relocated_bytes: clean.relocated_bytes,

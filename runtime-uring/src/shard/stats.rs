@@ -18,7 +18,8 @@ pub struct ShardStats {
     pub device_bytes_read: u64,
     /// Log bytes from the head to the end: what the log holds on disk.
     pub log_bytes: u64,
-    /// The live data as the cleaner last measured it: bytes of entries the pages hold.
+    /// The live data of the log as its page table last written counts it: payload bytes of
+    /// the page records it names (the op records after the last flush are not counted).
     pub live_bytes: u64,
     /// Stretches of the log the cleaner cleaned (each one moves the head).
     pub cleanings: u64,
