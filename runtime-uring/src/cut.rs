@@ -25,22 +25,35 @@ pub const HISTORY_FILE: &str = "CUT";
 /// Plans the recovery of the shards in `shard_dirs` (in order) of the store in `dir`, whose
 /// logs are configured as `log`, and writes the new history if it changed.
 pub fn plan_recovery(dir: &Path, shard_dirs: &[PathBuf], log: &LogConfig) -> Result<Plan, ShardError> {
+    let (plan, history) = read_plan(dir, shard_dirs, log)?;
     let path = dir.join(HISTORY_FILE);
     let io = |op, source| ShardError::Log(LogError::Io { op, path: path.clone(), source });
-    let history = match read_file(&*log.disk, &path).map_err(|e| io("read", e))? {
-        Some(bytes) => History::decode(&bytes, shard_dirs.len())
-            .map_err(|reason| ShardError::History { path: path.clone(), reason })?,
-        None => History::default(),
-    };
-    let scans = fanout::each(log.disk.is_real(), shard_dirs, |_, dir| scan(dir, log));
-    let scans = scans.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let plan = plan(&history, &scans).map_err(|reason| ShardError::History { path: path.clone(), reason })?;
     if plan.history != history {
         log.disk.create_dir_all(dir).map_err(|e| io("create directory for", e))?;
         replace_file(&*log.disk, dir, HISTORY_FILE, &plan.history.encode(shard_dirs.len()))
             .map_err(|e| io("write", e))?;
     }
     Ok(plan)
+}
+
+/// The plan a recovery of those shards would make now, and the history on disk, without
+/// writing anything.
+pub(crate) fn read_plan(
+    dir: &Path,
+    shard_dirs: &[PathBuf],
+    log: &LogConfig,
+) -> Result<(Plan, History), ShardError> {
+    let path = dir.join(HISTORY_FILE);
+    let io = |source| ShardError::Log(LogError::Io { op: "read", path: path.clone(), source });
+    let history = match read_file(&*log.disk, &path).map_err(io)? {
+        Some(bytes) => History::decode(&bytes, shard_dirs.len())
+            .map_err(|reason| ShardError::History { path: path.clone(), reason })?,
+        None => History::default(),
+    };
+    let scans = fanout::each(log.disk.is_real(), shard_dirs, |_, dir| scan(dir, log));
+    let scans = scans.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let plan = plan(&history, &scans).map_err(|reason| ShardError::History { path, reason })?;
+    Ok((plan, history))
 }
 
 /// Reads one shard's log for the plan; a shard not created yet reads as empty.

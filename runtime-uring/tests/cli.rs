@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use helio::core::log::crc32c_of;
+use helio::core::log::page::PageTable;
 use helio::{Config, Store};
 
 fn helio(args: &[&str]) -> Output {
@@ -69,6 +71,37 @@ fn put_get_scan_stats_check_and_corruption() {
     assert_eq!(locked.status.code(), Some(1));
     assert!(text(&locked.stderr).contains("open in another process"), "{}", text(&locked.stderr));
     open.close().unwrap();
+
+    // A page table whose chain names a record the log does not hold, sealed with a good
+    // checksum: only the chain check can find it.
+    let healthy = helio(&["check", d]);
+    assert!(healthy.status.success(), "{}", text(&healthy.stdout));
+    assert!(text(&healthy.stdout).contains("every chain whole"), "{}", text(&healthy.stdout));
+    assert!(
+        !text(&healthy.stdout).contains(" 0 page records"),
+        "a close writes the pages: {}",
+        text(&healthy.stdout)
+    );
+    let table_file = dir.join("shard-0001/PAGES");
+    let good = std::fs::read(&table_file).unwrap();
+    let (position, table) = PageTable::decode(&good).unwrap();
+    let mut moved = PageTable::new();
+    for mut entry in table.entries().cloned() {
+        entry.chain[0].bytes += 1;
+        moved.insert(entry);
+    }
+    // With the original's `folded` mark (bytes 20..28), so that a check folds what an open would.
+    let mut bytes = moved.encode(position);
+    bytes[20..28].copy_from_slice(&good[20..28]);
+    let body = bytes.len() - 4;
+    let crc = crc32c_of(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&table_file, bytes).unwrap();
+    let check = helio(&["check", d]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = text(&check.stdout);
+    assert!(out.contains("shard 1: CORRUPT") && out.contains("not as long as the table says"), "{out}");
+    std::fs::write(&table_file, good).unwrap();
 
     // Errors are one line, not a panic.
     let nothing = helio(&["get", tmp.path().join("absent").to_str().unwrap(), "k"]);

@@ -12,6 +12,8 @@
 
 use std::path::Path;
 
+use helio::log::LogConfig;
+use helio::shard::check_pages;
 use helio::{Config, Store};
 
 const QUOTA: u64 = 64 << 20;
@@ -93,6 +95,12 @@ fn four_times_the_quota_stays_within_it_and_reopens_without_loading() {
         let peak = peak_rss();
         assert!(peak <= bound, "peak RSS {} MiB over the bound {} MiB: {st:?}", peak >> 20, bound >> 20);
         store.close().unwrap();
+    }
+    // Every chain the page tables name is whole after all that swapping and cleaning.
+    let shards = [0, 1].map(|i| Store::shard_dir(dir.path(), i));
+    for checked in check_pages(dir.path(), &shards, &LogConfig::default()).unwrap() {
+        let checked = checked.unwrap();
+        assert!(checked.records > 0 && checked.named >= checked.stretches, "{checked:?}");
     }
     let store = Store::open(config(dir.path())).unwrap();
     let st = store.stats().total;

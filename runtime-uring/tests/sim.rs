@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use helio::disk::sim::{SimDisk, SimFaults};
 use helio::disk::DiskRef;
 use helio::log::{Durability, LogConfig};
-use helio::shard::{Shard, ShardConfig};
+use helio::shard::{check_pages, Shard, ShardConfig};
 use helio::{Config, Store, WriteBatch};
 
 const DIR: &str = "/sim/shard";
@@ -172,12 +172,17 @@ fn store_config(disk: &SimDisk, seed: u64) -> Config {
     let shard = config(disk, seed);
     Config::new(DIR)
         .disk(shard.log.disk.clone())
-        .shards(1 + (seed / 3 % 4) as usize)
+        .shards(store_shards(seed))
         .segment_bytes(shard.log.segment_bytes)
         .write_buffer_bytes(shard.log.buffer_bytes)
         .write_buffers(shard.log.buffers)
         .clean_ratio(shard.clean_ratio)
         .pin_threads(false)
+}
+
+/// Shards of a seed's store: 1 to 4.
+fn store_shards(seed: u64) -> usize {
+    1 + (seed / 3 % 4) as usize
 }
 
 /// One seeded run: a random workload of puts, deletes and batches on a store of 1 to 4 shards,
@@ -186,6 +191,7 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
     let mut rng = Rng(seed);
     let disk = SimDisk::new(seed);
     let config = store_config(&disk, seed);
+    let shards = store_shards(seed);
     let keys = 16 + rng.below(300);
     let inject = faults != SimFaults::default() || rng.below(4) == 0;
     let faults = if faults == SimFaults::default() && inject {
@@ -216,7 +222,7 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
                 crash(&disk, &mut store, power);
                 stats.crashes += 1;
                 stats.power_losses += u64::from(power);
-                store = Some(reopen(&disk, &config, faults, &mut model, Must::BePrefix, step)?);
+                store = Some(reopen(&disk, &config, shards, faults, &mut model, Must::BePrefix, step)?);
                 broken = false;
             }
             // A clean close and reopen: everything is there.
@@ -228,7 +234,7 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
                     Err(_) => Must::BePrefix,
                 };
                 disk.kill();
-                store = Some(reopen(&disk, &config, faults, &mut model, must, step)?);
+                store = Some(reopen(&disk, &config, shards, faults, &mut model, must, step)?);
                 stats.closes += u64::from(must == Must::HoldEverything);
             }
             20..=39 if !broken && roll < 20 + sync_calls => {
@@ -301,6 +307,7 @@ enum Must {
 fn reopen(
     disk: &SimDisk,
     config: &Config,
+    shards: usize,
     faults: SimFaults,
     model: &mut Model,
     must: Must,
@@ -308,6 +315,14 @@ fn reopen(
 ) -> Result<Store, Violation> {
     let violation = |what: String| Violation { step, what };
     disk.set_faults(SimFaults { sync_is_noop: faults.sync_is_noop, ..SimFaults::default() });
+    // What the crash left: every chain the page tables name is whole.
+    let log = LogConfig { disk: DiskRef(Arc::new(disk.clone())), ..LogConfig::default() };
+    let dirs: Vec<_> = (0..shards).map(|i| Store::shard_dir(Path::new(DIR), i)).collect();
+    let checked =
+        check_pages(Path::new(DIR), &dirs, &log).map_err(|e| violation(format!("planning: {e}")))?;
+    for (shard, checked) in checked.into_iter().enumerate() {
+        checked.map_err(|e| violation(format!("shard {shard}'s page chains: {e}")))?;
+    }
     let reopened = Store::open(config.clone()).map_err(|e| violation(format!("recovery failed: {e}")))?;
     let found: Map = reopened
         .iter()

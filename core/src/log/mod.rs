@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod buffer;
+pub mod chains;
 pub mod clean;
 pub mod cut;
 pub mod fragment;

@@ -321,6 +321,20 @@ pub enum TableError {
     Corrupt,
 }
 
+impl core::fmt::Display for TableError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Orphan { lsn } => {
+                write!(f, "the page delta at log address {lsn} does not follow the newest record of its page")
+            }
+            Self::WrongKind { lsn } => {
+                write!(f, "the record at log address {lsn} is not a well-formed page record")
+            }
+            Self::Corrupt => write!(f, "the page table file is damaged (checksum or layout)"),
+        }
+    }
+}
+
 /// The page table: which stretches of the key space which chains of page records hold (see the
 /// module doc). Stretches never overlap; the key space between them is held by no record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -46,6 +46,14 @@ pub enum ShardError {
         /// What is wrong.
         reason: helio_core::log::page::TableError,
     },
+    /// A chain of page records the page table names does not check out against the log (see
+    /// [`check_pages`](super::check_pages)).
+    Chain {
+        /// The table file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        fault: helio_core::log::chains::ChainFault,
+    },
     /// No longer returned (pages are swapped out instead); kept so that code matching on it
     /// still builds.
     MemoryQuota {
@@ -66,7 +74,8 @@ impl fmt::Display for ShardError {
             ShardError::Replay(e) => write!(f, "replaying the log: {e}"),
             ShardError::History { path, reason } => write!(f, "{}: {reason}", path.display()),
             ShardError::Page(e) => write!(f, "reading a page back from the log: {e}"),
-            ShardError::Pages { path, reason } => write!(f, "{}: {reason:?}", path.display()),
+            ShardError::Pages { path, reason } => write!(f, "{}: {reason}", path.display()),
+            ShardError::Chain { path, fault } => write!(f, "{}: {fault}", path.display()),
             ShardError::MemoryQuota { used, quota } => {
                 write!(f, "the shard holds {used} bytes of entries, at its memory quota of {quota}; delete to make room")
             }
@@ -83,6 +92,7 @@ impl std::error::Error for ShardError {
             ShardError::Replay(e) => Some(e),
             ShardError::Page(e) => Some(e),
             ShardError::Pages { .. }
+            | ShardError::Chain { .. }
             | ShardError::Config { .. }
             | ShardError::MemoryQuota { .. }
             | ShardError::History { .. } => None,

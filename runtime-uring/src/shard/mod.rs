@@ -33,6 +33,7 @@ use crate::log::{Durability, Log, LogError, LogStats, Recovered};
 use crate::segments::Segments;
 use crate::striped::Striped;
 
+mod check;
 mod clean;
 mod config;
 mod error;
@@ -43,6 +44,7 @@ mod stats;
 use flush::{Flusher, TABLE_FILE};
 use pages::LogPages;
 
+pub use check::{check_pages, PagesChecked};
 pub use config::ShardConfig;
 pub use error::ShardError;
 pub use stats::{CleanStats, ShardStats};

@@ -201,7 +201,10 @@ impl From<ShardError> for Error {
             ShardError::MemoryQuota { used, quota } => Error::MemoryQuota { used, quota },
             ShardError::Page(e) => e.into(),
             ShardError::Pages { path, reason } => {
-                Error::Corrupt { path, offset: 0, reason: format!("{reason:?}") }
+                Error::Corrupt { path, offset: 0, reason: reason.to_string() }
+            }
+            ShardError::Chain { path, fault } => {
+                Error::Corrupt { path, offset: 0, reason: fault.to_string() }
             }
             ShardError::History { path, reason } => {
                 Error::Corrupt { path, offset: 0, reason: reason.to_string() }
