@@ -186,12 +186,16 @@ impl Tree {
     // ---- Reading pages back -----------------------------------------------------------------
 
     /// The value of `key` at `snapshot` (or the latest, for `None`), copied out. A swapped-out
-    /// page is read from the log without being brought back into memory, with the guard
-    /// unpinned during the read (so a slow device does not hold memory reclamation back).
+    /// page is read from the log with the guard unpinned during the read (so a slow device
+    /// does not hold memory reclamation back); with `install`, what was read then brings the
+    /// page back into memory (when its chain ends in that one stub), as a scan would, so the
+    /// next read of it does no I/O. Without, the page stays out (Plasma's `Lookup`): the runtime
+    /// installs while the tree is below its memory quota.
     pub fn get_owned(
         &self,
         key: &[u8],
         snapshot: Option<&Snapshot>,
+        install: bool,
         guard: &mut Guard,
     ) -> Result<Option<Vec<u8>>, Error> {
         let sn = snapshot.map_or(LATEST, |s| {
@@ -214,14 +218,32 @@ impl Tree {
             let addr = stub.swapped().expect("lookup stops at stubs").addr;
             // Read while unpinned: answer from it if the page still ends in the stub it was
             // read for (writes of other keys may have landed above it meanwhile).
-            if let Some((_, base)) = loaded.as_ref().filter(|(at, _)| *at == addr) {
-                return Ok(base.find(key, sn).flatten().map(<[u8]>::to_vec));
+            if let Some((_, base)) = loaded.take_if(|(at, _)| *at == addr) {
+                let found = base.find(key, sn).flatten().map(<[u8]>::to_vec);
+                if install {
+                    self.install_read(cell, head, stub, base, guard);
+                }
+                return Ok(found);
             }
             // The stub may be gone once unpinned: copy what the read needs first.
             let stub = stub.swapped().expect("a stub");
             let (low, high): (Box<[u8]>, Option<Box<[u8]>>) = (stub.low.into(), stub.high.map(Into::into));
             let base = guard.repin_after(|| self.read_page(addr, &low, high.as_deref()))?;
             loaded = Some((addr, base));
+        }
+    }
+
+    /// Brings the page back into memory from `base`, read for `stub`, if that is the only stub
+    /// its chain ends in (a page that absorbed a swapped-out sibling has more: it stays out).
+    fn install_read(&self, cell: &PageCell, head: &Record, stub: &Record, base: Base, guard: &Guard) {
+        let stubs = stubs_of(head);
+        if stubs.len() != 1 || !ptr::eq(stubs[0], stub) {
+            return;
+        }
+        let mut loaded = Loaded::default();
+        loaded.insert(stub, base);
+        if self.consolidate_loaded(cell, head, &loaded, guard) {
+            self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -239,7 +239,13 @@ fn check_all(tree: &Tree, snap: Option<&Snapshot>, model: &Model) {
     );
     let mut guard = tree.pin();
     for (k, v) in model {
-        assert_eq!(tree.get_owned(k, snap, &mut guard).unwrap().as_deref(), Some(&v[..]), "key {k:?}");
+        // Every other key installs the page it reads.
+        let install = k.len() % 2 == 1;
+        assert_eq!(
+            tree.get_owned(k, snap, install, &mut guard).unwrap().as_deref(),
+            Some(&v[..]),
+            "key {k:?}"
+        );
     }
 }
 
@@ -263,7 +269,11 @@ fn run(config: TreeConfig, ops: Vec<Op>) {
             }
             Op::GetOwned(k) => {
                 let mut guard = paged.tree.pin();
-                assert_eq!(paged.tree.get_owned(&k, None, &mut guard).unwrap(), model.get(&k).cloned());
+                let install = k.first().is_some_and(|b| b % 2 == 0);
+                assert_eq!(
+                    paged.tree.get_owned(&k, None, install, &mut guard).unwrap(),
+                    model.get(&k).cloned()
+                );
             }
             Op::Range(lo, hi, rev) => {
                 let snap = paged.tree.snapshot();
@@ -330,17 +340,17 @@ fn unreadable_pages_fail_reads_with_typed_errors_and_blind_writes_need_no_read()
     paged.write(&[3], Some(b"new"));
     paged.write(&[4], None);
     let mut guard = paged.tree.pin();
-    assert_eq!(paged.tree.get_owned(&[3], None, &mut guard).unwrap().as_deref(), Some(&b"new"[..]));
-    assert_eq!(paged.tree.get_owned(&[4], None, &mut guard).unwrap(), None);
+    assert_eq!(paged.tree.get_owned(&[3], None, false, &mut guard).unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(paged.tree.get_owned(&[4], None, false, &mut guard).unwrap(), None);
     assert_eq!(paged.tree.stats().page_reads, before.page_reads, "a blind write's read went to the log");
     // A key below the stub: read from the log, not brought back.
-    assert_eq!(paged.tree.get_owned(&[5], None, &mut guard).unwrap().as_deref(), Some(&[5u8; 4][..]));
+    assert_eq!(paged.tree.get_owned(&[5], None, false, &mut guard).unwrap().as_deref(), Some(&[5u8; 4][..]));
     assert!(paged.tree.stats().page_reads > before.page_reads);
     assert_eq!(paged.tree.stats().swap_ins, before.swap_ins, "a point read brought the page back");
     // Unreadable: a typed error, from point reads and from scans.
     let all: Vec<u64> = (1..=paged.log.records.lock().unwrap().len() as u64).collect();
     *paged.log.failing.lock().unwrap() = all;
-    let err = paged.tree.get_owned(&[6], None, &mut guard).unwrap_err();
+    let err = paged.tree.get_owned(&[6], None, false, &mut guard).unwrap_err();
     assert!(matches!(err, helio_core::Error::PageRead { .. }), "{err:?}");
     let snap = paged.tree.snapshot();
     let mut iter = paged.tree.range::<[u8], _>(&snap, .., &guard);
@@ -348,7 +358,38 @@ fn unreadable_pages_fail_reads_with_typed_errors_and_blind_writes_need_no_read()
     assert!(matches!(iter.error(), Some(helio_core::Error::PageRead { .. })));
     drop(iter);
     paged.log.failing.lock().unwrap().clear();
-    assert_eq!(paged.tree.get_owned(&[6], None, &mut guard).unwrap().as_deref(), Some(&[6u8; 4][..]));
+    assert_eq!(paged.tree.get_owned(&[6], None, false, &mut guard).unwrap().as_deref(), Some(&[6u8; 4][..]));
+}
+
+/// A point read that installs brings its page back: the next read of the page does no I/O;
+/// one that does not leaves it out, and every read of it goes to the log.
+#[test]
+fn a_point_read_that_installs_brings_the_page_back() {
+    let mut paged = Paged::new(TreeConfig::default());
+    for i in 0u8..20 {
+        paged.write(&[i], Some(&[i; 4]));
+    }
+    paged.flush(true, false);
+    let mut guard = paged.tree.pin();
+    let reads = |paged: &Paged| paged.tree.stats().page_reads;
+    let before = reads(&paged);
+    for _ in 0..2 {
+        assert_eq!(
+            paged.tree.get_owned(&[5], None, false, &mut guard).unwrap().as_deref(),
+            Some(&[5u8; 4][..])
+        );
+    }
+    assert_eq!(reads(&paged), before + 2, "each read without install goes to the log");
+    let swap_ins = paged.tree.stats().swap_ins;
+    assert_eq!(paged.tree.get_owned(&[6], None, true, &mut guard).unwrap().as_deref(), Some(&[6u8; 4][..]));
+    assert_eq!((reads(&paged), paged.tree.stats().swap_ins), (before + 3, swap_ins + 1));
+    for i in 0u8..20 {
+        assert_eq!(paged.tree.get_owned(&[i], None, true, &mut guard).unwrap().as_deref(), Some(&[i; 4][..]));
+    }
+    assert_eq!(reads(&paged), before + 3, "the page is back in memory");
+    drop(guard);
+    let guard = paged.tree.pin();
+    paged.tree.check_invariants(&guard).unwrap();
 }
 
 /// Swapping out gives the memory back, and the accounting follows allocations both ways.
@@ -456,7 +497,8 @@ fn writers_readers_and_a_swapping_flusher_agree_with_models() {
                     let i = (x >> 33) as u32 % 200;
                     let key = format!("stable-{i:04}");
                     let mut guard = tree.pin();
-                    let got = tree.get_owned(key.as_bytes(), None, &mut guard).unwrap();
+                    // Half the reads bring the pages they read back, racing the swapper.
+                    let got = tree.get_owned(key.as_bytes(), None, i % 2 == 0, &mut guard).unwrap();
                     assert_eq!(got.as_deref(), Some(&i.to_be_bytes()[..]), "{key}");
                     if i % 16 == 0 {
                         let snap = tree.snapshot();

@@ -290,6 +290,14 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether a point read may bring the page it read back into memory: always without a
+    /// quota (a store that fits in memory comes back into it as it is read after an open),
+    /// below the low watermark with one (so that reads do not swap against the swapper).
+    pub(super) fn room_to_swap_in(&self) -> bool {
+        self.memory_quota
+            .is_none_or(|quota| (self.tree.resident_bytes() as f64) < quota as f64 * LOW_WATERMARK)
+    }
+
     /// Slows a writer while the shard is over its whole share of the quota: wakes the swapper
     /// and waits for it a little (never for long: a swapper that cannot keep up slows writes,
     /// it does not stop them).

@@ -250,7 +250,8 @@ impl Shard {
         self.inner.write(key, None, durability)
     }
 
-    /// The latest value of `key`, copied out (read from the log if its page is swapped out).
+    /// The latest value of `key`, copied out (read from the log if its page is swapped out, and
+    /// brought back into memory while the shard is below its quota's low watermark).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
         self.get_at(key, None)
     }
@@ -259,7 +260,8 @@ impl Shard {
     pub fn get_at(&self, key: &[u8], snapshot: Option<&Snapshot>) -> Result<Option<Vec<u8>>, ShardError> {
         self.inner.gets.add(1);
         let mut guard = self.inner.tree.pin();
-        self.inner.tree.get_owned(key, snapshot, &mut guard).map_err(refused_or_page)
+        let install = self.inner.room_to_swap_in();
+        self.inner.tree.get_owned(key, snapshot, install, &mut guard).map_err(refused_or_page)
     }
 
     /// The in-memory tree (for reads, ranges and snapshots).
