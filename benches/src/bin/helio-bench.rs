@@ -14,12 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use helio_bench::runner::cgroup::MemoryCgroup;
 use helio_bench::runner::engine::{self, EngineKind, Options};
 use helio_bench::runner::keys::Presence;
 use helio_bench::runner::report::{self, EngineConfig, Machine, Report};
 use helio_bench::runner::rounds;
 use helio_bench::runner::spec::{Distribution, Durability, Spec, Workload};
-use helio_bench::runner::workload::{Context, Figures};
+use helio_bench::runner::workload::{self, Context, Figures};
 use helio_bench::runner::Result;
 
 // mimalloc, as in Helio's binaries: see the crate docs.
@@ -72,9 +73,16 @@ struct Args {
     /// Puts per atomic batch of fillbatch (each engine's batch API; ops/s counts puts).
     #[arg(long, default_value_t = 100)]
     batch: usize,
-    /// Helio's memory quota in MiB.
-    #[arg(long)]
-    memory_quota_mib: Option<u64>,
+    /// Memory for every engine, in bytes (suffixes K, M, G, KiB, MiB, GiB): Helio's
+    /// `memory_quota`, and the cache size of each peer that has one (RocksDB's block cache,
+    /// fjall's, sled's and redb's caches; LMDB has none). Default: no quota, peers' caches 1 GiB.
+    #[arg(long, value_parser = parse_bytes)]
+    memory_quota: Option<u64>,
+    /// Runs each engine inside a memory cgroup (v1) of this many bytes, which charges the page
+    /// cache its files bring in too (so that reads through the page cache get no memory that
+    /// O_DIRECT reads do not). Needs root. Suffixes as for --memory-quota.
+    #[arg(long, value_parser = parse_bytes)]
+    cgroup_memory: Option<u64>,
     /// Times to repeat the whole run (every engine once per round); each phase is reported from
     /// its median round, with every round's throughput in the report.
     #[arg(long, default_value_t = 1)]
@@ -85,6 +93,20 @@ struct Args {
     /// Folder for report.md, report.json and the plots.
     #[arg(long, default_value = "helio-bench-report")]
     out: PathBuf,
+}
+
+/// A byte count: digits, then optionally K, M, G (powers of 1024; `KiB`, `MiB`, `GiB` too).
+fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let shift = match &text[digits.len()..] {
+        "" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("unknown unit {other:?} (use K, M, G, KiB, MiB or GiB)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a byte count"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text} is too large"))
 }
 
 fn spec(args: Args) -> std::result::Result<Spec, String> {
@@ -122,7 +144,8 @@ fn spec(args: Args) -> std::result::Result<Spec, String> {
         sync_threads: args.sync_threads,
         sync_ops: args.sync_ops,
         batch: args.batch,
-        memory_quota: args.memory_quota_mib.map(|m| m << 20),
+        memory_quota: args.memory_quota,
+        cgroup_memory: args.cgroup_memory,
         rounds: args.rounds,
         dir: args.dir,
         out: args.out,
@@ -140,31 +163,55 @@ fn run_engine(spec: &Spec, kind: EngineKind, cores: usize, bars: &Bars) -> Resul
     let options = Options {
         threads: cores,
         memory_quota: spec.memory_quota,
+        cache_bytes: spec.memory_quota.unwrap_or(engine::PEER_CACHE_BYTES),
         data_bytes: spec.keys * spec.entry_bytes(),
+    };
+    let cgroup = match spec.cgroup_memory {
+        Some(limit) => {
+            Some(MemoryCgroup::enter(&format!("helio-bench-{}-{}", kind.name(), std::process::id()), limit)?)
+        }
+        None => None,
     };
     let opened = engine::open(kind, &dir, &options)?;
     let presence = Presence::new(spec.keys, spec.ops * spec.workloads.len() as u64);
     let (written, device_written, generation) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU32::new(1));
-    let context = Context {
-        spec,
-        engine_name: kind.name(),
-        engine: opened.engine.as_ref(),
-        dir: &dir,
-        presence: &presence,
-        threads: cores,
-        progress: &bars.phase,
-        written: &written,
-        device_written: &device_written,
-        generation: &generation,
-    };
     let mut figures = Vec::new();
+    let mut engine = opened.engine;
     for &w in &spec.workloads {
-        figures.extend(context.run(w)?);
+        if w == Workload::Reopen {
+            let open = || engine::open(kind, &dir, &options).map(|o| o.engine);
+            let (reopened, f) = workload::reopen(spec, kind.name(), &dir, &presence, cores, engine, open)?;
+            engine = reopened;
+            figures.push(f);
+        } else {
+            let context = Context {
+                spec,
+                engine_name: kind.name(),
+                engine: engine.as_ref(),
+                dir: &dir,
+                presence: &presence,
+                threads: cores,
+                progress: &bars.phase,
+                written: &written,
+                device_written: &device_written,
+                generation: &generation,
+            };
+            figures.extend(context.run(w)?);
+        }
         generation.fetch_add(1, Ordering::Relaxed);
         bars.overall.inc(1);
     }
-    opened.engine.close()?;
-    Ok((figures, opened.config))
+    engine.close()?;
+    let mut config = opened.config;
+    if let Some(group) = &cgroup {
+        config += &format!(
+            "; ran in a memory cgroup of {} MiB (page cache charged): peak {} MiB, limit hit {} times",
+            spec.cgroup_memory.unwrap_or(0) >> 20,
+            group.max_usage() >> 20,
+            group.limit_hits()
+        );
+    }
+    Ok((figures, config))
 }
 
 struct Bars {

@@ -4,12 +4,14 @@
 //!
 //! - [`spec`]: what to run (workloads, sizes, engines, core counts, durability) and its defaults;
 //! - [`keys`]: the key space, value encoding and checking, and the request distributions;
+//! - [`cgroup`]: a memory cgroup that caps one engine's run, page cache included;
 //! - [`engine`]: the [`Engine`](engine::Engine) trait and one adapter per engine;
 //! - [`measure`]: process counters read around each phase (device bytes, CPU, peak memory);
 //! - [`workload`]: runs one workload on one engine and returns its [`Figures`](workload::Figures);
 //! - [`rounds`]: repeated rounds of a run, each phase reported from its median round;
 //! - [`report`]: the table, the Markdown report and the JSON file; `plot` draws the PNG plots.
 
+pub mod cgroup;
 pub mod engine;
 pub mod keys;
 pub mod measure;

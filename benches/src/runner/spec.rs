@@ -48,6 +48,9 @@ pub enum Workload {
     YcsbE,
     /// YCSB F: 50% reads, 50% read-modify-writes.
     YcsbF,
+    /// Closes the engine cleanly and opens it again: entries present per second of the open,
+    /// and the bytes the open read.
+    Reopen,
 }
 
 impl Workload {
@@ -71,11 +74,12 @@ impl Workload {
             Workload::YcsbD => "ycsb-d",
             Workload::YcsbE => "ycsb-e",
             Workload::YcsbF => "ycsb-f",
+            Workload::Reopen => "reopen",
         }
     }
 
     /// Every workload, in the order a full run takes them (fills first, deletes last).
-    pub const ALL: [Workload; 17] = [
+    pub const ALL: [Workload; 18] = [
         Workload::Fillseq,
         Workload::Fillrandom,
         Workload::Fillbatch,
@@ -91,6 +95,7 @@ impl Workload {
         Workload::YcsbD,
         Workload::YcsbE,
         Workload::YcsbF,
+        Workload::Reopen,
         Workload::Fillsync,
         Workload::Deleterandom,
     ];
@@ -163,9 +168,11 @@ pub struct Spec {
     pub sync_ops: u64,
     /// Puts per atomic batch of `fillbatch`.
     pub batch: usize,
-    /// Memory quota for engines that take one (Helio's `Config::memory_quota`; the peers' cache
-    /// sizes are fixed in their adapters).
+    /// Memory for every engine: Helio's `Config::memory_quota`, and each peer's cache size
+    /// (`None`: no quota, and the peers' caches [`PEER_CACHE_BYTES`](super::engine::PEER_CACHE_BYTES)).
     pub memory_quota: Option<u64>,
+    /// The limit of the memory cgroup each engine runs in (page cache charged), if any.
+    pub cgroup_memory: Option<u64>,
     /// Times the whole run is repeated; each phase is reported from its median round.
     pub rounds: usize,
     /// Where the engines' directories are made (each run in a fresh temporary directory).

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{copy_value, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, Engine, Opened, Options, Write};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -16,7 +16,7 @@ struct Fjall {
 
 pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let db = Database::builder(dir)
-        .cache_size(PEER_CACHE_BYTES)
+        .cache_size(options.cache_bytes)
         .worker_threads(options.threads.clamp(1, 4))
         .open()?;
     let items = db.keyspace("items", KeyspaceCreateOptions::default)?;
@@ -25,7 +25,7 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
          Buffered/None = journal written to OS buffers per write (fjall's default), Sync = \
          persist(SyncData) after each write; compact = major_compact; fillbatch = Database::batch \
          committed (journal to OS buffers; Sync: SyncData in the commit)",
-        PEER_CACHE_BYTES >> 20,
+        options.cache_bytes >> 20,
         options.threads.clamp(1, 4)
     );
     Ok(Opened { engine: Box::new(Fjall { db, items }), config })

@@ -30,7 +30,7 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let store = Store::open(config)?;
     let config = format!(
         "{} shards (one per thread), defaults otherwise: 1 MiB write buffers x4, O_DIRECT log through \
-         io_uring, {} MiB segments, the cleaner moving live entries from the log's head past 1.5x live data{}; \
+         io_uring, {} MiB segments, page records, the cleaner moving live page records from the log's head past 1.5x live data{}; \
          compact = Store::checkpoint (a full cleaning); scans = Store::scan (entries visited in the pages, not copied); Buffered = fdatasync within 10 ms; \
          fillbatch = a WriteBatch per batch through Store::write_with (all or nothing across shards)",
         options.threads,

@@ -129,6 +129,8 @@ pub struct Options {
     pub threads: usize,
     /// Helio's memory quota, if any.
     pub memory_quota: Option<u64>,
+    /// Cache size for the peers that have one (RocksDB's block cache, fjall, sled, redb).
+    pub cache_bytes: u64,
     /// Expected live data in bytes (sizes Helio's log segments).
     pub data_bytes: u64,
 }
@@ -185,6 +187,6 @@ fn transaction_batch(durability: Durability) -> usize {
     }
 }
 
-/// Cache size given to every peer that has one (page cache aside): large enough to hold the
-/// default data set, as the in-memory read targets assume.
+/// Cache size given to every peer that has one (page cache aside) when the run sets no memory
+/// quota: large enough to hold the default data set, as the in-memory read targets assume.
 pub const PEER_CACHE_BYTES: u64 = 1 << 30;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use super::{copy_value, transaction_batch, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, transaction_batch, Engine, Opened, Options, Write};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -15,8 +15,8 @@ const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("items");
 
 struct Redb(Database);
 
-pub(super) fn open(dir: &Path, _options: &Options) -> Result<Opened> {
-    let db = Database::builder().set_cache_size(PEER_CACHE_BYTES as usize).create(dir.join("redb"))?;
+pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
+    let db = Database::builder().set_cache_size(options.cache_bytes as usize).create(dir.join("redb"))?;
     // Create the table, so that reads before the first write find it.
     let tx = db.begin_write()?;
     tx.open_table(TABLE)?;
@@ -26,7 +26,7 @@ pub(super) fn open(dir: &Path, _options: &Options) -> Result<Opened> {
          Durability::None, made durable by the next Immediate commit), Sync = one Immediate \
          transaction per write; compact = an Immediate commit (Database::compact needs exclusive access); \
          fillbatch = one write transaction per batch, durability as above",
-        PEER_CACHE_BYTES >> 20
+        options.cache_bytes >> 20
     );
     Ok(Opened { engine: Box::new(Redb(db)), config })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rocksdb::{BlockBasedOptions, Cache, Options as DbOptions, WriteBatch, WriteOptions, DB};
 
-use super::{copy_value, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, Engine, Opened, Options, Write};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
@@ -21,7 +21,7 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     db_options.create_if_missing(true);
     db_options.increase_parallelism(options.threads.max(2) as i32);
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&Cache::new_lru_cache(PEER_CACHE_BYTES as usize));
+    table.set_block_cache(&Cache::new_lru_cache(options.cache_bytes as usize));
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     db_options.set_block_based_table_factory(&table);
@@ -35,7 +35,7 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
          fillbatch = a WriteBatch per batch through DB::write_opt",
         "0.24",
         options.threads.max(2),
-        PEER_CACHE_BYTES >> 20
+        options.cache_bytes >> 20
     );
     Ok(Opened { engine: Box::new(Rocks { db, plain: WriteOptions::default(), synced }), config })
 }

@@ -3,19 +3,19 @@
 
 use std::path::Path;
 
-use super::{copy_value, Engine, Opened, Options, Write, PEER_CACHE_BYTES};
+use super::{copy_value, Engine, Opened, Options, Write};
 use crate::runner::spec::Durability;
 use crate::runner::Result;
 
 struct Sled(sled::Db);
 
-pub(super) fn open(dir: &Path, _options: &Options) -> Result<Opened> {
-    let db = sled::Config::new().path(dir).cache_capacity(PEER_CACHE_BYTES).open()?;
+pub(super) fn open(dir: &Path, options: &Options) -> Result<Opened> {
+    let db = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).open()?;
     let config = format!(
         "sled 0.34: {} MiB cache, defaults otherwise (flush every 500 ms); Buffered/None = the \
          background flush, Sync = flush() after each write; compact = flush (sled has no compaction call); \
          fillbatch = a sled::Batch per batch through apply_batch (Sync: then flush())",
-        PEER_CACHE_BYTES >> 20
+        options.cache_bytes >> 20
     );
     Ok(Opened { engine: Box::new(Sled(db)), config })
 }

@@ -251,6 +251,8 @@ impl Context<'_> {
                     )
                 })
             }
+            // The engine is closed and opened again, which only its owner can do: see [`reopen`].
+            Workload::Reopen => Err(self.fail("reopen", "run through workload::reopen".into())),
         }
     }
 
@@ -350,6 +352,63 @@ impl Context<'_> {
             round_ops_per_sec: vec![ops_per_sec],
         })
     }
+}
+
+/// The `reopen` phase: closes `engine` cleanly, opens it again with `open` and reads one key
+/// back; its figures are the entries present per second of the open, the bytes it read and
+/// its peak memory. Returns the reopened engine.
+pub fn reopen(
+    spec: &Spec,
+    engine_name: &'static str,
+    dir: &Path,
+    presence: &Presence,
+    threads: usize,
+    engine: Box<dyn Engine>,
+    open: impl FnOnce() -> Result<Box<dyn Engine>>,
+) -> Result<(Box<dyn Engine>, Figures)> {
+    engine.close()?;
+    // SAFETY: plain syscall; the close's dirty pages reach the disk before the clock.
+    unsafe { libc::sync() };
+    measure::reset_peak_rss();
+    let (before, started) = (Sample::now(), Instant::now());
+    let engine = open()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let delta = Sample::now().since(&before);
+    let live = presence.live();
+    // One read checks that the reopened engine holds its data.
+    let space = KeySpace { key_size: spec.key_size, value_size: spec.value_size };
+    let first_present = (0..spec.keys).find(|&i| presence.is_present(i));
+    if let Some(i) = first_present {
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        space.key(i, &mut key);
+        if !engine.get(&key, &mut value)? {
+            return Err(format!("{engine_name} / reopen: key {i} is gone after the reopen").into());
+        }
+        space.check_value(i, &value).map_err(|e| format!("{engine_name} / reopen: {e}"))?;
+    }
+    let disk_bytes = measure::disk_bytes(dir);
+    let live_bytes = live * spec.entry_bytes();
+    let figures = Figures {
+        engine: engine_name.to_string(),
+        cores: threads,
+        workload: "reopen".into(),
+        threads: 1,
+        ops: live,
+        seconds,
+        ops_per_sec: live as f64 / seconds.max(1e-9),
+        entries_per_call: live,
+        device_write_bytes: delta.device_write_bytes,
+        device_read_bytes: delta.device_read_bytes,
+        disk_bytes,
+        live_bytes,
+        space_amp: (live_bytes > 0).then(|| disk_bytes as f64 / live_bytes as f64),
+        peak_rss_bytes: measure::peak_rss(),
+        cpu_seconds: delta.cpu.as_secs_f64(),
+        checked: u64::from(first_present.is_some()),
+        round_ops_per_sec: vec![live as f64 / seconds.max(1e-9)],
+        ..Figures::default()
+    };
+    Ok((engine, figures))
 }
 
 /// Thread `th`'s share of `0..count` when `threads` threads split it into contiguous slices.

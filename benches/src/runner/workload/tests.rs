@@ -125,6 +125,7 @@ fn spec() -> Spec {
         sync_ops: 100,
         batch: 100,
         memory_quota: None,
+        cgroup_memory: None,
         rounds: 1,
         dir: ".".into(),
         out: ".".into(),
