@@ -203,7 +203,7 @@ impl Tree {
             s.sn()
         });
         self.check_write(key, None)?;
-        let mut loaded: Option<(u64, Base)> = None;
+        let mut loaded: Option<(u64, ReadBack)> = None;
         loop {
             let (cell, head) = self.locate(Target::Key(key), guard);
             cell.touch();
@@ -218,18 +218,24 @@ impl Tree {
             let addr = stub.swapped().expect("lookup stops at stubs").addr;
             // Read while unpinned: answer from it if the page still ends in the stub it was
             // read for (writes of other keys may have landed above it meanwhile).
-            if let Some((_, base)) = loaded.take_if(|(at, _)| *at == addr) {
-                let found = base.find(key, sn).flatten().map(<[u8]>::to_vec);
-                if install {
-                    self.install_read(cell, head, stub, base, guard);
-                }
-                return Ok(found);
+            if let Some((_, read)) = loaded.take_if(|(at, _)| *at == addr) {
+                return Ok(match read {
+                    ReadBack::Key(found) => found,
+                    ReadBack::Page(base) => {
+                        let found = base.find(key, sn).flatten().map(<[u8]>::to_vec);
+                        self.install_read(cell, head, stub, base, guard);
+                        found
+                    }
+                });
             }
             // The stub may be gone once unpinned: copy what the read needs first.
             let stub = stub.swapped().expect("a stub");
             let (low, high): (Box<[u8]>, Option<Box<[u8]>>) = (stub.low.into(), stub.high.map(Into::into));
-            let base = guard.repin_after(|| self.read_page(addr, &low, high.as_deref()))?;
-            loaded = Some((addr, base));
+            let read = guard.repin_after(|| match install {
+                true => self.read_page(addr, &low, high.as_deref()).map(ReadBack::Page),
+                false => self.read_key(addr, key, sn).map(ReadBack::Key),
+            })?;
+            loaded = Some((addr, read));
         }
     }
 
@@ -265,10 +271,41 @@ impl Tree {
         Ok(loaded)
     }
 
+    /// The value of `key` visible at `sn` in the chain of page records from `addr` (`None`:
+    /// absent, or deleted), read newest record first and no further than the first that has a
+    /// visible version of it. Nothing is built: each record's entries are scanned in place.
+    fn read_key(&self, addr: u64, key: &[u8], sn: u64) -> Result<Option<Vec<u8>>, Error> {
+        let mut payload = Vec::new();
+        let mut at = Some(addr);
+        let mut records = 0;
+        while let Some(addr) = at {
+            if records > 4 * MAX_SEGMENTS {
+                return Err(Error::PageCorrupt { addr });
+            }
+            let (kind, record) = self.read_record(addr, &mut payload)?;
+            records += 1;
+            let mut versions = record.entries().skip_while(|e| e.key < key).take_while(|e| e.key == key);
+            if let Some(found) = versions.find(|e| e.sn <= sn) {
+                return Ok(found.value.map(<[u8]>::to_vec));
+            }
+            at = next_in_chain(kind, &record, addr)?;
+        }
+        Ok(None)
+    }
+
+    /// Reads the page record at `addr` into `payload` (counted) and decodes it.
+    fn read_record<'p>(&self, addr: u64, payload: &'p mut Vec<u8>) -> Result<(Kind, PageRecord<'p>), Error> {
+        let source = self.source.as_ref().expect("a tree with stubs has a page source");
+        let kind = source.read(addr, payload).map_err(|e| Error::PageRead { addr: e.addr })?;
+        self.counters.page_reads.fetch_add(1, Ordering::Relaxed);
+        self.counters.page_read_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let record = PageRecord::decode(payload).ok_or(Error::PageCorrupt { addr })?;
+        Ok((kind, record))
+    }
+
     /// Reads the chain of page records from `addr` back and builds the base of their entries
     /// within `[low, high)`.
     fn read_page(&self, addr: u64, low: &[u8], high: Option<&[u8]>) -> Result<Base, Error> {
-        let source = self.source.as_ref().expect("a tree with stubs has a page source");
         let mut payloads: Vec<Vec<u8>> = Vec::new();
         let mut at = Some(addr);
         while let Some(addr) = at {
@@ -276,19 +313,10 @@ impl Tree {
                 return Err(Error::PageCorrupt { addr });
             }
             let mut payload = Vec::new();
-            let kind = source.read(addr, &mut payload).map_err(|e| Error::PageRead { addr: e.addr })?;
-            let record = PageRecord::decode(&payload).ok_or(Error::PageCorrupt { addr })?;
-            at = match (kind, record.prev) {
-                (Kind::PageImage, None) => None,
-                (Kind::PageDelta, Some(prev)) => Some(prev),
-                _ => return Err(Error::PageCorrupt { addr }),
-            };
+            let (kind, record) = self.read_record(addr, &mut payload)?;
+            at = next_in_chain(kind, &record, addr)?;
             payloads.push(payload);
         }
-        self.counters.page_reads.fetch_add(payloads.len() as u64, Ordering::Relaxed);
-        self.counters
-            .page_read_bytes
-            .fetch_add(payloads.iter().map(|p| p.len() as u64).sum(), Ordering::Relaxed);
         let records: Vec<PageRecord<'_>> =
             payloads.iter().map(|p| PageRecord::decode(p).expect("decoded above")).collect();
         // Newest record first; a stable sort by key keeps that order among a key's versions,
@@ -565,6 +593,23 @@ fn shape_of(cell: &PageCell) -> u64 {
 
 fn shape(id: u64, changes: u64) -> u64 {
     id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ changes
+}
+
+/// What a point read brought back from the log: the value it looked for, or (to install)
+/// the whole page.
+enum ReadBack {
+    Key(Option<Vec<u8>>),
+    Page(Base),
+}
+
+/// The record before `record` (at `addr`, of `kind`) in its page's chain: a delta's `prev`,
+/// nothing below an image.
+fn next_in_chain(kind: Kind, record: &PageRecord<'_>, addr: u64) -> Result<Option<u64>, Error> {
+    match (kind, record.prev) {
+        (Kind::PageImage, None) => Ok(None),
+        (Kind::PageDelta, Some(prev)) => Ok(Some(prev)),
+        _ => Err(Error::PageCorrupt { addr }),
+    }
 }
 
 /// Whether any chain from `head` (absorbed ones included) ends in a stub.

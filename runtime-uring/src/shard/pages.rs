@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -33,8 +34,20 @@ pub(crate) struct LogPages {
     pub(crate) shared_reads: AtomicU64,
 }
 
-/// A record read: its kind and payload, or why not.
-type ReadResult = Result<(Kind, Arc<[u8]>), PageReadError>;
+/// A record read: its kind, and the bytes read with where its payload lies in them; or why not.
+type ReadResult = Result<(Kind, Arc<Vec<u8>>, Range<usize>), PageReadError>;
+
+/// A frame read from a segment file.
+struct ReadFrame {
+    kind: Kind,
+    /// The bytes read, from the frame's start.
+    buf: Vec<u8>,
+    /// Where its payload lies in `buf`.
+    payload: Range<usize>,
+    epoch: u32,
+    /// Where the next frame starts.
+    next: u64,
+}
 
 /// One read of a record, awaited by every reader of it.
 #[derive(Default)]
@@ -73,27 +86,33 @@ impl LogPages {
         Ok(file)
     }
 
-    /// Reads `len` bytes of the log from `lsn` (within one segment).
-    fn read_bytes_at(&self, lsn: u64, len: usize) -> io::Result<Vec<u8>> {
+    /// Extends `buf` (the log's bytes from `lsn`) to `len` bytes, or to the end of the
+    /// segment if that comes first.
+    fn read_more(&self, lsn: u64, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
         let segment_bytes = self.segments.segment_bytes();
         let (index, offset) = (lsn / segment_bytes, lsn % segment_bytes);
         let len = len.min((segment_bytes - offset) as usize);
-        let mut buf = vec![0; len];
-        read_full(&*self.file(index)?, &mut buf, offset)?;
-        self.read_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        Ok(buf)
+        let have = buf.len().min(len);
+        buf.resize(len, 0);
+        read_full(&*self.file(index)?, &mut buf[have..], offset + have as u64)?;
+        self.read_bytes.fetch_add((len - have) as u64, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// The frame at `lsn`: its kind and payload, and where the next frame starts.
-    fn frame_at(&self, lsn: u64) -> Result<(Kind, Vec<u8>, u32, u64), PageReadError> {
+    /// The frame at `lsn`. A frame longer than the first read is read on from where that one
+    /// stopped.
+    fn frame_at(&self, lsn: u64) -> Result<ReadFrame, PageReadError> {
         let fail = PageReadError { addr: lsn };
+        let mut buf = Vec::new();
         let mut len = FIRST_READ;
         loop {
-            let buf = self.read_bytes_at(lsn, len).map_err(|_| fail)?;
+            self.read_more(lsn, &mut buf, len).map_err(|_| fail)?;
             match decode(&buf, lsn, self.salt, 0) {
                 Decoded::Frame(frame) => {
-                    let next = lsn + frame.bytes as u64;
-                    return Ok((frame.kind, frame.payload.to_vec(), frame.epoch, next));
+                    let start = frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
+                    let payload = start..start + frame.payload.len();
+                    let (kind, epoch, next) = (frame.kind, frame.epoch, lsn + frame.bytes as u64);
+                    return Ok(ReadFrame { kind, buf, payload, epoch, next });
                 }
                 Decoded::NeedMore { bytes } if bytes > len => len = bytes,
                 _ => return Err(fail),
@@ -105,38 +124,34 @@ impl LogPages {
     /// the frames after it.
     fn read_record(&self, addr: u64) -> ReadResult {
         let fail = PageReadError { addr };
-        let (kind, payload, epoch, mut next) = self.frame_at(addr)?;
+        let ReadFrame { kind, buf, payload: at, epoch, mut next } = self.frame_at(addr)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         if kind != Kind::Fragment {
-            return Ok((kind, payload.into()));
+            return Ok((kind, Arc::new(buf), at));
         }
+        let payload = &buf[at];
         let mut assembler = Assembler::default();
-        let frame = Frame {
-            lsn: addr,
-            durable_lsn: 0,
-            epoch,
-            kind,
-            payload: &payload,
-            bytes: (next - addr) as usize,
-        };
+        let frame = Frame { lsn: addr, durable_lsn: 0, epoch, kind, payload, bytes: (next - addr) as usize };
         if assembler.push(&frame).map_err(|_| fail)?.is_some() {
             return Err(fail); // a record in one fragment is not written as fragments
         }
         // The pieces of one record follow in order, other frames between them; a large record
         // is at most a few write buffers, so this walk is short.
         loop {
-            let (kind, payload, epoch, after) = self.frame_at(next)?;
+            let ReadFrame { kind, buf, payload: at, epoch, next: after } = self.frame_at(next)?;
             if kind == Kind::Fragment {
                 let frame = Frame {
                     lsn: next,
                     durable_lsn: 0,
                     epoch,
                     kind,
-                    payload: &payload,
+                    payload: &buf[at],
                     bytes: (after - next) as usize,
                 };
                 if let Some((kind, whole)) = assembler.push(&frame).map_err(|_| fail)? {
-                    return Ok((kind, whole.to_vec().into()));
+                    let whole = whole.to_vec();
+                    let len = whole.len();
+                    return Ok((kind, Arc::new(whole), 0..len));
                 }
             }
             next = after;
@@ -177,9 +192,9 @@ impl PageSource for LogPages {
             }
             done.clone().expect("landed")
         };
-        let (kind, payload) = result?;
+        let (kind, bytes, payload) = result?;
         out.clear();
-        out.extend_from_slice(&payload);
+        out.extend_from_slice(&bytes[payload]);
         Ok(kind)
     }
 }
