@@ -16,8 +16,9 @@ use helio_core::{PageReadError, PageSource};
 use crate::disk::{read_full, DiskFile};
 use crate::segments::Segments;
 
-/// The first read of a record: most page records fit (a page is a few KiB).
-const FIRST_READ: usize = 16 << 10;
+/// The first read of a record: a small page's image fits; a longer record is read on from
+/// where it stopped.
+const FIRST_READ: usize = 8 << 10;
 
 /// Page records of one shard's log.
 pub(crate) struct LogPages {
@@ -82,6 +83,12 @@ impl LogPages {
             .segments
             .open(index)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment given back"))?;
+        if let Some(fd) = file.raw_fd() {
+            // Reads of records are random: without this the kernel reads ahead up to 128 KiB
+            // past each (measured: 185 KB from the device per point read under a quota).
+            // SAFETY: plain syscall on a descriptor the file holds open; advice only.
+            unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_RANDOM) };
+        }
         self.files.lock().unwrap().insert(index, file.clone());
         Ok(file)
     }
