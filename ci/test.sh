@@ -47,8 +47,16 @@ cargo build -p helio-core --no-default-features
 step "API docs (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+# helio-backends' tests run against these (and start, kill and restart servers of their own from
+# the same binaries); without them those tests fail, never pass.
+step "remote-store test servers: Redis and S3 (moto) on loopback ports"
+trap 'bash ci/remote-servers.sh stop' EXIT
+servers="$(bash ci/remote-servers.sh start)"  # an assignment, so that a failed start stops the run
+eval "$servers"
+
 step "tests (the workload runner with every peer engine)"
 cargo test --workspace --release --features helio-bench/peers
+bash ci/remote-servers.sh stop
 
 step "loom model checks of the CAS protocols"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" cargo test -p helio-core --test loom --release
