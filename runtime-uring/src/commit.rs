@@ -41,6 +41,9 @@ pub struct Committer {
     logs: Vec<Arc<Log>>,
     /// Every write numbered at or below this is recoverable.
     committed: AtomicU64,
+    /// The newest round known to hold, as a commit: at or above `committed` whenever that is
+    /// read (it is raised first).
+    completed: Mutex<Commit>,
     /// The last round begun; rounds begin one at a time under this lock.
     latest: Mutex<Option<Arc<Round>>>,
     /// A buffered write since the last buffered round.
@@ -74,6 +77,7 @@ impl Committer {
             latest: Mutex::new(None),
             logs,
             committed: AtomicU64::new(0),
+            completed: Mutex::new(Commit::default()),
             buffered: AtomicBool::new(false),
             buffered_writes: AtomicU64::new(0),
             inline: !real,
@@ -140,8 +144,21 @@ impl Committer {
         for &i in &behind {
             self.logs[i].wait_durable(round.ends[i], user)?;
         }
+        {
+            let mut completed = self.completed.lock().unwrap();
+            if round.sealed > completed.sn {
+                *completed = Commit { sn: round.sealed, ends: round.ends.clone() };
+            }
+        }
         self.committed.fetch_max(round.sealed, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The newest round known to hold, as a commit (every shard durable to its ends, which a
+    /// recovery can take for granted): numbered at or above every write that a `commit` that
+    /// returned before this call covered. No ends before the first.
+    pub fn completed(&self) -> Commit {
+        self.completed.lock().unwrap().clone()
     }
 
     /// Every write that returned before the call (or is in the tree: a reader may have seen

@@ -84,14 +84,14 @@ fn put_get_scan_stats_check_and_corruption() {
     );
     let table_file = dir.join("shard-0001/PAGES");
     let good = std::fs::read(&table_file).unwrap();
-    let (position, table) = PageTable::decode(&good).unwrap();
+    let (mark, table) = PageTable::decode(&good).unwrap();
     let mut moved = PageTable::new();
     for mut entry in table.entries().cloned() {
         entry.chain[0].bytes += 1;
         moved.insert(entry);
     }
     // With the original's `folded` mark (bytes 20..28), so that a check folds what an open would.
-    let mut bytes = moved.encode(position);
+    let mut bytes = moved.encode(&mark);
     bytes[20..28].copy_from_slice(&good[20..28]);
     let body = bytes.len() - 4;
     let crc = crc32c_of(&bytes[..body]);

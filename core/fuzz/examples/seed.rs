@@ -10,7 +10,7 @@ use helio_core::log::batch::BatchWriter;
 use helio_core::log::cut::{Commit, History, Void};
 use helio_core::log::fragment::{pieces, write_fragment, FRAGMENT_HEADER_BYTES};
 use helio_core::log::frame::{encode, frame_bytes, Kind, Op, Stamp};
-use helio_core::log::page::{Link, PageTable, PageWriter, TableEntry};
+use helio_core::log::page::{Link, PageTable, PageWriter, TableEntry, TableMark};
 use helio_core::log::superblock::{Superblock, BLOCK_BYTES};
 
 const SALT: u64 = 0x05EE_D0F4_E110_C0DE;
@@ -280,7 +280,8 @@ fn main() {
     };
     table.insert(entry(b"", Some(b"m"), 4096));
     table.insert(entry(b"p", None, 8192));
-    let file = table.encode(1 << 20);
+    let file =
+        table.encode(&TableMark { position: 1 << 20, commit: Commit { sn: 600, ends: vec![1 << 20, 4096] } });
     write(dir, "page", "table", &[&[1u8][..], &file].concat());
     write(dir, "page", "table-body", &[&[2u8][..], &file[..file.len() - 4]].concat());
     for i in 0..4 {

@@ -22,8 +22,9 @@
 #![no_main]
 
 use helio_core::log::crc32c_of;
+use helio_core::log::cut::Commit;
 use helio_core::log::frame::Kind;
-use helio_core::log::page::{Link, PageRecord, PageTable, PageWriter, TableEntry, TableError};
+use helio_core::log::page::{Link, PageRecord, PageTable, PageWriter, TableEntry, TableError, TableMark};
 use helio_core_fuzz::{page_checked, Input};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,9 +36,9 @@ fn le64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes[..8].try_into().unwrap())
 }
 
-/// A table file as its byte table says, written plainly: its position and entries, or `None`.
-fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
-    if bytes.len() < 36 {
+/// A table file as its byte table says, written plainly: its mark and entries, or `None`.
+fn reference_table(bytes: &[u8]) -> Option<(TableMark, Vec<TableEntry>)> {
+    if bytes.len() < 48 {
         return None;
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -58,7 +59,7 @@ fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
     };
     let mut at = 32;
     let mut entries: Vec<TableEntry> = Vec::new();
-    while at < body.len() {
+    for _ in 0..count {
         let (lo, after) = field(at)?;
         let (hi, after) = field(after)?;
         if body.len() < after + 16 {
@@ -86,9 +87,13 @@ fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
         });
         at = chain_end;
     }
-    if entries.len() as u64 != u64::from(count) {
+    // The complete commit: u64 sn, u32 shards, that many u64 ends, and nothing after.
+    let commit = body.get(at..)?;
+    let (sn, shards) = (le64(commit.get(..8)?), le32(commit.get(8..12)?) as usize);
+    if commit.len() != 12 + shards.checked_mul(8)? {
         return None;
     }
+    let ends = commit[12..].chunks(8).map(le64).collect();
     for (i, entry) in entries.iter().enumerate() {
         if entry.hi.as_ref().is_some_and(|hi| *hi <= entry.lo) {
             return None;
@@ -97,7 +102,7 @@ fn reference_table(bytes: &[u8]) -> Option<(u64, Vec<TableEntry>)> {
             return None;
         }
     }
-    Some((position, entries))
+    Some((TableMark { position, commit: Commit { sn, ends } }, entries))
 }
 
 /// The tiles of `table` cover the key space in order, its entries among them as they are.
@@ -125,10 +130,10 @@ fn table_checked(bytes: &[u8]) {
     let got = PageTable::decode(bytes);
     let want = reference_table(bytes);
     match (&got, want) {
-        (Ok((position, table)), Some((want_position, want_entries))) => {
-            assert_eq!(*position, want_position);
+        (Ok((mark, table)), Some((want_mark, want_entries))) => {
+            assert_eq!(*mark, want_mark);
             assert_eq!(table.entries().cloned().collect::<Vec<_>>(), want_entries);
-            assert_eq!(table.encode(*position), bytes, "a table file re-encodes to other bytes");
+            assert_eq!(table.encode(mark), bytes, "a table file re-encodes to other bytes");
             check_tiles(table);
         }
         (Err(TableError::Corrupt), None) => {}
@@ -247,8 +252,9 @@ fn fold_from(mut input: Input<'_>) {
         }
         check_tiles(&table);
     }
-    let bytes = table.encode(lsn);
-    assert_eq!(PageTable::decode(&bytes), Ok((lsn, table)));
+    let mark = TableMark { position: lsn, commit: Commit { sn: lsn, ends: vec![lsn, 7] } };
+    let bytes = table.encode(&mark);
+    assert_eq!(PageTable::decode(&bytes), Ok((mark, table)));
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -42,7 +42,7 @@ use super::page::PageRecord;
 
 /// A commit record: every write numbered at or below `sn` is in shard `i`'s log below
 /// `ends[i]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Commit {
     /// The sealed write number.
     pub sn: u64,
@@ -122,6 +122,16 @@ impl ShardScan {
     /// A scan of a log whose head is `head`.
     pub fn new(head: u64) -> Self {
         Self { head, end: head, ..Self::default() }
+    }
+
+    /// Takes what a page table file vouches for about the log before the place this scan
+    /// starts reading at (see [`TableMark`](super::page::TableMark)): its complete commit, in
+    /// place of the commits there, which it numbers at or above.
+    pub fn start_after(&mut self, mark: &super::page::TableMark) {
+        if !mark.commit.ends.is_empty() {
+            self.max_sn = self.max_sn.max(mark.commit.sn);
+            self.commits.push(mark.commit.clone());
+        }
     }
 
     /// Takes the next record of the log.

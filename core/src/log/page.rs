@@ -26,6 +26,7 @@
 //! "HELIOPGT" | u32 version (1) | u64 position | u64 folded | u32 count
 //! count × (u32 lo_len | lo | u32 hi_len (u32::MAX: none) | hi | u64 sn | u32 segments
 //!          | u32 items | segments × (u64 addr | u32 bytes), newest first)
+//! u64 commit sn | u32 shards | shards × u64 end      (a complete commit: see [`TableMark`])
 //! u32 crc32c of everything before it
 //! ```
 
@@ -35,6 +36,7 @@ use alloc::vec::Vec;
 use core::ops::{Bound, Range};
 
 use super::crc32c_of;
+use super::cut::Commit;
 use super::frame::Kind;
 
 /// The `prev` of a record that has none (an image).
@@ -347,6 +349,27 @@ pub struct PageTable {
     folded: u64,
 }
 
+/// What a table file says besides the table: where recovery starts reading the log, and what
+/// it may take for granted about the log before that place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableMark {
+    /// The log address from which recovery must scan (where the last complete flush round
+    /// began: every op record before it is in a page record).
+    pub position: u64,
+    /// A commit that was complete (every shard durable to its ends) when the file was written,
+    /// numbered at or above every write and every commit in the log before `position`:
+    /// recovery's first pass takes it in place of the commits it does not read there.
+    /// `sn` 0 and no ends: none.
+    pub commit: Commit,
+}
+
+impl TableMark {
+    /// A mark at `position` with no commit.
+    pub fn at(position: u64) -> Self {
+        Self { position, commit: Commit::default() }
+    }
+}
+
 /// A tile of [`PageTable::tiles`]: a stretch's low and high key, and its entry (`None` for a
 /// gap).
 pub type Tile<'a> = (&'a [u8], Option<&'a [u8]>, Option<&'a TableEntry>);
@@ -535,13 +558,13 @@ impl PageTable {
         before || after
     }
 
-    /// The table file (laid out in the module doc): the entries, the log address from which
-    /// recovery must scan (`position`), and `folded` (see [`PageTable::folded`]).
-    pub fn encode(&self, position: u64) -> Vec<u8> {
+    /// The table file (laid out in the module doc): the entries, `folded` (see
+    /// [`PageTable::folded`]) and `mark`.
+    pub fn encode(&self, mark: &TableMark) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(TABLE_MAGIC);
         out.extend_from_slice(&TABLE_VERSION.to_le_bytes());
-        out.extend_from_slice(&position.to_le_bytes());
+        out.extend_from_slice(&mark.position.to_le_bytes());
         out.extend_from_slice(&self.folded.to_le_bytes());
         let count = u32::try_from(self.map.len()).expect("a table of fewer than 4 G entries");
         out.extend_from_slice(&count.to_le_bytes());
@@ -562,19 +585,20 @@ impl PageTable {
                 out.extend_from_slice(&link.bytes.to_le_bytes());
             }
         }
+        out.extend_from_slice(&mark.commit.encode());
         let crc = crc32c_of(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Reads a table file back: its position and the table. `Corrupt` unless the checksum
+    /// Reads a table file back: its mark and the table. `Corrupt` unless the checksum
     /// matches and the whole file parses, entries in key order, none overlapping another or of
     /// an empty range.
-    pub fn decode(bytes: &[u8]) -> Result<(u64, PageTable), TableError> {
+    pub fn decode(bytes: &[u8]) -> Result<(TableMark, PageTable), TableError> {
         Self::parse(bytes).ok_or(TableError::Corrupt)
     }
 
-    fn parse(bytes: &[u8]) -> Option<(u64, PageTable)> {
+    fn parse(bytes: &[u8]) -> Option<(TableMark, PageTable)> {
         let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
         if crc32c_of(body).to_le_bytes() != crc {
             return None;
@@ -608,7 +632,8 @@ impl PageTable {
                 TableEntry { lo: lo.into(), hi: hi.map(Into::into), addr, sn, segments, items, chain };
             table.map.insert(entry.lo.clone(), entry);
         }
-        reader.bytes.is_empty().then_some((position, table))
+        let commit = Commit::decode(reader.bytes)?;
+        Some((TableMark { position, commit }, table))
     }
 }
 
@@ -906,10 +931,11 @@ mod tests {
 
     #[test]
     fn table_files_round_trip_and_damage_is_refused() {
-        for (table, position) in [(sample(), 1 << 40), (PageTable::new(), 0)] {
-            let bytes = table.encode(position);
+        let committed = TableMark { position: 1 << 40, commit: Commit { sn: 77, ends: vec![1 << 40, 9] } };
+        for (table, mark) in [(sample(), committed), (PageTable::new(), TableMark::at(0))] {
+            let bytes = table.encode(&mark);
             assert_eq!(&bytes[..8], b"HELIOPGT");
-            assert_eq!(PageTable::decode(&bytes), Ok((position, table.clone())));
+            assert_eq!(PageTable::decode(&bytes), Ok((mark, table.clone())));
             for at in 0..bytes.len() {
                 for bit in 0..8 {
                     let mut damaged = bytes.clone();
@@ -934,7 +960,7 @@ mod tests {
             body.extend_from_slice(&crc.to_le_bytes());
             body
         };
-        let good = sample().encode(9);
+        let good = sample().encode(&TableMark::at(9));
         let body = good[..good.len() - 4].to_vec();
         assert!(PageTable::decode(&sealed(body.clone())).is_ok());
         let mut version = body.clone();
@@ -949,7 +975,7 @@ mod tests {
             let mut table = PageTable::new();
             table.insert(entry(b"a", Some(b"d"), 8));
             table.insert(entry(b"d", None, 16));
-            let mut bytes = table.encode(0);
+            let mut bytes = table.encode(&TableMark::at(0));
             bytes.truncate(bytes.len() - 4);
             // The second entry's low key "d" becomes "c".
             let at = bytes.iter().rposition(|&b| b == b'd').unwrap();
@@ -1077,8 +1103,8 @@ mod tests {
                     }
                     check(&table, &model);
                 }
-                let bytes = table.encode(7);
-                prop_assert_eq!(PageTable::decode(&bytes), Ok((7, table)));
+                let bytes = table.encode(&TableMark::at(7));
+                prop_assert_eq!(PageTable::decode(&bytes), Ok((TableMark::at(7), table)));
             }
         }
     }

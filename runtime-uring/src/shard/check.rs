@@ -11,10 +11,9 @@ use helio_core::log::cut::Plan;
 use helio_core::log::frame::Kind;
 use helio_core::log::page::{PageRecord, PageTable, TableError};
 
-use super::{ShardError, TABLE_FILE};
+use super::{read_table, ShardError, TABLE_FILE};
 use crate::cut::read_plan;
-use crate::disk::read_file;
-use crate::log::{Log, LogConfig, LogError};
+use crate::log::{Log, LogConfig};
 
 /// What [`check_pages`] found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,19 +38,13 @@ pub fn check_pages(
     shard_dirs: &[PathBuf],
     log: &LogConfig,
 ) -> Result<Vec<Result<PagesChecked, ShardError>>, ShardError> {
-    let (plan, _) = read_plan(dir, shard_dirs, log)?;
+    let (plan, _, _) = read_plan(dir, shard_dirs, log)?;
     Ok(shard_dirs.iter().map(|shard| check_shard(shard, log, &plan)).collect())
 }
 
 fn check_shard(dir: &Path, config: &LogConfig, plan: &Plan) -> Result<PagesChecked, ShardError> {
     let path = dir.join(TABLE_FILE);
-    let io = |source| ShardError::Log(LogError::Io { op: "read", path: path.clone(), source });
-    let mut table = match read_file(&*config.disk, &path).map_err(io)? {
-        Some(bytes) => {
-            PageTable::decode(&bytes).map_err(|reason| ShardError::Pages { path: path.clone(), reason })?.1
-        }
-        None => PageTable::new(),
-    };
+    let mut table = read_table(dir, config)?.map_or_else(PageTable::new, |(_, table)| table);
     let mut records = HashMap::new();
     let mut failed = None;
     Log::read_from(dir, config, 0, |lsn, kind, payload| {

@@ -194,7 +194,7 @@ impl Inner {
             self.relocate_records(&mut f, &addrs)?;
         }
         // The file must not name what the head passes.
-        self.write_table(&f)?;
+        self.write_table(&mut f)?;
         if !named(&f).is_empty() {
             return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
         }

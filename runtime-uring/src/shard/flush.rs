@@ -18,8 +18,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use helio_core::log::cut::Commit;
 use helio_core::log::frame::Kind;
-use helio_core::log::page::{PageRecord, PageTable, PageWriter};
+use helio_core::log::page::{PageRecord, PageTable, PageWriter, TableMark};
 use helio_core::Capture;
 
 use super::{Inner, ShardError};
@@ -51,16 +52,18 @@ pub(crate) struct Flusher {
     pub(crate) table: PageTable,
     /// Where the last complete round began: every op record before it is in a page record.
     pub(crate) covered_to: u64,
+    /// The newest complete commit the table file has named (see `TableMark`).
+    commit: Commit,
     /// Where the Clock is.
     hand: Vec<u8>,
     writer: PageWriter,
 }
 
 impl Flusher {
-    /// A flusher starting from a recovered table, whose op records before `covered_to` are all
-    /// in page records.
-    pub(crate) fn new(table: PageTable, covered_to: u64) -> Self {
-        Self { table, covered_to, ..Self::default() }
+    /// A flusher starting from a recovered table and its file's mark: the op records before
+    /// its position are all in page records.
+    pub(crate) fn new(table: PageTable, mark: TableMark) -> Self {
+        Self { table, covered_to: mark.position, commit: mark.commit, ..Self::default() }
     }
 }
 
@@ -276,12 +279,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the table file: the table, and where recovery starts reading the log. The bytes
-    /// of the records it names become the live data of the cleaning trigger.
-    pub(super) fn write_table(&self, f: &Flusher) -> Result<(), ShardError> {
+    /// Writes the table file: the table, where recovery starts reading the log, and a complete
+    /// commit numbered at or above everything before that place (a commit first, so that one
+    /// covers every write begun before the call: recovery's first pass then need not read the
+    /// log before the place). The bytes of the records it names become the live data of the
+    /// cleaning trigger.
+    pub(super) fn write_table(&self, f: &mut Flusher) -> Result<(), ShardError> {
         self.table_bytes.store(f.table.live_bytes(), std::sync::atomic::Ordering::Relaxed);
+        self.committer().commit_all(self.index, false)?;
+        let completed = self.committer().completed();
+        if completed.sn > f.commit.sn {
+            f.commit = completed;
+        }
         let dir = self.log.dir();
-        let bytes = f.table.encode(f.covered_to);
+        let bytes = f.table.encode(&TableMark { position: f.covered_to, commit: f.commit.clone() });
         replace_file(&*self.disk, dir, TABLE_FILE, &bytes).map_err(|source| LogError::Io {
             op: "write the page table in",
             path: dir.to_path_buf(),

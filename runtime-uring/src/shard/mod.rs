@@ -22,14 +22,14 @@ use std::thread::JoinHandle;
 
 use helio_core::log::cut::Plan;
 use helio_core::log::frame::{Kind, Op};
-use helio_core::log::page::{PageRecord, PageTable};
+use helio_core::log::page::{PageRecord, PageTable, TableMark};
 use helio_core::log::replay::{Replay, ReplayStats};
 use helio_core::{Guard, Mvcc, PageTile, Snapshot, Tree, WriteTicket};
 
 use crate::commit::Committer;
 use crate::cut::plan_recovery;
 use crate::disk::{read_file, DiskRef};
-use crate::log::{Durability, Log, LogError, LogStats, Recovered};
+use crate::log::{Durability, Log, LogConfig, LogError, LogStats, Recovered};
 use crate::segments::Segments;
 use crate::striped::Striped;
 
@@ -102,6 +102,7 @@ struct Inner {
     deletes: Striped,
     gets: Striped,
     user_bytes: Striped,
+    /// Log bytes the open read: the plan's pass, the page records' fold, the replay.
     replayed_bytes: u64,
     memory_quota: Option<u64>,
     /// Payload bytes of the page records the table file last written names: the live data
@@ -119,9 +120,9 @@ impl Shard {
     /// Opens (or creates) the shard in `dir` on its own: a store of one shard, with its own
     /// snapshot sequence and its recovery history in `dir`.
     pub fn open(dir: &Path, config: &ShardConfig) -> Result<(Self, ShardRecovery), ShardError> {
-        let plan = plan_recovery(dir, &[dir.to_path_buf()], &config.log)?;
+        let (plan, scanned) = plan_recovery(dir, &[dir.to_path_buf()], &config.log)?;
         let mvcc = Arc::new(Mvcc::starting_at(plan.next_sn));
-        let (mut shard, recovery) = Self::recover(dir, config, 0, mvcc.clone(), &plan)?;
+        let (mut shard, recovery) = Self::recover(dir, config, 0, mvcc.clone(), &plan, scanned[0])?;
         let log = &config.log;
         let committer =
             Committer::new(mvcc, vec![shard.inner.log.clone()], log.disk.is_real(), log.flush_interval);
@@ -132,13 +133,15 @@ impl Shard {
     /// Opens (or creates) the shard in `dir`, number `index` of its store, replaying only the
     /// writes `plan` keeps and tagging writes from `mvcc` (shared by the shards of one store,
     /// so that a snapshot is one point in time across them, and numbered past every write in
-    /// their logs). It takes writes once [`Shard::start`]ed.
+    /// their logs). It takes writes once [`Shard::start`]ed. `scanned`: the bytes of its log
+    /// the plan's pass read (counted among the bytes the open read).
     pub(crate) fn recover(
         dir: &Path,
         config: &ShardConfig,
         index: usize,
         mvcc: Arc<Mvcc>,
         plan: &Plan,
+        scanned: u64,
     ) -> Result<(Self, ShardRecovery), ShardError> {
         if !(0.1..=100.0).contains(&config.clean_ratio) {
             return Err(ShardError::Config { knob: "clean_ratio", rule: "from 0.1 to 100" });
@@ -148,7 +151,8 @@ impl Shard {
         }
         let opening = Log::prepare(dir, &config.log)?;
         let sb = opening.superblock();
-        let (start, table) = read_pages(dir, config, plan)?;
+        let (mark, table, pages_read) = read_pages(dir, config, plan)?;
+        let start = mark.position;
         let pages =
             Arc::new(LogPages::new(Segments::on(config.log.disk.clone(), dir, sb.segment_bytes), sb.salt));
         let tiles: Vec<PageTile> = table
@@ -192,7 +196,7 @@ impl Shard {
             log: Arc::new(log),
             disk: config.log.disk.clone(),
             pages,
-            flusher: Mutex::new(Flusher::new(table, start)),
+            flusher: Mutex::new(Flusher::new(table, mark)),
             under_quota: (Mutex::new(()), Condvar::new()),
             index,
             committer: OnceLock::new(),
@@ -214,7 +218,7 @@ impl Shard {
             deletes: Striped::new(),
             gets: Striped::new(),
             user_bytes: Striped::new(),
-            replayed_bytes: recovered.replayed.bytes,
+            replayed_bytes: scanned + pages_read + recovered.replayed.bytes,
             memory_quota: config.memory_quota,
             table_bytes,
         });
@@ -415,19 +419,32 @@ impl Shard {
     }
 }
 
+/// The page table file of the shard in `dir`, if it has one: its mark and table.
+pub(crate) fn read_table(dir: &Path, log: &LogConfig) -> Result<Option<(TableMark, PageTable)>, ShardError> {
+    let path = dir.join(TABLE_FILE);
+    let io = |source| ShardError::Log(LogError::Io { op: "read", path: path.clone(), source });
+    match read_file(&*log.disk, &path).map_err(io)? {
+        Some(bytes) => {
+            PageTable::decode(&bytes).map(Some).map_err(|reason| ShardError::Pages { path, reason })
+        }
+        None => Ok(None),
+    }
+}
+
 /// Reads the page table file of the shard in `dir` and folds into it the page records of the
 /// log after it (those whose snapshot `plan` keeps: a record of a snapshot past the cut may
-/// hold writes the cut drops). Returns where replay must start and the table.
-fn read_pages(dir: &Path, config: &ShardConfig, plan: &Plan) -> Result<(u64, PageTable), ShardError> {
-    let path = dir.join(TABLE_FILE);
-    let bad = |reason| ShardError::Pages { path: path.clone(), reason };
-    let io = |source| ShardError::Log(LogError::Io { op: "read", path: path.clone(), source });
-    let (start, mut table) = match read_file(&*config.log.disk, &path).map_err(io)? {
-        Some(bytes) => PageTable::decode(&bytes).map_err(bad)?,
-        None => (0, PageTable::new()),
-    };
+/// hold writes the cut drops). Returns the file's mark (replay starts at its position), the
+/// table, and the bytes of the log read.
+fn read_pages(
+    dir: &Path,
+    config: &ShardConfig,
+    plan: &Plan,
+) -> Result<(TableMark, PageTable, u64), ShardError> {
+    let bad = |reason| ShardError::Pages { path: dir.join(TABLE_FILE), reason };
+    let (mark, mut table) =
+        read_table(dir, &config.log)?.unwrap_or_else(|| (TableMark::at(0), PageTable::new()));
     let mut failed = None;
-    Log::read_from(dir, &config.log, start, |lsn, kind, payload| {
+    let read = Log::read_from(dir, &config.log, mark.position, |lsn, kind, payload| {
         if failed.is_some() || !matches!(kind, Kind::PageImage | Kind::PageDelta) {
             return;
         }
@@ -439,7 +456,7 @@ fn read_pages(dir: &Path, config: &ShardConfig, plan: &Plan) -> Result<(u64, Pag
     })?;
     match failed {
         Some(reason) => Err(bad(reason)),
-        None => Ok((start, table)),
+        None => Ok((mark, table, read.bytes)),
     }
 }
 

@@ -75,10 +75,10 @@ impl Store {
             None => manifest::create(&*disk, &dir, config.shards)?,
         }
         let dirs: Vec<PathBuf> = (0..config.shards).map(|i| shard_dir(&dir, i)).collect();
-        let plan = plan_recovery(&dir, &dirs, &config.log).map_err(|e| shard_error(&dir, e))?;
+        let (plan, scanned) = plan_recovery(&dir, &dirs, &config.log).map_err(|e| shard_error(&dir, e))?;
         let mvcc = Arc::new(Mvcc::starting_at(plan.next_sn));
         let recover = |i: usize, path: &PathBuf| {
-            Shard::recover(path, &config.shard(i), i, mvcc.clone(), &plan)
+            Shard::recover(path, &config.shard(i), i, mvcc.clone(), &plan, scanned[i])
                 .map(|(shard, _)| shard)
                 .map_err(|e| shard_error(path, e))
         };
