@@ -46,7 +46,7 @@ fn every_workload_runs_on_every_engine_and_the_report_parses() {
             other => vec![other.to_string()],
         })
         .collect();
-    assert_eq!(workloads.len(), 18, "every workload, fillsync once per thread count");
+    assert_eq!(workloads.len(), 19, "every workload, fillsync once per thread count");
     for engine in &engines {
         for cores in [1u64, 2] {
             for w in &workloads {
@@ -56,7 +56,7 @@ fn every_workload_runs_on_every_engine_and_the_report_parses() {
                     .unwrap_or_else(|| panic!("no result for {engine} {w} at {cores} cores"));
                 assert!(f["ops"].as_u64().unwrap() > 0, "{engine} {w}: no operations");
                 assert!(f["ops_per_sec"].as_f64().unwrap() > 0.0);
-                let reads = ["readrandom", "readseq", "seekrandom", "readwhilewriting", "ycsb-c"];
+                let reads = ["readrandom", "readseq", "seekrandom", "readwhilewriting", "ycsb-c", "reopen"];
                 if reads.contains(&w.as_str()) {
                     assert!(
                         f["checked"].as_u64().unwrap() > 0,

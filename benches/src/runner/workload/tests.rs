@@ -166,7 +166,9 @@ fn run_on(engine: &MapEngine, workloads: &[Workload]) -> Result<Vec<Figures>> {
 
 #[test]
 fn a_correct_engine_passes_every_workload() {
-    run(Fault::None, &Workload::ALL).unwrap();
+    // `reopen` closes and reopens the engine, which only the runner that owns it does.
+    let all: Vec<Workload> = Workload::ALL.into_iter().filter(|&w| w != Workload::Reopen).collect();
+    run(Fault::None, &all).unwrap();
 }
 
 #[test]
