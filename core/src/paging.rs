@@ -553,6 +553,23 @@ impl Tree {
         out
     }
 
+    /// Low keys of the pages holding keys of `[lo, hi)` (`hi` `None`: to the end), in key
+    /// order, as a walk from the page holding `lo` finds them (pages split or merged meanwhile
+    /// may be named by a low key they no longer have).
+    pub fn page_lows_within(&self, lo: &[u8], hi: Option<&[u8]>, guard: &Guard) -> Vec<Box<[u8]>> {
+        let (mut cell, _) = self.locate(Target::Key(lo), guard);
+        let mut out = Vec::new();
+        while hi.is_none_or(|hi| *cell.low < *hi) {
+            out.push(cell.low.clone());
+            let head = cell.load();
+            match (head.hdr.high(), head.hdr.right()) {
+                (Some(_), Some(right)) => cell = right,
+                _ => break,
+            }
+        }
+        out
+    }
+
     /// Whether the page record at `addr`, of a page whose keys lay in `[low, high)`, is still
     /// in the chain of a page now: if not, nothing will read it again.
     pub fn holds_record(&self, low: &[u8], high: Option<&[u8]>, addr: u64, guard: &Guard) -> bool {

@@ -211,7 +211,7 @@ impl Inner {
 
     /// Writes images of every page holding keys of the table stretches that name any of
     /// `addrs`, so that no stretch names them any more (the cleaner moving live records off the
-    /// head): one walk over the pages for all of them.
+    /// head): only the pages within those stretches are visited.
     pub(super) fn relocate_records(&self, f: &mut Flusher, addrs: &[u64]) -> Result<(), ShardError> {
         let ranges: Vec<KeyRange> = f
             .table
@@ -223,20 +223,18 @@ impl Inner {
             return Ok(());
         }
         let snapshot = self.tree.snapshot();
-        let lows: Vec<Box<[u8]>> = {
+        // The ranges are in key order: a page holding keys of two of them is named once.
+        let mut lows: Vec<Box<[u8]>> = Vec::new();
+        {
             let guard = self.tree.pin();
-            let pages = self.tree.pages(&guard);
-            pages
-                .into_iter()
-                .filter(|p| {
-                    ranges.iter().any(|(lo, hi)| {
-                        hi.as_deref().is_none_or(|hi| &*p.low < hi)
-                            && p.high.as_deref().is_none_or(|h| &**lo < h)
-                    })
-                })
-                .map(|p| p.low)
-                .collect()
-        };
+            for (lo, hi) in &ranges {
+                for low in self.tree.page_lows_within(lo, hi.as_deref(), &guard) {
+                    if lows.last() != Some(&low) {
+                        lows.push(low);
+                    }
+                }
+            }
+        }
         let captured = self.capture_pages(f, lows, &snapshot, true)?;
         let captures = self.write_pages(f, captured)?;
         // A page written out again because its record was old is likely cold: under a quota,
