@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use helio_core::log::chains::{check_chains, RecordSummary};
 use helio_core::log::cut::Plan;
-use helio_core::log::frame::Kind;
-use helio_core::log::page::{PageRecord, PageTable, TableError};
+use helio_core::log::page::PageTable;
 
-use super::{read_table, ShardError, TABLE_FILE};
+use super::{fold_pages, read_table, ShardError, TABLE_FILE};
 use crate::cut::read_plan;
-use crate::log::{Log, LogConfig};
+use crate::log::LogConfig;
 
 /// What [`check_pages`] found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,23 +45,9 @@ fn check_shard(dir: &Path, config: &LogConfig, plan: &Plan) -> Result<PagesCheck
     let path = dir.join(TABLE_FILE);
     let mut table = read_table(dir, config)?.map_or_else(PageTable::new, |(_, table)| table);
     let mut records = HashMap::new();
-    let mut failed = None;
-    Log::read_from(dir, config, 0, |lsn, kind, payload| {
-        if failed.is_some() || !matches!(kind, Kind::PageImage | Kind::PageDelta) {
-            return;
-        }
-        let Some(record) = PageRecord::decode(payload) else {
-            failed = Some(TableError::WrongKind { lsn });
-            return;
-        };
-        if plan.keeps(record.sn) {
-            failed = table.fold(lsn, kind, &record).err();
-        }
-        records.insert(lsn, RecordSummary::of(kind, &record, payload.len() as u32));
+    fold_pages(dir, config, 0, plan, &mut table, |lsn, kind, record, len| {
+        records.insert(lsn, RecordSummary::of(kind, record, len as u32));
     })?;
-    if let Some(reason) = failed {
-        return Err(ShardError::Pages { path, reason });
-    }
     let named =
         check_chains(&table, |addr| records.get(&addr)).map_err(|fault| ShardError::Chain { path, fault })?;
     Ok(PagesChecked {

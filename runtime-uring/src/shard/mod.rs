@@ -440,23 +440,41 @@ fn read_pages(
     config: &ShardConfig,
     plan: &Plan,
 ) -> Result<(TableMark, PageTable, u64), ShardError> {
-    let bad = |reason| ShardError::Pages { path: dir.join(TABLE_FILE), reason };
     let (mark, mut table) =
         read_table(dir, &config.log)?.unwrap_or_else(|| (TableMark::at(0), PageTable::new()));
+    let read = fold_pages(dir, &config.log, mark.position, plan, &mut table, |_, _, _, _| {})?;
+    Ok((mark, table, read))
+}
+
+/// Reads the page records of the log in `dir` from `start` (or its head, if later), folds into
+/// `table` those whose snapshot `plan` keeps, and shows every one read, decoded, to `seen`
+/// (with its address, kind and payload length). Stops at the first record that does not
+/// decode or fold. Returns the bytes of the log read.
+pub(crate) fn fold_pages(
+    dir: &Path,
+    log: &LogConfig,
+    start: u64,
+    plan: &Plan,
+    table: &mut PageTable,
+    mut seen: impl FnMut(u64, Kind, &PageRecord<'_>, usize),
+) -> Result<u64, ShardError> {
     let mut failed = None;
-    let read = Log::read_from(dir, &config.log, mark.position, |lsn, kind, payload| {
+    let read = Log::read_from(dir, log, start, |lsn, kind, payload| {
         if failed.is_some() || !matches!(kind, Kind::PageImage | Kind::PageDelta) {
             return;
         }
-        match PageRecord::decode(payload) {
-            Some(record) if plan.keeps(record.sn) => failed = table.fold(lsn, kind, &record).err(),
-            Some(_) => {}
-            None => failed = Some(helio_core::log::page::TableError::WrongKind { lsn }),
+        let Some(record) = PageRecord::decode(payload) else {
+            failed = Some(helio_core::log::page::TableError::WrongKind { lsn });
+            return;
+        };
+        if plan.keeps(record.sn) {
+            failed = table.fold(lsn, kind, &record).err();
         }
+        seen(lsn, kind, &record, payload.len());
     })?;
     match failed {
-        Some(reason) => Err(bad(reason)),
-        None => Ok((mark, table, read.bytes)),
+        Some(reason) => Err(ShardError::Pages { path: dir.join(TABLE_FILE), reason }),
+        None => Ok(read.bytes),
     }
 }
 
