@@ -19,7 +19,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::ops::Bound;
+use core::ops::{Bound, Range};
 use core::ptr;
 
 use crossbeam_epoch::Guard;
@@ -28,7 +28,7 @@ use crate::config::{ConfigError, TreeConfig};
 use crate::error::Error;
 use crate::index::{CellBox, IndexKey};
 use crate::log::frame::Kind;
-use crate::log::page::{PageRecord, PageWriter};
+use crate::log::page::{block_entries, FrontError, PageEntry, PageFront, PageRecord, PageWriter};
 use crate::mvcc::{Mvcc, Snapshot, LATEST};
 use crate::page::base::{Base, Version};
 use crate::page::record::{chain_bytes, Body, FlushState, PageCell, Record};
@@ -41,11 +41,44 @@ use crate::Collector;
 /// `MaxPageLSSSegments`): a read of a swapped-out page reads at most this many records.
 pub const MAX_SEGMENTS: usize = 4;
 
+/// Bytes of a page record a point read asks for first: its front (fields and block index) and,
+/// for a small record, all of it.
+const FRONT_READ: usize = 1024;
+
 /// Where a tree reads its swapped-out pages back from: the runtime's log.
 pub trait PageSource: Send + Sync {
     /// Reads the page record at log address `addr`: puts its payload in `out` (replacing what
     /// it held) and returns its kind.
     fn read(&self, addr: u64, out: &mut Vec<u8>) -> Result<Kind, PageReadError>;
+
+    /// Reads the first bytes of the payload of the page record at `addr` into `out`
+    /// (replacing what it held): at least `want` bytes, or the whole payload if it is shorter,
+    /// or more if that costs no more. Returns the record's kind and its whole payload's length,
+    /// or `None` if the record cannot be read in parts (one written in pieces): read it whole.
+    /// The bytes are not checked (the frame's checksum covers only the whole record): the
+    /// caller checks them by the record's own checksums. By default, reads the whole record.
+    fn read_front(
+        &self,
+        addr: u64,
+        want: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<(Kind, usize)>, PageReadError> {
+        let _ = want;
+        let kind = self.read(addr, out)?;
+        Ok(Some((kind, out.len())))
+    }
+
+    /// Reads bytes `range` of the payload of the page record at `addr`, one that
+    /// [`PageSource::read_front`] could read, into `out` (replacing what it held). Unchecked,
+    /// as there. By default, reads the whole record and keeps the range.
+    fn read_range(&self, addr: u64, range: Range<usize>, out: &mut Vec<u8>) -> Result<(), PageReadError> {
+        let mut whole = Vec::new();
+        self.read(addr, &mut whole)?;
+        let part = whole.get(range).ok_or(PageReadError { addr })?;
+        out.clear();
+        out.extend_from_slice(part);
+        Ok(())
+    }
 }
 
 /// Why a page record could not be read back.
@@ -273,32 +306,87 @@ impl Tree {
 
     /// The value of `key` visible at `sn` in the chain of page records from `addr` (`None`:
     /// absent, or deleted), read newest record first and no further than the first that has a
-    /// visible version of it. Nothing is built: each record's entries are scanned in place.
+    /// visible version of it. Nothing is built: of each record, only its front and the block
+    /// that can hold the key are read, and scanned in place.
     fn read_key(&self, addr: u64, key: &[u8], sn: u64) -> Result<Option<Vec<u8>>, Error> {
-        let mut payload = Vec::new();
+        let mut buffers = (Vec::new(), Vec::new());
         let mut at = Some(addr);
         let mut records = 0;
         while let Some(addr) = at {
             if records > 4 * MAX_SEGMENTS {
                 return Err(Error::PageCorrupt { addr });
             }
-            let (kind, record) = self.read_record(addr, &mut payload)?;
             records += 1;
-            let mut versions = record.entries().skip_while(|e| e.key < key).take_while(|e| e.key == key);
-            if let Some(found) = versions.find(|e| e.sn <= sn) {
-                return Ok(found.value.map(<[u8]>::to_vec));
+            let (found, prev) = match self.find_in_parts(addr, key, sn, &mut buffers) {
+                Some(found) => found,
+                None => self.find_in_whole(addr, key, sn, &mut buffers.0)?,
+            };
+            if let Some(found) = found {
+                return Ok(found);
             }
-            at = next_in_chain(kind, &record, addr)?;
+            at = prev;
         }
         Ok(None)
+    }
+
+    /// What the record at `addr` says of `key` at `sn`, read whole.
+    fn find_in_whole(&self, addr: u64, key: &[u8], sn: u64, payload: &mut Vec<u8>) -> Result<Found, Error> {
+        let (kind, record) = self.read_record(addr, payload)?;
+        let found = visible(record.entries(), key, sn);
+        Ok((found, next_in_chain(kind, record.prev, addr)?))
+    }
+
+    /// [`Tree::find_in_whole`] reading only the record's front and the one block that can hold
+    /// `key`, each checked by its own checksum. `None` if the record cannot be read in parts,
+    /// or a part fails to read or its checks: the caller then reads the record whole (checked
+    /// by its frame's checksum), which answers or says what is wrong.
+    fn find_in_parts(
+        &self,
+        addr: u64,
+        key: &[u8],
+        sn: u64,
+        buffers: &mut (Vec<u8>, Vec<u8>),
+    ) -> Option<Found> {
+        let source = self.source.as_ref().expect("a tree with stubs has a page source");
+        let (front_bytes, block_bytes) = buffers;
+        let (kind, len) = source.read_front(addr, FRONT_READ, front_bytes).ok()??;
+        self.count_page_read(1, front_bytes.len());
+        while matches!(PageFront::decode(front_bytes), Err(FrontError::Short)) && front_bytes.len() < len {
+            let want = (2 * front_bytes.len()).clamp(FRONT_READ, len);
+            source.read_range(addr, 0..want, front_bytes).ok()?;
+            self.count_page_read(0, want);
+        }
+        let front = PageFront::decode(front_bytes).ok()?;
+        let prev = next_in_chain(kind, front.prev, addr).ok()?;
+        if front.blocks().last().map_or(front.len(), |b| b.end) != len {
+            return None;
+        }
+        let Some(block) = front.block_of(key) else {
+            return Some((None, prev));
+        };
+        let bytes = match front_bytes.get(block.start..block.end) {
+            Some(bytes) => bytes,
+            None => {
+                source.read_range(addr, block.start..block.end, block_bytes).ok()?;
+                self.count_page_read(0, block_bytes.len());
+                (block_bytes.len() == block.end - block.start).then_some(&block_bytes[..])?
+            }
+        };
+        let entries = block_entries(bytes, block.crc, block.first)?;
+        Some((visible(entries, key, sn), prev))
+    }
+
+    /// Counts `records` page records read, in parts of `bytes` bytes.
+    fn count_page_read(&self, records: u64, bytes: usize) {
+        self.counters.page_reads.fetch_add(records, Ordering::Relaxed);
+        self.counters.page_read_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Reads the page record at `addr` into `payload` (counted) and decodes it.
     fn read_record<'p>(&self, addr: u64, payload: &'p mut Vec<u8>) -> Result<(Kind, PageRecord<'p>), Error> {
         let source = self.source.as_ref().expect("a tree with stubs has a page source");
         let kind = source.read(addr, payload).map_err(|e| Error::PageRead { addr: e.addr })?;
-        self.counters.page_reads.fetch_add(1, Ordering::Relaxed);
-        self.counters.page_read_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.count_page_read(1, payload.len());
         let record = PageRecord::decode(payload).ok_or(Error::PageCorrupt { addr })?;
         Ok((kind, record))
     }
@@ -314,7 +402,7 @@ impl Tree {
             }
             let mut payload = Vec::new();
             let (kind, record) = self.read_record(addr, &mut payload)?;
-            at = next_in_chain(kind, &record, addr)?;
+            at = next_in_chain(kind, record.prev, addr)?;
             payloads.push(payload);
         }
         let records: Vec<PageRecord<'_>> =
@@ -619,14 +707,25 @@ enum ReadBack {
     Page(Base),
 }
 
-/// The record before `record` (at `addr`, of `kind`) in its page's chain: a delta's `prev`,
-/// nothing below an image.
-fn next_in_chain(kind: Kind, record: &PageRecord<'_>, addr: u64) -> Result<Option<u64>, Error> {
-    match (kind, record.prev) {
+/// The record before the one at `addr` (of `kind`, naming `prev`) in its page's chain: a
+/// delta's `prev`, nothing below an image.
+fn next_in_chain(kind: Kind, prev: Option<u64>, addr: u64) -> Result<Option<u64>, Error> {
+    match (kind, prev) {
         (Kind::PageImage, None) => Ok(None),
         (Kind::PageDelta, Some(prev)) => Ok(Some(prev)),
         _ => Err(Error::PageCorrupt { addr }),
     }
+}
+
+/// What one page record says of a key: its version visible at the snapshot, if the record has
+/// one (`Some(None)`: a tombstone), and the record before it in its page's chain.
+type Found = (Option<Option<Vec<u8>>>, Option<u64>);
+
+/// The value of `key` visible at `sn` among `entries` (a record's, or a block's: sorted by
+/// key, a key's versions newest first), if they hold a version of it visible there.
+fn visible<'a>(entries: impl Iterator<Item = PageEntry<'a>>, key: &[u8], sn: u64) -> Option<Option<Vec<u8>>> {
+    let mut versions = entries.skip_while(|e| e.key < key).take_while(|e| e.key == key);
+    versions.find(|e| e.sn <= sn).map(|e| e.value.map(<[u8]>::to_vec))
 }
 
 /// Whether any chain from `head` (absorbed ones included) ends in a stub.

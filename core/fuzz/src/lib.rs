@@ -14,7 +14,9 @@ use helio_core::log::frame::{
     classify_failure, decode, encode, frame_bytes, Decoded, Failure, Frame, Invalid, Kind, Op, Stamp, ALIGN,
     EPOCH_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX,
 };
-use helio_core::log::page::{PageEntry, PageRecord, PageWriter, NO_PREV};
+use helio_core::log::page::{
+    block_entries, FrontError, PageEntry, PageFront, PageRecord, PageWriter, NO_PREV,
+};
 
 /// Reads values from fuzz input, front to back. Past the end every read gives zeros (or fewer
 /// bytes), so any input is a valid one.
@@ -563,10 +565,13 @@ pub struct ReferencePage<'a> {
 }
 
 /// A page record's payload (`u64 sn, u64 prev, u32 low_len, low, u32 high_len, high, u32 count`,
-/// then `count` times `u64 sn, u32 key_len, u32 value_len, key, value`; u32::MAX lengths mark
-/// no high key and a tombstone), written plainly: every version up to the end of the payload,
-/// then the rules (as many versions as the count says, low below high, keys in order and in
-/// the page).
+/// `u32 blocks`, `blocks` times `u32 end, u32 crc, u32 first_len, first`, `u32 crc` of all of
+/// that, then `count` times `u64 sn, u32 key_len, u32 value_len, key, value`; u32::MAX lengths
+/// mark no high key and a tombstone), written plainly: the front, every version up to the end
+/// of the payload, then the rules (the front's checksum; as many versions as the count says,
+/// low below high, keys in order and in the page; the blocks cut the entries at entry starts,
+/// the first at the first entry and the last ending at the payload's end, each with its checksum
+/// and starting with its first key, no key in two blocks; blocks if and only if versions).
 pub fn reference_page(payload: &[u8]) -> Option<ReferencePage<'_>> {
     /// `len` bytes at `at`, if there are that many.
     fn bytes_at(payload: &[u8], at: usize, len: u32) -> Option<&[u8]> {
@@ -587,14 +592,33 @@ pub fn reference_page(payload: &[u8]) -> Option<ReferencePage<'_>> {
     };
     at += high.map_or(0, <[u8]>::len);
     let count = le32(bytes_at(payload, at, 4)?);
+    let block_count = le32(bytes_at(payload, at + 4, 4)?);
+    at += 8;
+    let mut blocks = Vec::new(); // (end from the entries' start, crc, first key)
+    for _ in 0..block_count {
+        let fixed = bytes_at(payload, at, 12)?;
+        let (end, crc, first_len) = (le32(fixed), le32(&fixed[4..]), le32(&fixed[8..]));
+        if first_len == u32::MAX {
+            return None;
+        }
+        let first = bytes_at(payload, at + 12, first_len)?;
+        at += 12 + first.len();
+        blocks.push((end as usize, crc, first));
+    }
+    if le32(bytes_at(payload, at, 4)?) != crc32c_of(&payload[..at]) {
+        return None;
+    }
     at += 4;
+    let entries_at = at;
     let mut entries = Vec::new();
+    let mut starts = Vec::new();
     while at < payload.len() {
         let fixed = bytes_at(payload, at, 16)?;
         let (sn, key_len, value_len) = (le64(fixed), le32(&fixed[8..]), le32(&fixed[12..]));
         if key_len == u32::MAX {
             return None;
         }
+        starts.push(at - entries_at);
         let key = bytes_at(payload, at + 16, key_len)?;
         at += 16 + key.len();
         let value = match value_len {
@@ -604,7 +628,7 @@ pub fn reference_page(payload: &[u8]) -> Option<ReferencePage<'_>> {
         at += value.map_or(0, <[u8]>::len);
         entries.push(PageEntry { key, value, sn });
     }
-    if entries.len() as u64 != u64::from(count) {
+    if entries.len() as u64 != u64::from(count) || blocks.is_empty() != entries.is_empty() {
         return None;
     }
     if let Some(high) = high {
@@ -614,6 +638,22 @@ pub fn reference_page(payload: &[u8]) -> Option<ReferencePage<'_>> {
     }
     if entries.iter().any(|e| e.key < low) || entries.windows(2).any(|w| w[1].key < w[0].key) {
         return None;
+    }
+    let body = &payload[entries_at..];
+    let mut start = 0;
+    for (i, &(end, crc, first)) in blocks.iter().enumerate() {
+        let last = i + 1 == blocks.len();
+        let Some(entry) = starts.iter().position(|&s| s == start) else {
+            return None;
+        };
+        let ends_right = if last { end == body.len() } else { starts.contains(&end) };
+        if end <= start || !ends_right || entries[entry].key != first || crc32c_of(&body[start..end]) != crc {
+            return None;
+        }
+        if entry > 0 && entries[entry - 1].key == first {
+            return None; // the key's versions would be in two blocks
+        }
+        start = end;
     }
     let prev = (prev != u64::MAX).then_some(prev);
     Some(ReferencePage { sn, prev, low, high, entries })
@@ -644,7 +684,30 @@ pub fn page_checked(payload: &[u8]) -> Option<PageRecord<'_>> {
             writer.push(entry.key, entry.value, entry.sn);
         }
         assert_eq!(writer.entries(), record.count);
-        assert_eq!(writer.payload(), payload, "a page record rewritten gives other bytes");
+        // The writer cuts blocks its own way: the bytes match where they are its cut.
+        if writer.payload() != payload {
+            let rewritten = writer.payload().to_vec();
+            let back: Option<Vec<_>> = PageRecord::decode(&rewritten).map(|r| r.entries().collect());
+            assert_eq!(
+                back,
+                Some(record.entries().collect()),
+                "a page record rewritten holds other versions"
+            );
+        }
+        // A point read of one block finds every version of its key the record holds.
+        let front = PageFront::decode(payload).expect("the front of a record that decodes");
+        for entry in record.entries() {
+            let block = front.block_of(entry.key).expect("a block for every key");
+            let part = &payload[block.start..block.end];
+            let found =
+                block_entries(part, block.crc, block.first).expect("a block of a record that decodes");
+            let found: Vec<_> = found.filter(|e| e.key == entry.key).collect();
+            let all: Vec<_> = record.entries().filter(|e| e.key == entry.key).collect();
+            assert_eq!(found, all, "a block misses versions of its key");
+        }
+        for cut in 0..front.len() {
+            assert_eq!(PageFront::decode(&payload[..cut]).err(), Some(FrontError::Short));
+        }
         assert_ne!(record.prev, Some(NO_PREV));
     }
     record

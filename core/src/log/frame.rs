@@ -249,6 +249,21 @@ pub fn decode(buf: &[u8], lsn: u64, salt: u64, min_epoch: u32) -> Decoded<'_> {
     Decoded::Frame(Frame { lsn, durable_lsn, epoch, kind, payload, bytes })
 }
 
+/// The header at the start of `buf`, unchecked: the kind and payload length of the frame that
+/// claims to lie at `lsn`. `None` unless the header is there, names `lsn`, and claims a known kind
+/// and a payload of at most [`PAYLOAD_BYTES_MAX`]. The checksum covers the whole frame, so this
+/// proves nothing about the bytes: a reader of part of a payload checks that part by checksums
+/// of its own (page records' fronts and blocks, see [`super::page`]).
+pub fn peek(buf: &[u8], lsn: u64) -> Option<(Kind, usize)> {
+    let header = buf.get(..HEADER_BYTES)?;
+    let stamped = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let payload_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    if stamped != lsn || payload_len > PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    Some((Kind::from_byte(header[20])?, payload_len))
+}
+
 /// What a failure to decode at some address means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -453,6 +468,23 @@ mod tests {
         assert!(matches!(decode(&log[..30], 4096, STAMP.salt, 0), Decoded::NeedMore { .. }));
         assert_eq!(decode(&log, 4096, STAMP.salt ^ 1, 0), Decoded::Invalid(Invalid::Checksum), "another log");
         assert_eq!(decode(&log, 4096, STAMP.salt, 4), Decoded::Invalid(Invalid::Stale { epoch: 3 }));
+    }
+
+    #[test]
+    fn peek_reads_the_header_it_is_pointed_at() {
+        let (log, addresses) = log_of(4096, &ops(), STAMP);
+        for (op, &lsn) in ops().iter().zip(&addresses) {
+            let at = (lsn - 4096) as usize;
+            assert_eq!(peek(&log[at..at + HEADER_BYTES], lsn), Some((op.kind(), op.payload_len())));
+            assert_eq!(peek(&log[at..], lsn + 8), None, "another address");
+        }
+        assert_eq!(peek(&log[..HEADER_BYTES - 1], 4096), None, "a cut header");
+        let mut unknown = log.clone();
+        unknown[20] = 0xEE;
+        assert_eq!(peek(&unknown, 4096), None, "an unknown kind");
+        let mut long = log.clone();
+        long[4..8].copy_from_slice(&(PAYLOAD_BYTES_MAX as u32 + 1).to_le_bytes());
+        assert_eq!(peek(&long, 4096), None, "a payload too long");
     }
 
     #[test]

@@ -12,10 +12,18 @@
 //! ```text
 //! u64 sn | u64 prev (u64::MAX: none, an image) | u32 low_len | low
 //!        | u32 high_len (u32::MAX: none, unbounded) | high | u32 count
+//!        | u32 blocks | blocks × (u32 end | u32 crc32c | u32 first_len | first key)
+//!        | u32 crc32c of every byte before it                       (the record's front)
 //! count × (u64 sn | u32 key_len | u32 value_len (u32::MAX: a tombstone, no value) | key | value)
 //! ```
 //!
 //! Entries come sorted by key, a key's versions newest first, every key within `[low, high)`.
+//! They are cut into **blocks** of about [`BLOCK_BYTES`], each holding whole keys (all of a
+//! key's versions); the front indexes them: where each ends (from the start of the entries),
+//! its checksum, and its first key. So a point read of a swapped-out page reads the record's
+//! front and the one block that can hold its key ([`PageFront`], [`block_entries`]), not the
+//! whole record: each part it reads is checked by its own checksum, since the frame's covers
+//! only the whole record.
 //!
 //! Recovery folds the page records it reads, in log order, into a [`PageTable`]: which stretch
 //! of the key space the newest record of which chain holds. An image takes its range from
@@ -44,6 +52,11 @@ pub const NO_PREV: u64 = u64::MAX;
 
 /// Bytes an entry adds to a record beyond its key and value.
 pub const ENTRY_OVERHEAD: usize = 16;
+
+/// A block of a record's entries closes before an entry that would take it past this many
+/// bytes (a key's versions stay together, so a block can be longer): about what a point read
+/// of a swapped-out page reads besides the record's front.
+pub const BLOCK_BYTES: usize = 2048;
 
 /// The length that marks a missing high key, or a tombstone's missing value.
 const NONE_LEN: u32 = u32::MAX;
@@ -82,15 +95,21 @@ fn within(key: &[u8], low: &[u8], high: Option<&[u8]>) -> bool {
 /// Builds one page record's payload.
 #[derive(Debug, Default)]
 pub struct PageWriter {
-    payload: Vec<u8>,
-    /// Where the count lies in the payload (0 before the first [`PageWriter::start`]).
-    count_at: usize,
+    /// `sn`, `prev`, low and high key: the front up to the count.
+    head: Vec<u8>,
+    /// The entries.
+    body: Vec<u8>,
+    /// Where each block starts in `body`, and where its first key lies there.
+    blocks: Vec<(usize, Range<usize>)>,
     entries: u32,
-    /// Where the page's low key, its high key and the last key pushed lie in the payload, to
-    /// check the order of the entries.
+    started: bool,
+    /// Where the page's low key and its high key lie in `head`, and the last key pushed in
+    /// `body`, to check the order of the entries.
     low: Range<usize>,
     high: Option<Range<usize>>,
     last: Option<Range<usize>>,
+    /// The payload as [`PageWriter::payload`] last assembled it.
+    payload: Vec<u8>,
 }
 
 impl PageWriter {
@@ -104,40 +123,45 @@ impl PageWriter {
     pub fn start(&mut self, sn: u64, prev: Option<u64>, low: &[u8], high: Option<&[u8]>) {
         debug_assert!(high.is_none_or(|high| low < high), "a page of an empty range");
         debug_assert_ne!(prev, Some(NO_PREV), "a previous record at the last log address");
-        self.payload.clear();
-        self.payload.extend_from_slice(&sn.to_le_bytes());
-        self.payload.extend_from_slice(&prev.unwrap_or(NO_PREV).to_le_bytes());
-        put_field(&mut self.payload, low);
-        self.low = self.payload.len() - low.len()..self.payload.len();
-        put_optional(&mut self.payload, high);
-        self.high = high.map(|high| self.payload.len() - high.len()..self.payload.len());
-        self.count_at = self.payload.len();
-        self.payload.extend_from_slice(&0u32.to_le_bytes());
+        self.head.clear();
+        self.head.extend_from_slice(&sn.to_le_bytes());
+        self.head.extend_from_slice(&prev.unwrap_or(NO_PREV).to_le_bytes());
+        put_field(&mut self.head, low);
+        self.low = self.head.len() - low.len()..self.head.len();
+        put_optional(&mut self.head, high);
+        self.high = high.map(|high| self.head.len() - high.len()..self.head.len());
+        self.body.clear();
+        self.blocks.clear();
         self.entries = 0;
+        self.started = true;
         self.last = None;
     }
 
     /// Appends one version (entries must come sorted by key, a key's versions newest first):
     /// `key` set to `value` at snapshot number `sn`, or removed for `None`.
     pub fn push(&mut self, key: &[u8], value: Option<&[u8]>, sn: u64) {
-        assert!(self.count_at != 0, "a version pushed before the record was started");
+        assert!(self.started, "a version pushed before the record was started");
         debug_assert!(self.in_order(key), "a version out of order or outside the page");
-        self.payload.extend_from_slice(&sn.to_le_bytes());
-        self.payload.extend_from_slice(&len_field(key.len()));
-        self.payload.extend_from_slice(&value.map_or(NONE_LEN.to_le_bytes(), |v| len_field(v.len())));
-        let at = self.payload.len();
-        self.payload.extend_from_slice(key);
-        self.payload.extend_from_slice(value.unwrap_or_default());
+        let bytes = ENTRY_OVERHEAD + key.len() + value.map_or(0, <[u8]>::len);
+        let new_key = self.last.as_ref().is_none_or(|last| &self.body[last.clone()] != key);
+        let full = self.blocks.last().is_none_or(|(start, _)| self.body.len() - start + bytes > BLOCK_BYTES);
+        let at = self.body.len() + ENTRY_OVERHEAD;
+        if new_key && full {
+            self.blocks.push((self.body.len(), at..at + key.len()));
+        }
+        self.body.extend_from_slice(&sn.to_le_bytes());
+        self.body.extend_from_slice(&len_field(key.len()));
+        self.body.extend_from_slice(&value.map_or(NONE_LEN.to_le_bytes(), |v| len_field(v.len())));
+        self.body.extend_from_slice(key);
+        self.body.extend_from_slice(value.unwrap_or_default());
         self.last = Some(at..at + key.len());
         self.entries = self.entries.checked_add(1).expect("a page of fewer than 4 G versions");
-        self.payload[self.count_at..self.count_at + 4].copy_from_slice(&self.entries.to_le_bytes());
     }
 
     /// Whether `key` may follow the versions pushed so far: not before the last, in the page.
     fn in_order(&self, key: &[u8]) -> bool {
-        let bytes = |range: &Range<usize>| &self.payload[range.clone()];
-        self.last.as_ref().is_none_or(|last| bytes(last) <= key)
-            && within(key, bytes(&self.low), self.high.as_ref().map(bytes))
+        self.last.as_ref().is_none_or(|last| &self.body[last.clone()] <= key)
+            && within(key, &self.head[self.low.clone()], self.high.as_ref().map(|h| &self.head[h.clone()]))
     }
 
     /// Versions pushed since the record was started.
@@ -145,8 +169,26 @@ impl PageWriter {
         self.entries
     }
 
-    /// The payload so far (count patched in); empty before the first [`PageWriter::start`].
-    pub fn payload(&self) -> &[u8] {
+    /// The payload of the record so far, its front (count and block index) assembled; empty
+    /// before the first [`PageWriter::start`].
+    pub fn payload(&mut self) -> &[u8] {
+        self.payload.clear();
+        if !self.started {
+            return &self.payload;
+        }
+        let out = &mut self.payload;
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.entries.to_le_bytes());
+        out.extend_from_slice(&len_field(self.blocks.len()));
+        for (i, (start, first)) in self.blocks.iter().enumerate() {
+            let end = self.blocks.get(i + 1).map_or(self.body.len(), |(next, _)| *next);
+            out.extend_from_slice(&len_field(end));
+            out.extend_from_slice(&crc32c_of(&self.body[*start..end]).to_le_bytes());
+            put_field(out, &self.body[first.clone()]);
+        }
+        let crc = crc32c_of(out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&self.body);
         &self.payload
     }
 }
@@ -216,6 +258,161 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// One block of a record's entries, as its front indexes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockRef<'a> {
+    /// Where it lies in the record's payload.
+    pub start: usize,
+    /// Where it ends there.
+    pub end: usize,
+    /// The checksum of its bytes.
+    pub crc: u32,
+    /// Its first key.
+    pub first: &'a [u8],
+}
+
+/// The front of a page record: its fields and its block index, decoded from the first bytes of
+/// its payload and checked by the front's checksum. What a point read needs to find the one
+/// block that can hold its key.
+#[derive(Clone, Copy, Debug)]
+pub struct PageFront<'a> {
+    /// The snapshot number it was captured at.
+    pub sn: u64,
+    /// The log address of the page's previous record; `None` for an image.
+    pub prev: Option<u64>,
+    /// The page's low key (inclusive).
+    pub low: &'a [u8],
+    /// The page's high key (exclusive); `None`: unbounded.
+    pub high: Option<&'a [u8]>,
+    /// Versions the record holds.
+    pub count: u32,
+    /// Blocks the entries are cut into.
+    blocks: u32,
+    /// The block index (`blocks` entries).
+    index: &'a [u8],
+    /// Where the entries start in the payload (the front's length).
+    entries_at: usize,
+}
+
+/// Why [`PageFront::decode`] could not decode a front.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrontError {
+    /// The bytes end inside the front: read more of the payload.
+    Short,
+    /// Not the front of a page record (or damaged).
+    Corrupt,
+}
+
+impl<'a> PageFront<'a> {
+    /// Decodes the front from `prefix`, the first bytes of a payload (the whole payload will
+    /// do). `Short` if the front runs past `prefix`; `Corrupt` if it does not parse, its
+    /// checksum is wrong, or its index is out of order (ends not rising, first keys not rising
+    /// or outside the page, blocks but no versions or the other way round).
+    pub fn decode(prefix: &'a [u8]) -> Result<Self, FrontError> {
+        let mut reader = Reader { bytes: prefix };
+        let front = (|| {
+            let sn = reader.u64()?;
+            let prev = Some(reader.u64()?).filter(|&prev| prev != NO_PREV);
+            let low = reader.field()?;
+            let high = reader.optional()?;
+            let count = reader.u32()?;
+            let blocks = reader.u32()?;
+            let index = reader.bytes;
+            for _ in 0..blocks {
+                reader.take(8)?;
+                reader.field()?;
+            }
+            let index = &index[..index.len() - reader.bytes.len()];
+            Some((sn, prev, low, high, count, blocks, index))
+        })();
+        let Some((sn, prev, low, high, count, blocks, index)) = front else {
+            // A field cut by the end of the prefix: the front may go on past it (a length that
+            // cannot be one is caught once the prefix is long enough to hold it).
+            return Err(FrontError::Short);
+        };
+        let crc_at = prefix.len() - reader.bytes.len();
+        let crc = reader.u32().ok_or(FrontError::Short)?;
+        if crc != crc32c_of(&prefix[..crc_at]) {
+            return Err(FrontError::Corrupt);
+        }
+        let front = Self { sn, prev, low, high, count, blocks, index, entries_at: crc_at + 4 };
+        front.index_is_in_order().then_some(front).ok_or(FrontError::Corrupt)
+    }
+
+    /// Whether the page's range is not empty, blocks and versions come together, block ends
+    /// rise, and first keys rise within the page's range.
+    fn index_is_in_order(&self) -> bool {
+        if self.high.is_some_and(|high| high <= self.low) || (self.blocks == 0) != (self.count == 0) {
+            return false;
+        }
+        let mut last: Option<BlockRef<'_>> = None;
+        for block in self.blocks() {
+            let rises = last.is_none_or(|last| last.end < block.end && last.first < block.first);
+            if !rises || block.start >= block.end || !within(block.first, self.low, self.high) {
+                return false;
+            }
+            last = Some(block);
+        }
+        true
+    }
+
+    /// The blocks, in key order (as stored: [`PageFront::decode`] checked the order).
+    pub fn blocks(&self) -> impl Iterator<Item = BlockRef<'a>> + 'a {
+        let mut reader = Reader { bytes: self.index };
+        let (mut start, entries_at) = (self.entries_at, self.entries_at);
+        core::iter::from_fn(move || {
+            let end = entries_at + reader.u32()? as usize;
+            let crc = reader.u32()?;
+            let first = reader.field()?;
+            let block = BlockRef { start, end, crc, first };
+            start = end;
+            Some(block)
+        })
+    }
+
+    /// The block that holds `key`'s versions if the record has any: the last whose first key
+    /// is at or below it. `None`: the record holds no version of it.
+    pub fn block_of(&self, key: &[u8]) -> Option<BlockRef<'a>> {
+        self.blocks().take_while(|b| b.first <= key).last()
+    }
+
+    /// Where the entries start in the payload: the front's length.
+    pub fn len(&self) -> usize {
+        self.entries_at
+    }
+
+    /// Whether the front is empty (never: it has at least its fixed fields).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// The entries of a block read on its own (`block`: its bytes, `crc`: its checksum in the
+/// front), checked: `None` unless the checksum matches and the bytes are whole entries, in key
+/// order, starting with the block's `first` key.
+pub fn block_entries<'a>(
+    block: &'a [u8],
+    crc: u32,
+    first: &[u8],
+) -> Option<impl Iterator<Item = PageEntry<'a>> + 'a> {
+    if crc32c_of(block) != crc {
+        return None;
+    }
+    let mut reader = Reader { bytes: block };
+    let mut last = first;
+    let mut count = 0usize;
+    while !reader.bytes.is_empty() {
+        let entry = reader.entry()?;
+        if (count == 0 && entry.key != first) || entry.key < last {
+            return None;
+        }
+        last = entry.key;
+        count += 1;
+    }
+    let mut reader = Reader { bytes: block };
+    Some(core::iter::from_fn(move || reader.entry()))
+}
+
 /// A decoded page record.
 #[derive(Clone, Copy, Debug)]
 pub struct PageRecord<'a> {
@@ -236,29 +433,46 @@ pub struct PageRecord<'a> {
 }
 
 impl<'a> PageRecord<'a> {
-    /// None unless the whole payload parses: every entry complete, no trailing bytes, keys in
-    /// non-decreasing order, every key within [low, high), low < high when high is Some.
+    /// None unless the whole payload parses: the front (see [`PageFront::decode`]), then every
+    /// entry complete, no trailing bytes, keys in non-decreasing order, every key within
+    /// [low, high), `count` of them, cut into the blocks the front names (each starting with
+    /// its first key, a key's versions in one block, its checksum right).
     pub fn decode(payload: &'a [u8]) -> Option<Self> {
-        let mut reader = Reader { bytes: payload };
-        let sn = reader.u64()?;
-        let prev = Some(reader.u64()?).filter(|&prev| prev != NO_PREV);
-        let low = reader.field()?;
-        let high = reader.optional()?;
-        let count = reader.u32()?;
-        if high.is_some_and(|high| high <= low) {
-            return None;
-        }
-        let body = reader.bytes;
-        let mut last: &[u8] = low;
-        for _ in 0..count {
+        let front = PageFront::decode(payload).ok()?;
+        let (low, high) = (front.low, front.high);
+        let body = &payload[front.entries_at..];
+        let mut blocks = front.blocks().peekable();
+        let mut reader = Reader { bytes: body };
+        let mut last: Option<&[u8]> = None;
+        for _ in 0..front.count {
+            let at = front.entries_at + body.len() - reader.bytes.len();
             let entry = reader.entry()?;
-            if entry.key < last || !within(entry.key, low, high) {
+            if let Some(block) = blocks.next_if(|b| b.start == at) {
+                let fits =
+                    block.end <= payload.len() && crc32c_of(&payload[block.start..block.end]) == block.crc;
+                if entry.key != block.first || last.is_some_and(|last| last >= entry.key) || !fits {
+                    return None;
+                }
+            } else if at == front.entries_at || last.is_some_and(|last| last > entry.key) {
                 return None;
             }
-            last = entry.key;
+            if !within(entry.key, low, high) {
+                return None;
+            }
+            last = Some(entry.key);
         }
         let bytes = u32::try_from(payload.len()).ok()?;
-        reader.bytes.is_empty().then_some(Self { sn, prev, low, high, count, body, bytes })
+        let every_block =
+            blocks.next().is_none() && front.blocks().last().is_none_or(|b| b.end == payload.len());
+        (reader.bytes.is_empty() && every_block).then_some(Self {
+            sn: front.sn,
+            prev: front.prev,
+            low,
+            high,
+            count: front.count,
+            body,
+            bytes,
+        })
     }
 
     /// Its entries (decode validated them, so this cannot fail).
@@ -644,8 +858,17 @@ mod tests {
 
     type Version = (&'static [u8], Option<&'static [u8]>, u64);
 
-    /// A payload laid out by hand from the byte table, with no checks.
+    /// A payload laid out by hand from the byte table, with no checks: the versions in one
+    /// block (none if there are no versions).
     fn raw(sn: u64, prev: u64, low: &[u8], high: Option<&[u8]>, count: u32, versions: &[Version]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for &(key, value, sn) in versions {
+            body.extend_from_slice(&sn.to_le_bytes());
+            body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            body.extend_from_slice(&value.map_or(u32::MAX, |v| v.len() as u32).to_le_bytes());
+            body.extend_from_slice(key);
+            body.extend_from_slice(value.unwrap_or_default());
+        }
         let mut out = Vec::new();
         out.extend_from_slice(&sn.to_le_bytes());
         out.extend_from_slice(&prev.to_le_bytes());
@@ -659,13 +882,19 @@ mod tests {
             None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
         }
         out.extend_from_slice(&count.to_le_bytes());
-        for &(key, value, sn) in versions {
-            out.extend_from_slice(&sn.to_le_bytes());
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(&value.map_or(u32::MAX, |v| v.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
-            out.extend_from_slice(value.unwrap_or_default());
+        match versions.first() {
+            Some(&(first, _, _)) => {
+                out.extend_from_slice(&1u32.to_le_bytes());
+                out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                out.extend_from_slice(&crc32c_of(&body).to_le_bytes());
+                out.extend_from_slice(&(first.len() as u32).to_le_bytes());
+                out.extend_from_slice(first);
+            }
+            None => out.extend_from_slice(&0u32.to_le_bytes()),
         }
+        let crc = crc32c_of(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&body);
         out
     }
 
@@ -767,6 +996,100 @@ mod tests {
         assert!(
             PageRecord::decode(&raw(1, NO_PREV, b"", None, 2, &[(b"k", None, 2), (b"k", None, 1)])).is_some()
         );
+    }
+
+    /// A version owned: key, value (`None`: a tombstone), snapshot number.
+    type Owned = (Vec<u8>, Option<Vec<u8>>, u64);
+
+    /// A page of `keys` keys, every third with an older version under it, values of
+    /// `value_len` bytes.
+    fn many(keys: u32, value_len: usize) -> (Vec<u8>, Vec<Owned>) {
+        let mut versions = Vec::new();
+        for k in 0..keys {
+            let key = alloc::format!("key{k:06}").into_bytes();
+            let value = (k % 7 != 3).then(|| vec![k as u8; value_len]);
+            versions.push((key.clone(), value, 100 + u64::from(k)));
+            if k % 3 == 0 {
+                versions.push((key, Some(vec![1; value_len]), 50));
+            }
+        }
+        let mut writer = PageWriter::new();
+        writer.start(200, None, b"key", Some(b"kez"));
+        for (key, value, sn) in &versions {
+            writer.push(key, value.as_deref(), *sn);
+        }
+        (writer.payload().to_vec(), versions)
+    }
+
+    #[test]
+    fn blocks_hold_whole_keys_and_find_each_key() {
+        let (payload, versions) = many(600, 100);
+        let record = PageRecord::decode(&payload).expect("a record as written");
+        assert_eq!(record.count as usize, versions.len());
+        let front = PageFront::decode(&payload).unwrap();
+        let blocks: Vec<_> = front.blocks().collect();
+        assert!(blocks.len() > 30, "{} blocks", blocks.len());
+        assert_eq!((blocks[0].start, blocks.last().unwrap().end), (front.len(), payload.len()));
+        for block in &blocks {
+            assert!(block.end - block.start <= BLOCK_BYTES + 2 * (ENTRY_OVERHEAD + 109), "a block too long");
+        }
+        // Every key's versions, read from its block alone, are the record's.
+        for (key, _, _) in &versions {
+            let block = front.block_of(key).expect("a block for every key");
+            let entries = block_entries(&payload[block.start..block.end], block.crc, block.first).unwrap();
+            let got: Vec<_> = entries.filter(|e| e.key == &key[..]).collect();
+            let want: Vec<_> = record.entries().filter(|e| e.key == &key[..]).collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(front.block_of(b"key"), None, "below the first key");
+        // A damaged block is refused on its own and in the whole record.
+        let block = blocks[5];
+        let mut damaged = payload.clone();
+        damaged[block.start + 30] ^= 1;
+        assert!(block_entries(&damaged[block.start..block.end], block.crc, block.first).is_none());
+        assert!(PageRecord::decode(&damaged).is_none());
+        // A block read from the wrong place is refused.
+        let other = blocks[6];
+        assert!(block_entries(&payload[other.start..other.end], block.crc, block.first).is_none());
+    }
+
+    #[test]
+    fn a_front_decodes_from_any_prefix_that_holds_it() {
+        let (payload, _) = many(300, 20);
+        let len = PageFront::decode(&payload).unwrap().len();
+        for cut in 0..len {
+            assert_eq!(PageFront::decode(&payload[..cut]).err(), Some(FrontError::Short), "cut at {cut}");
+        }
+        for cut in [len, len + 1, payload.len()] {
+            assert_eq!(PageFront::decode(&payload[..cut]).unwrap().len(), len);
+        }
+        // Any byte of the front changed: refused (or, for a length, read as a longer front).
+        for at in 0..len {
+            let mut damaged = payload.clone();
+            damaged[at] ^= 0x40;
+            assert!(PageFront::decode(&damaged).is_err(), "byte {at} changed");
+            assert!(PageRecord::decode(&damaged).is_none(), "byte {at} changed");
+        }
+        // A record with no versions has no blocks.
+        let empty = written(3, None, b"a", Some(b"b"), &[]);
+        let front = PageFront::decode(&empty).unwrap();
+        assert_eq!((front.blocks().count(), front.block_of(b"a"), front.len()), (0, None, empty.len()));
+    }
+
+    #[test]
+    fn a_key_with_many_versions_stays_in_one_block() {
+        let mut writer = PageWriter::new();
+        writer.start(9, None, b"", None);
+        writer.push(b"a", Some(&[0; 100]), 1);
+        for sn in (0..100).rev() {
+            writer.push(b"b", Some(&[1; 100]), sn);
+        }
+        writer.push(b"c", Some(&[2; 100]), 1);
+        let payload = writer.payload().to_vec();
+        let front = PageFront::decode(&payload).unwrap();
+        let firsts: Vec<_> = front.blocks().map(|b| b.first).collect();
+        assert_eq!(firsts, [&b"a"[..], b"c"]);
+        assert!(PageRecord::decode(&payload).is_some());
     }
 
     fn entry(lo: &[u8], hi: Option<&[u8]>, addr: u64) -> TableEntry {

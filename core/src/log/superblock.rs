@@ -25,9 +25,10 @@ use super::crc32c;
 /// Bytes of one superblock copy; the superblock file holds two.
 pub const BLOCK_BYTES: usize = 4096;
 
-/// The format version this build writes and reads (3: the cleaner relocates live entries;
-/// format 2 logs held checkpoints, which this build does not read).
-pub const FORMAT_VERSION: u32 = 3;
+/// The format version this build writes and reads (4: page records carry a block index; 3: the
+/// cleaner relocates live entries; format 2 logs held checkpoints). Logs of other versions are
+/// refused, not read.
+pub const FORMAT_VERSION: u32 = 4;
 
 const MAGIC: [u8; 8] = *b"HELIOLOG";
 const CRC_AT: usize = BLOCK_BYTES - 4;

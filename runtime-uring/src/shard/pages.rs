@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use helio_core::log::fragment::Assembler;
-use helio_core::log::frame::{decode, Decoded, Frame, Kind};
+use helio_core::log::frame::{decode, peek, Decoded, Frame, Kind, HEADER_BYTES};
 use helio_core::{PageReadError, PageSource};
 
 use crate::disk::{read_full, DiskFile};
@@ -19,6 +19,10 @@ use crate::segments::Segments;
 /// The first read of a record: a small page's image fits; a longer record is read on from
 /// where it stopped.
 const FIRST_READ: usize = 8 << 10;
+
+/// The unit the device reads a file in (through the page cache): a read that ends inside one
+/// reads all of it, so a record's front is read to the end of its page.
+const FILE_PAGE: u64 = 4096;
 
 /// Page records of one shard's log.
 pub(crate) struct LogPages {
@@ -167,6 +171,44 @@ impl LogPages {
 }
 
 impl PageSource for LogPages {
+    /// Reads from the frame's start to the end of the file page holding the `want`th payload
+    /// byte (the device reads whole pages), and checks the header names `addr` and a page
+    /// record. Parts are read from the file as they are: readers of one block do not share
+    /// reads (they mostly want different blocks).
+    fn read_front(
+        &self,
+        addr: u64,
+        want: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<(Kind, usize)>, PageReadError> {
+        let fail = PageReadError { addr };
+        let end = (addr + (HEADER_BYTES + want) as u64).next_multiple_of(FILE_PAGE);
+        out.clear();
+        self.read_more(addr, out, (end - addr) as usize).map_err(|_| fail)?;
+        let (kind, len) = peek(out, addr).ok_or(fail)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            Kind::PageImage | Kind::PageDelta => {}
+            Kind::Fragment => return Ok(None),
+            _ => return Err(fail),
+        }
+        out.truncate(HEADER_BYTES + len);
+        out.drain(..HEADER_BYTES);
+        Ok(Some((kind, len)))
+    }
+
+    fn read_range(&self, addr: u64, range: Range<usize>, out: &mut Vec<u8>) -> Result<(), PageReadError> {
+        let fail = PageReadError { addr };
+        let start = addr + (HEADER_BYTES + range.start) as u64;
+        let segment_bytes = self.segments.segment_bytes();
+        if start / segment_bytes != (start + range.len() as u64).saturating_sub(1) / segment_bytes {
+            return Err(fail); // a frame never crosses a segment's end
+        }
+        out.clear();
+        self.read_more(start, out, range.len()).map_err(|_| fail)?;
+        (out.len() == range.len()).then_some(()).ok_or(fail)
+    }
+
     fn read(&self, addr: u64, out: &mut Vec<u8>) -> Result<Kind, PageReadError> {
         let (flight, first) = {
             let mut flights = self.flights.lock().unwrap();
