@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use helio_core::log::cut::{plan, History, Malformed, Plan, ShardScan};
-use helio_core::log::page::TableMark;
+use helio_core::log::page::{PageTable, TableMark};
 use helio_core::log::replay::ReplayError;
 
 use crate::disk::{read_file, replace_file};
@@ -79,9 +79,9 @@ fn scan(dir: &Path, config: &LogConfig) -> Result<(ShardScan, u64), ShardError> 
         }
         Err(e) => return Err(e.into()),
     };
-    let mark = read_table(dir, config)?.map_or(TableMark::at(0), |(mark, _)| mark);
+    let (mark, table) = read_table(dir, config)?.unwrap_or_else(|| (TableMark::at(0), PageTable::new()));
     let mut scan = ShardScan::new(sb.head);
-    scan.start_after(&mark);
+    scan.start_after(&mark, &table);
     let mut bad = None;
     let replayed = Log::read_from(dir, config, mark.position, |_, kind, payload| {
         if bad.is_none() {

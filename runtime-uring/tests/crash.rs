@@ -50,7 +50,7 @@ fn config() -> ShardConfig {
     ShardConfig {
         log: LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() },
         clean_ratio: 0.2,
-        batch_bytes: 4096,
+        unflushed_tail: 1 << 20,
         ..ShardConfig::default()
     }
 }

@@ -18,7 +18,7 @@ fn config() -> ShardConfig {
         tree: TreeConfig::default().split_items(16).merge_items(4).consolidate_chain(8),
         log: LogConfig { segment_bytes: 1 << 20, buffer_bytes: 64 << 10, ..LogConfig::default() },
         clean_ratio: 0.5,
-        batch_bytes: 4096,
+        unflushed_tail: helio::shard::UNFLUSHED_TAIL_DEFAULT,
         memory_quota: None,
     }
 }
@@ -269,4 +269,32 @@ fn rewrites_of_the_same_values_do_not_keep_the_cleaner_busy() {
     for k in 0..keys {
         assert_eq!(shard.get(&k.to_be_bytes()).unwrap(), Some(value(k)));
     }
+}
+
+/// With cleaning never due (every key distinct, a high ratio), flush rounds still run once the
+/// log past the last round's place is longer than `unflushed_tail`: the tail an open after a
+/// crash replays stays bounded, and the stats say how long it is.
+#[test]
+fn flush_rounds_keep_the_unflushed_tail_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ShardConfig { clean_ratio: 100.0, unflushed_tail: 1 << 20, ..config() };
+    let (shard, _) = Shard::open(dir.path(), &config).unwrap();
+    for i in 0u32..40_000 {
+        shard.put(&i.to_be_bytes(), &[7; 200], Durability::None).unwrap();
+    }
+    let written = shard.stats().log_bytes;
+    assert!(written > 8 << 20, "{written} log bytes");
+    // The cleaner thread wakes every 50 ms: a round or two after the writes stop, the tail is
+    // down to what the last round wrote.
+    let started = Instant::now();
+    while shard.stats().unflushed_bytes > 1 << 20 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = shard.stats();
+    assert!(stats.unflushed_bytes <= 1 << 20, "{} bytes unflushed of {written}", stats.unflushed_bytes);
+    assert_eq!(stats.cleanings, 0, "cleaning ran: this test is about flush rounds alone");
+    assert!(shard.clean_stats().flush_rounds >= 2, "{:?}", shard.clean_stats());
+    shard.close().unwrap();
+    let (shard, _) = Shard::open(dir.path(), &config).unwrap();
+    assert_eq!(shard.get(&39_999u32.to_be_bytes()).unwrap().as_deref(), Some(&[7u8; 200][..]));
 }

@@ -37,7 +37,7 @@ fn config(disk: &SimDisk, seed: u64) -> ShardConfig {
             ..LogConfig::default()
         },
         clean_ratio: 0.2,
-        batch_bytes: 4096,
+        unflushed_tail: 1 << 20,
         ..ShardConfig::default()
     }
 }

@@ -258,6 +258,10 @@ fn bad_input_gives_typed_errors_and_changes_nothing() {
         Store::open(config(dir.path()).memory_quota(1000)),
         Err(Error::Config { knob: "memory_quota", .. })
     ));
+    assert!(matches!(
+        Store::open(config(dir.path()).unflushed_tail(1000)),
+        Err(Error::Config { knob: "unflushed_tail", .. })
+    ));
     intact(dir.path(), &model);
 
     // Another format version: of the store layout, then of a shard's log.

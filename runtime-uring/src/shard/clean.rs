@@ -50,10 +50,14 @@ impl Inner {
         self.policy().should_clean(end.saturating_sub(head), self.table_bytes.load(Ordering::Relaxed))
     }
 
-    /// One wake of the cleaner: swap pages out if over the quota, clean a round if due, give
-    /// space back.
+    /// One wake of the cleaner: swap pages out if over the quota, flush a round if the
+    /// unflushed tail is long, clean a round if due, give space back.
     pub(super) fn clean_once(&self) -> Result<(), ShardError> {
-        self.swap_pass(&mut self.flusher.lock().unwrap())?;
+        {
+            let mut f = self.flusher.lock().unwrap();
+            self.swap_pass(&mut f)?;
+            self.flush_long_tail(&mut f)?;
+        }
         let cleaned = self.clean_round();
         self.release_space();
         cleaned

@@ -4,6 +4,9 @@ use helio_core::TreeConfig;
 
 use crate::log::LogConfig;
 
+/// The default of [`ShardConfig::unflushed_tail`].
+pub const UNFLUSHED_TAIL_DEFAULT: u64 = 64 << 20;
+
 /// How a shard is set up.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
@@ -19,9 +22,11 @@ pub struct ShardConfig {
     /// where `u` is the live share of that stretch; the larger the ratio, the smaller `u`.
     /// Limits: 0.1 ..= 100.
     pub clean_ratio: f64,
-    /// Unused since the cleaner moves pages rather than entries (checked, 4 KiB ..= 16 MiB,
-    /// so that configurations that set it still open).
-    pub batch_bytes: usize,
+    /// Log bytes past the place the last complete flush round began after which the cleaner
+    /// thread runs another round (default 64 MiB; limits 1 MiB ..= 1 TiB): what an open after
+    /// a crash reads and replays beyond the page records. Smaller: faster opens after a
+    /// crash, more page records written.
+    pub unflushed_tail: u64,
     /// Bytes of memory this shard's pages may hold (default: no limit): records, bases and
     /// index nodes, as the tree counts them when it allocates and gives them up. Above 90% of
     /// it the cleaner thread swaps pages out (writing them to the log first) down to 75%;
@@ -36,7 +41,7 @@ impl Default for ShardConfig {
             tree: TreeConfig::default(),
             log: LogConfig::default(),
             clean_ratio: 0.5,
-            batch_bytes: 4 << 10,
+            unflushed_tail: UNFLUSHED_TAIL_DEFAULT,
             memory_quota: None,
         }
     }

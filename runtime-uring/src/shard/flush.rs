@@ -248,6 +248,16 @@ impl Inner {
         Ok(())
     }
 
+    /// Runs a flush round once the log past the last round's place is longer than
+    /// [`ShardConfig::unflushed_tail`](super::ShardConfig::unflushed_tail): so much an open
+    /// after a crash must read and replay beyond the page records.
+    pub(super) fn flush_long_tail(&self, f: &mut Flusher) -> Result<(), ShardError> {
+        if self.log.appended().saturating_sub(f.covered_to) > self.unflushed_tail {
+            self.flush_round(f, false)?;
+        }
+        Ok(())
+    }
+
     /// Swaps pages out while the shard is above its high watermark, down to the low one, or
     /// until the Clock finds nothing more to swap.
     pub(super) fn swap_pass(&self, f: &mut Flusher) -> Result<(), ShardError> {
@@ -284,6 +294,7 @@ impl Inner {
     /// cleaning trigger.
     pub(super) fn write_table(&self, f: &mut Flusher) -> Result<(), ShardError> {
         self.table_bytes.store(f.table.live_bytes(), std::sync::atomic::Ordering::Relaxed);
+        self.covered_to.store(f.covered_to, std::sync::atomic::Ordering::Relaxed);
         self.committer().commit_all(self.index, false)?;
         let completed = self.committer().completed();
         if completed.sn > f.commit.sn {

@@ -45,7 +45,7 @@ use flush::{Flusher, TABLE_FILE};
 use pages::LogPages;
 
 pub use check::{check_pages, PagesChecked};
-pub use config::ShardConfig;
+pub use config::{ShardConfig, UNFLUSHED_TAIL_DEFAULT};
 pub use error::ShardError;
 pub use stats::{CleanStats, ShardStats};
 
@@ -105,9 +105,13 @@ struct Inner {
     /// Log bytes the open read: the plan's pass, the page records' fold, the replay.
     replayed_bytes: u64,
     memory_quota: Option<u64>,
+    /// See [`ShardConfig::unflushed_tail`].
+    unflushed_tail: u64,
     /// Payload bytes of the page records the table file last written names: the live data
     /// of the cleaning trigger (op records die once a round covers them).
     table_bytes: AtomicU64,
+    /// Where the table file last written says recovery starts reading the log.
+    covered_to: AtomicU64,
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -146,8 +150,8 @@ impl Shard {
         if !(0.1..=100.0).contains(&config.clean_ratio) {
             return Err(ShardError::Config { knob: "clean_ratio", rule: "from 0.1 to 100" });
         }
-        if !(4 << 10..=16 << 20).contains(&config.batch_bytes) {
-            return Err(ShardError::Config { knob: "batch_bytes", rule: "from 4 KiB to 16 MiB" });
+        if !(1 << 20..=1 << 40).contains(&config.unflushed_tail) {
+            return Err(ShardError::Config { knob: "unflushed_tail", rule: "from 1 MiB to 1 TiB" });
         }
         let opening = Log::prepare(dir, &config.log)?;
         let sb = opening.superblock();
@@ -220,7 +224,9 @@ impl Shard {
             user_bytes: Striped::new(),
             replayed_bytes: scanned + pages_read + recovered.replayed.bytes,
             memory_quota: config.memory_quota,
+            unflushed_tail: config.unflushed_tail,
             table_bytes,
+            covered_to: AtomicU64::new(start),
         });
         inner.release_space();
         Ok((Self { inner, cleaner: None }, ShardRecovery { log: recovered, applied, pages: stretches }))
@@ -341,6 +347,7 @@ impl Shard {
             page_read_bytes: inner.pages.read_bytes.load(Ordering::Relaxed),
             page_bytes_written: clean.page_bytes_written,
             memory_quota: inner.memory_quota.unwrap_or(0),
+            unflushed_bytes: inner.log.appended().saturating_sub(inner.covered_to.load(Ordering::Relaxed)),
             io_submitted: log.writes + log.syncs,
             io_completed: log.completions,
             direct_io_shards: u64::from(log.direct_io),

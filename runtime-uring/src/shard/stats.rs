@@ -52,6 +52,10 @@ pub struct ShardStats {
     pub page_bytes_written: u64,
     /// The memory quota (0: none).
     pub memory_quota: u64,
+    /// Log bytes past the place recovery would start reading from (the last complete flush
+    /// round's): what an open after a crash reads beyond the page table (see
+    /// [`super::ShardConfig::unflushed_tail`]).
+    pub unflushed_bytes: u64,
     /// I/O operations submitted to the ring (writes and flushes).
     pub io_submitted: u64,
     /// I/O operations completed.
@@ -97,6 +101,7 @@ impl ShardStats {
             pages: self.pages + other.pages,
             memory_bytes: self.memory_bytes + other.memory_bytes,
             memory_quota: self.memory_quota + other.memory_quota,
+            unflushed_bytes: self.unflushed_bytes + other.unflushed_bytes,
             io_submitted: self.io_submitted + other.io_submitted,
             io_completed: self.io_completed + other.io_completed,
             direct_io_shards: self.direct_io_shards + other.direct_io_shards,

@@ -19,6 +19,7 @@ pub struct Config {
     pub(crate) tree: TreeConfig,
     pub(crate) log: LogConfig,
     pub(crate) clean_ratio: f64,
+    pub(crate) unflushed_tail: u64,
     pub(crate) pin_threads: bool,
     pub(crate) memory_quota: Option<u64>,
 }
@@ -36,6 +37,7 @@ impl Config {
             tree: TreeConfig::default(),
             log: LogConfig::default(),
             clean_ratio: ShardConfig::default().clean_ratio,
+            unflushed_tail: ShardConfig::default().unflushed_tail,
             pin_threads: true,
             memory_quota: None,
         }
@@ -144,13 +146,24 @@ impl Config {
         self
     }
 
-    /// Bytes of entries the store may hold in memory, split evenly between shards (default: no
-    /// limit; at least 1 MiB per shard). Until pages can be swapped out to the log, a shard at
-    /// its share refuses puts with [`Error::MemoryQuota`] and still takes deletes (a cache with
-    /// no eviction policy). Measured every 50 ms, so a burst can pass it by what it writes in
-    /// that time.
+    /// Bytes the store's pages may hold in memory (their entries, deltas, stubs and index
+    /// nodes), split evenly between shards (default: no limit; at least 1 MiB per shard). Above
+    /// 90% of its share a shard swaps pages out to its log (a Clock picks cold ones; dirty ones
+    /// are written first) down to 75%; a writer that finds its shard over its whole share waits
+    /// for the swapper at most 2 ms, so writes slow down but are never refused. Log buffers,
+    /// the cleaner's read window and the allocator's own overhead are not counted (see
+    /// `docs/pages.md`).
     pub fn memory_quota(mut self, bytes: u64) -> Self {
         self.memory_quota = Some(bytes);
+        self
+    }
+
+    /// Log bytes each shard may write past the place its last complete flush round began
+    /// before its cleaner runs another (default 64 MiB; from 1 MiB to 1 TiB): about what an
+    /// open after a crash reads and replays of each log beyond its page records. Smaller:
+    /// faster opens after a crash, more page records written.
+    pub fn unflushed_tail(mut self, bytes: u64) -> Self {
+        self.unflushed_tail = bytes;
         self
     }
 
@@ -178,6 +191,9 @@ impl Config {
         if !(0.1..=100.0).contains(&self.clean_ratio) {
             return Err(Error::Config { knob: "clean_ratio", rule: "from 0.1 to 100".into() });
         }
+        if !(1 << 20..=1 << 40).contains(&self.unflushed_tail) {
+            return Err(Error::Config { knob: "unflushed_tail", rule: "from 1 MiB to 1 TiB".into() });
+        }
         Ok(())
     }
 
@@ -190,8 +206,8 @@ impl Config {
             tree: self.tree.clone(),
             log,
             clean_ratio: self.clean_ratio,
+            unflushed_tail: self.unflushed_tail,
             memory_quota: self.memory_quota.map(|q| q / self.shards as u64),
-            ..ShardConfig::default()
         }
     }
 }
