@@ -27,8 +27,9 @@ use crossbeam_epoch::Guard;
 use crate::config::{ConfigError, TreeConfig};
 use crate::error::Error;
 use crate::index::{CellBox, IndexKey};
+use crate::log::block_index::BlockIndex;
 use crate::log::frame::Kind;
-use crate::log::page::{block_entries, FrontError, PageEntry, PageFront, PageRecord, PageWriter};
+use crate::log::page::{block_entries, BlockRef, FrontError, PageEntry, PageFront, PageRecord, PageWriter};
 use crate::mvcc::{Mvcc, Snapshot, LATEST};
 use crate::page::base::{Base, Version};
 use crate::page::record::{chain_bytes, Body, FlushState, PageCell, Record};
@@ -143,6 +144,8 @@ pub struct Capture {
     settled: bool,
     /// A record was written into the caller's [`PageWriter`].
     wrote: bool,
+    /// What point reads will keep of that record.
+    index: Option<Arc<BlockIndex>>,
 }
 
 impl Capture {
@@ -197,7 +200,7 @@ impl Tree {
             let (head, flush) = match tile.chain.first() {
                 Some(&addr) => (
                     Record::stub(addr, tile.items, &tile.lo, hi, right),
-                    FlushState { chain: tile.chain.clone(), sn: tile.sn, ..FlushState::default() },
+                    FlushState::of_chain(tile.chain.clone(), tile.sn),
                 ),
                 None => (Record::base(&[], 0, hi, right), FlushState::default()),
             };
@@ -222,8 +225,9 @@ impl Tree {
     /// page is read from the log with the guard unpinned during the read (so a slow device
     /// does not hold memory reclamation back); with `install`, what was read then brings the
     /// page back into memory (when its chain ends in that one stub), as a scan would, so the
-    /// next read of it does no I/O. Without, the page stays out (Plasma's `Lookup`): the runtime
-    /// installs while the tree is below its memory quota.
+    /// next read of it does no I/O. Without, the page stays out (Plasma's `Lookup`), and only
+    /// the block of each record that can hold the key is read: the runtime installs while the
+    /// tree is below its memory quota.
     pub fn get_owned(
         &self,
         key: &[u8],
@@ -237,9 +241,11 @@ impl Tree {
         });
         self.check_write(key, None)?;
         let mut loaded: Option<(u64, ReadBack)> = None;
+        let mut learned = Vec::new();
         loop {
             let (cell, head) = self.locate(Target::Key(key), guard);
             cell.touch();
+            self.learn_indexes(cell, &mut learned);
             let stub = match page::lookup(head, key, sn) {
                 Ok(found) => {
                     let found = found.map(<[u8]>::to_vec);
@@ -264,11 +270,27 @@ impl Tree {
             // The stub may be gone once unpinned: copy what the read needs first.
             let stub = stub.swapped().expect("a stub");
             let (low, high): (Box<[u8]>, Option<Box<[u8]>>) = (stub.low.into(), stub.high.map(Into::into));
+            let indexes = cell.flush.lock().indexes_from(addr);
             let read = guard.repin_after(|| match install {
-                true => self.read_page(addr, &low, high.as_deref()).map(ReadBack::Page),
-                false => self.read_key(addr, key, sn).map(ReadBack::Key),
+                true => self.read_page(addr, &low, high.as_deref(), Some(&mut learned)).map(ReadBack::Page),
+                false => self.read_key(addr, key, sn, &indexes, &mut learned).map(ReadBack::Key),
             })?;
             loaded = Some((addr, read));
+        }
+    }
+
+    /// Keeps the indexes a read `learned` of the records of `cell`'s chain (those it still
+    /// holds), counted in its resident bytes.
+    fn learn_indexes(&self, cell: &PageCell, learned: &mut Vec<(u64, Arc<BlockIndex>)>) {
+        if learned.is_empty() {
+            return;
+        }
+        let mut flush = cell.flush.lock();
+        for (addr, index) in learned.drain(..) {
+            match flush.learn(addr, index) {
+                more @ 0.. => self.add_resident(more as usize),
+                fewer => self.sub_resident(fewer.unsigned_abs()),
+            }
         }
     }
 
@@ -299,16 +321,26 @@ impl Tree {
         let mut loaded = Loaded::default();
         for stub in stubs_of(head) {
             let at = stub.swapped().expect("a stub");
-            loaded.insert(stub, self.read_page(at.addr, at.low, at.high)?);
+            loaded.insert(stub, self.read_page(at.addr, at.low, at.high, None)?);
         }
         Ok(loaded)
     }
 
     /// The value of `key` visible at `sn` in the chain of page records from `addr` (`None`:
     /// absent, or deleted), read newest record first and no further than the first that has a
-    /// visible version of it. Nothing is built: of each record, only its front and the block
-    /// that can hold the key are read, and scanned in place.
-    fn read_key(&self, addr: u64, key: &[u8], sn: u64) -> Result<Option<Vec<u8>>, Error> {
+    /// visible version of it. Nothing is built: of each record, only the block that can hold
+    /// the key is read, and scanned in place. `indexes` are what the page keeps of the chain's
+    /// records (by position, with their addresses): a record with one is read in one part or
+    /// skipped; one without is read in two (its front, then the block), and the index its front
+    /// gives goes to `learned`.
+    fn read_key(
+        &self,
+        addr: u64,
+        key: &[u8],
+        sn: u64,
+        indexes: &[(u64, Option<Arc<BlockIndex>>)],
+        learned: &mut Vec<(u64, Arc<BlockIndex>)>,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let mut buffers = (Vec::new(), Vec::new());
         let mut at = Some(addr);
         let mut records = 0;
@@ -316,10 +348,18 @@ impl Tree {
             if records > 4 * MAX_SEGMENTS {
                 return Err(Error::PageCorrupt { addr });
             }
+            let index = indexes.get(records).filter(|(a, _)| *a == addr).and_then(|(_, i)| i.as_deref());
             records += 1;
-            let (found, prev) = match self.find_in_parts(addr, key, sn, &mut buffers) {
+            let by_index = index.and_then(|index| self.find_by_index(addr, index, key, sn, &mut buffers.1));
+            let (found, prev) = match by_index {
                 Some(found) => found,
-                None => self.find_in_whole(addr, key, sn, &mut buffers.0)?,
+                None => match self.find_in_parts(addr, key, sn, &mut buffers) {
+                    Some((found, index)) => {
+                        learned.push((addr, index));
+                        found
+                    }
+                    None => self.find_in_whole(addr, key, sn, &mut buffers.0)?,
+                },
             };
             if let Some(found) = found {
                 return Ok(found);
@@ -336,17 +376,66 @@ impl Tree {
         Ok((found, next_in_chain(kind, record.prev, addr)?))
     }
 
+    /// [`Tree::find_in_whole`] through the record's `index`: no read if its filter says the
+    /// record holds no version of `key`, else a read of the one block that can hold it,
+    /// checked by its checksum. `None` if that read fails (the index is then marked, so that
+    /// reads of the record go to its front).
+    fn find_by_index(
+        &self,
+        addr: u64,
+        index: &BlockIndex,
+        key: &[u8],
+        sn: u64,
+        bytes: &mut Vec<u8>,
+    ) -> Option<Found> {
+        if !index.readable_in_parts() {
+            return None;
+        }
+        if !index.may_hold(key) {
+            return Some((None, index.prev));
+        }
+        let Some(block) = index.block_of(key) else {
+            return Some((None, index.prev));
+        };
+        self.count_page_read(1, 0);
+        let found = self.read_block(addr, block, key, sn, bytes);
+        if found.is_none() {
+            index.failed();
+        }
+        Some((found?, index.prev))
+    }
+
+    /// What the block `block` of the record at `addr` says of `key` at `sn`, read and checked;
+    /// `None` if it cannot be read or fails its checks.
+    fn read_block(
+        &self,
+        addr: u64,
+        block: BlockRef<'_>,
+        key: &[u8],
+        sn: u64,
+        bytes: &mut Vec<u8>,
+    ) -> Option<Option<Option<Vec<u8>>>> {
+        let source = self.source.as_ref().expect("a tree with stubs has a page source");
+        source.read_range(addr, block.start..block.end, bytes).ok()?;
+        self.count_page_read(0, bytes.len());
+        if bytes.len() != block.end - block.start {
+            return None;
+        }
+        Some(visible(block_entries(bytes, block.crc, block.first)?, key, sn))
+    }
+
     /// [`Tree::find_in_whole`] reading only the record's front and the one block that can hold
-    /// `key`, each checked by its own checksum. `None` if the record cannot be read in parts,
-    /// or a part fails to read or its checks: the caller then reads the record whole (checked
-    /// by its frame's checksum), which answers or says what is wrong.
+    /// `key`, each checked by its own checksum; with the index of the front it read. `None` if
+    /// the record cannot be read in parts, or a part fails to read or its checks: the caller
+    /// then reads the record whole (checked by its frame's checksum), which answers or says
+    /// what is wrong.
     fn find_in_parts(
         &self,
         addr: u64,
         key: &[u8],
         sn: u64,
         buffers: &mut (Vec<u8>, Vec<u8>),
-    ) -> Option<Found> {
+    ) -> Option<(Found, Arc<BlockIndex>)> {
         let source = self.source.as_ref().expect("a tree with stubs has a page source");
         let (front_bytes, block_bytes) = buffers;
         let (kind, len) = source.read_front(addr, FRONT_READ, front_bytes).ok()??;
@@ -361,19 +450,15 @@ impl Tree {
         if front.blocks().last().map_or(front.len(), |b| b.end) != len {
             return None;
         }
+        let index = Arc::new(BlockIndex::new(&front, None::<core::iter::Empty<&[u8]>>));
         let Some(block) = front.block_of(key) else {
-            return Some((None, prev));
+            return Some(((None, prev), index));
         };
-        let bytes = match front_bytes.get(block.start..block.end) {
-            Some(bytes) => bytes,
-            None => {
-                source.read_range(addr, block.start..block.end, block_bytes).ok()?;
-                self.count_page_read(0, block_bytes.len());
-                (block_bytes.len() == block.end - block.start).then_some(&block_bytes[..])?
-            }
+        let found = match front_bytes.get(block.start..block.end) {
+            Some(bytes) => visible(block_entries(bytes, block.crc, block.first)?, key, sn),
+            None => self.read_block(addr, block, key, sn, block_bytes)?,
         };
-        let entries = block_entries(bytes, block.crc, block.first)?;
-        Some((visible(entries, key, sn), prev))
+        Some(((found, prev), index))
     }
 
     /// Counts `records` page records read, in parts of `bytes` bytes.
@@ -392,9 +477,15 @@ impl Tree {
     }
 
     /// Reads the chain of page records from `addr` back and builds the base of their entries
-    /// within `[low, high)`.
-    fn read_page(&self, addr: u64, low: &[u8], high: Option<&[u8]>) -> Result<Base, Error> {
-        let mut payloads: Vec<Vec<u8>> = Vec::new();
+    /// within `[low, high)`; with `learned`, puts there the index of each record read.
+    fn read_page(
+        &self,
+        addr: u64,
+        low: &[u8],
+        high: Option<&[u8]>,
+        learned: Option<&mut Vec<(u64, Arc<BlockIndex>)>>,
+    ) -> Result<Base, Error> {
+        let mut payloads: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut at = Some(addr);
         while let Some(addr) = at {
             if payloads.len() > 4 * MAX_SEGMENTS {
@@ -403,10 +494,18 @@ impl Tree {
             let mut payload = Vec::new();
             let (kind, record) = self.read_record(addr, &mut payload)?;
             at = next_in_chain(kind, record.prev, addr)?;
-            payloads.push(payload);
+            payloads.push((addr, payload));
         }
+
         let records: Vec<PageRecord<'_>> =
-            payloads.iter().map(|p| PageRecord::decode(p).expect("decoded above")).collect();
+            payloads.iter().map(|(_, p)| PageRecord::decode(p).expect("decoded above")).collect();
+        if let Some(learned) = learned {
+            for ((addr, payload), record) in payloads.iter().zip(&records) {
+                let front = PageFront::decode(payload).expect("a record decoded above");
+                learned
+                    .push((*addr, Arc::new(BlockIndex::new(&front, Some(record.entries().map(|e| e.key))))));
+            }
+        }
         // Newest record first; a stable sort by key keeps that order among a key's versions,
         // and each record lists a key's versions newest first.
         let mut versions: Vec<Version<'_>> = records
@@ -503,11 +602,14 @@ impl Tree {
             cell.mark_dirty();
         }
         let wrote = image || !versions.is_empty();
+        let mut index = None;
         if wrote {
             out.start(s, if image { None } else { flush.chain.first().copied() }, &cell.low, head.hdr.high());
             for v in &versions {
                 out.push(v.key, v.value, v.sn);
             }
+            let front = PageFront::decode(out.payload()).expect("a front just written");
+            index = Some(Arc::new(BlockIndex::new(&front, Some(versions.iter().map(|v| v.key)))));
         }
         let items = if image { versions.len() as u32 } else { head.hdr.items };
         Ok(Some(Capture {
@@ -521,6 +623,7 @@ impl Tree {
             items,
             settled,
             wrote,
+            index,
         }))
     }
 
@@ -536,10 +639,9 @@ impl Tree {
             return; // the page is gone: its keys are another page's now, which has its own records
         }
         let mut flush = cell.flush.lock();
-        if capture.image {
-            flush.chain.clear();
-        }
-        flush.chain.insert(0, addr);
+        let (added, dropped) = flush.push_newest(addr, capture.image, capture.index.clone());
+        self.add_resident(added);
+        self.sub_resident(dropped);
         flush.sn = capture.sn;
         if capture.image && flush.changes == capture.changes {
             flush.needs_image = false;

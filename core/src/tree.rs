@@ -735,8 +735,9 @@ impl Tree {
             return;
         }
         if let Some(entry) = self.index.get(&IndexKey::new(low), guard) {
-            if ptr::eq(entry.value().cell().head.load(Ordering::Acquire), remove) && entry.remove() {
-                self.sub_resident(NODE_BYTES + low.len());
+            let cell = entry.value().cell();
+            if ptr::eq(cell.head.load(Ordering::Acquire), remove) && entry.remove() {
+                self.sub_resident(NODE_BYTES + low.len() + cell.flush.lock().retire());
             }
         }
         state.store(merge_state::UNLINKED, Ordering::Release);

@@ -480,6 +480,48 @@ fn a_point_read_reads_the_front_and_one_block_of_each_record() {
     assert!(bytes / reads > 8 << 10, "{} bytes per record read: no whole records", bytes / reads);
 }
 
+/// A page keeps an index of each of its records (block index and key filter): a point read
+/// of the swapped-out page reads one block, in one read, of only the records whose filter
+/// passes its key. A tree opened from its page table has no indexes: its first read of a
+/// record reads the front and the block, and keeps the front's index, so later reads of the
+/// record read one part.
+#[test]
+fn a_point_read_reads_one_block_of_the_records_that_may_hold_its_key() {
+    let mut paged = Paged::new(TreeConfig::default());
+    let key = |i: u32| format!("key{i:08}").into_bytes();
+    for i in 0..4000 {
+        paged.write(&key(i), Some(&[i as u8; 100]));
+    }
+    paged.flush(true, false);
+    for i in (0..4000).step_by(10) {
+        paged.write(&key(i), Some(b"new"));
+    }
+    paged.flush(true, false);
+    let value = |i: u32| if i % 10 == 0 { b"new".to_vec() } else { vec![i as u8; 100] };
+    let read_all = |paged: &Paged| -> (u64, u64) {
+        let before = paged.tree.stats();
+        let mut guard = paged.tree.pin();
+        for i in 0..4000 {
+            let got = paged.tree.get_owned(&key(i), None, false, &mut guard).unwrap();
+            assert_eq!(got, Some(value(i)), "key {i}");
+        }
+        let after = paged.tree.stats();
+        (after.page_reads - before.page_reads, after.page_read_bytes - before.page_read_bytes)
+    };
+    // Each key is in one record (the delta's or the image's); the delta's filter lets about
+    // 1 in 400 others through.
+    let (reads, bytes) = read_all(&paged);
+    assert!((4000..4000 + 40).contains(&reads), "{reads} records read for 4000 keys");
+    assert!(bytes / reads <= 2200, "{} bytes per record read", bytes / reads);
+    // Opened from the page table: the first read of each record reads its front too, and the
+    // page keeps the block index it holds (without a filter: the delta is read for every key).
+    paged.reopen();
+    let (reads, bytes) = read_all(&paged);
+    assert!(reads >= 7000, "{reads} records read for 4000 keys");
+    assert!(bytes / reads <= 2200, "{} bytes per record read: fronts read again", bytes / reads);
+    assert_eq!(paged.tree.stats().swap_ins, 0);
+}
+
 /// Swapping out gives the memory back, and the accounting follows allocations both ways.
 #[test]
 fn swapping_out_gives_memory_back() {

@@ -110,6 +110,8 @@ pub struct PageWriter {
     last: Option<Range<usize>>,
     /// The payload as [`PageWriter::payload`] last assembled it.
     payload: Vec<u8>,
+    /// `payload` holds every version pushed (nothing was started or pushed since).
+    assembled: bool,
 }
 
 impl PageWriter {
@@ -135,6 +137,7 @@ impl PageWriter {
         self.entries = 0;
         self.started = true;
         self.last = None;
+        self.assembled = false;
     }
 
     /// Appends one version (entries must come sorted by key, a key's versions newest first):
@@ -155,6 +158,7 @@ impl PageWriter {
         self.body.extend_from_slice(key);
         self.body.extend_from_slice(value.unwrap_or_default());
         self.last = Some(at..at + key.len());
+        self.assembled = false;
         self.entries = self.entries.checked_add(1).expect("a page of fewer than 4 G versions");
     }
 
@@ -170,8 +174,12 @@ impl PageWriter {
     }
 
     /// The payload of the record so far, its front (count and block index) assembled; empty
-    /// before the first [`PageWriter::start`].
+    /// before the first [`PageWriter::start`]. Assembled once, however often it is asked for.
     pub fn payload(&mut self) -> &[u8] {
+        if self.assembled {
+            return &self.payload;
+        }
+        self.assembled = true;
         self.payload.clear();
         if !self.started {
             return &self.payload;

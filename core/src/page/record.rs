@@ -12,7 +12,9 @@ use core::ptr::{self, NonNull};
 use core::slice;
 
 use super::base::{prefix, Base, Version};
+use crate::log::block_index::BlockIndex;
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering, SpinLock};
+use alloc::sync::Arc;
 
 /// A stub's log address and key range (see [`Body::Swapped`]).
 pub(crate) struct StubRef<'a> {
@@ -410,6 +412,81 @@ pub(crate) struct FlushState {
     /// Records of other pages that hold some of this page's keys (those of the page it split
     /// from, or of a page it absorbed), until its next image: still live for the cleaner.
     pub inherited: alloc::vec::Vec<u64>,
+    /// What point reads keep of the records of `chain`, by position there (missing or `None`:
+    /// not known; see [`BlockIndex`]). Counted in the tree's resident bytes while held.
+    indexes: alloc::vec::Vec<Option<Arc<BlockIndex>>>,
+    /// The page left the tree: it keeps no more indexes (their bytes were given back).
+    retired: bool,
+}
+
+impl FlushState {
+    /// A page held by the records `chain` (newest first), captured at `sn`.
+    pub(crate) fn of_chain(chain: alloc::vec::Vec<u64>, sn: u64) -> Self {
+        Self { chain, sn, ..Self::default() }
+    }
+
+    /// Makes the record at `addr` the page's newest (its only one if `image`), with its
+    /// index. Returns the index bytes now held more and those given up.
+    pub(crate) fn push_newest(
+        &mut self,
+        addr: u64,
+        image: bool,
+        index: Option<Arc<BlockIndex>>,
+    ) -> (usize, usize) {
+        let dropped = if image { self.index_bytes() } else { 0 };
+        if image {
+            self.chain.clear();
+            self.indexes.clear();
+        }
+        self.indexes.resize(self.chain.len(), None);
+        let index = index.filter(|_| !self.retired);
+        let added = index.as_ref().map_or(0, |i| i.bytes());
+        self.chain.insert(0, addr);
+        self.indexes.insert(0, index);
+        (added, dropped)
+    }
+
+    /// The indexes of the records of the chain from `addr` back (`addr` first), as far as the
+    /// chain holds `addr`'s record (empty if it does not).
+    /// Each comes with its record's address, and only if it names the record after it in the
+    /// chain as its previous one.
+    pub(crate) fn indexes_from(&self, addr: u64) -> alloc::vec::Vec<(u64, Option<Arc<BlockIndex>>)> {
+        let Some(at) = self.chain.iter().position(|&a| a == addr) else { return alloc::vec::Vec::new() };
+        (at..self.chain.len())
+            .map(|i| {
+                let index = self.indexes.get(i).cloned().flatten();
+                (self.chain[i], index.filter(|x| x.prev == self.chain.get(i + 1).copied()))
+            })
+            .collect()
+    }
+
+    /// Keeps `index` for the record at `addr` if the chain holds it and knows no index for it
+    /// (or only one without a filter, and `index` has one). Returns the bytes held more
+    /// (negative: fewer).
+    pub(crate) fn learn(&mut self, addr: u64, index: Arc<BlockIndex>) -> isize {
+        let Some(at) = self.chain.iter().position(|&a| a == addr).filter(|_| !self.retired) else { return 0 };
+        self.indexes.resize(self.chain.len(), None);
+        let slot = &mut self.indexes[at];
+        if slot.as_ref().is_some_and(|known| known.has_filter() || !index.has_filter()) {
+            return 0;
+        }
+        let before = slot.as_ref().map_or(0, |i| i.bytes()) as isize;
+        let after = index.bytes() as isize;
+        *slot = Some(index);
+        after - before
+    }
+
+    /// Gives up every index, for good (the page left the tree). Returns their bytes.
+    pub(crate) fn retire(&mut self) -> usize {
+        let bytes = self.index_bytes();
+        self.indexes.clear();
+        self.retired = true;
+        bytes
+    }
+
+    fn index_bytes(&self) -> usize {
+        self.indexes.iter().flatten().map(|i| i.bytes()).sum()
+    }
 }
 
 impl PageCell {
