@@ -39,7 +39,7 @@ cargo fmt --all -- --check
 
 # Release profile, so that the test build below reuses its build-script outputs (RocksDB's C++).
 step "cargo clippy (all targets, every peer engine, warnings are errors)"
-cargo clippy --release --workspace --all-targets --features helio-bench/peers -- -D warnings
+cargo clippy --release --workspace --all-targets --features helio-bench/peers,helio-gluesql/peers -- -D warnings
 
 step "helio-core without std (no_std + alloc)"
 cargo build -p helio-core --no-default-features

@@ -178,6 +178,17 @@ impl Config {
         &self.dir
     }
 
+    /// The largest key in bytes this configuration allows (see [`Config::key_bytes_max`]), so
+    /// that a layer above can refuse an over-long key before it builds a batch around it.
+    pub fn key_bytes_limit(&self) -> u32 {
+        self.tree.key_bytes_limit()
+    }
+
+    /// The largest value in bytes this configuration allows (see [`Config::value_bytes_max`]).
+    pub fn value_bytes_limit(&self) -> u32 {
+        self.tree.value_bytes_limit()
+    }
+
     /// Checks every knob.
     pub fn validate(&self) -> Result<(), Error> {
         if !(1..=SHARDS_MAX).contains(&self.shards) {
