@@ -49,15 +49,12 @@ fn main() {
     let root = tempfile::tempdir().expect("temporary directory");
     let dir = |name: &str| root.path().join(name);
     // BENCH_ONLY=NAME runs only the storages whose names contain NAME (to profile one);
-    // BENCH_SHARDS=N sets Helio's shard count (default: Helio's, one per CPU).
+    // BENCH_SHARDS=N sets Helio's shard count (default: HelioStorage::SHARDS).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let shards = std::env::var("BENCH_SHARDS").ok().and_then(|s| s.parse().ok());
     let helio = |name: &str, durability| {
-        let config = Config::new(dir(name)).durability(durability);
-        let config = match shards {
-            Some(n) => config.shards(n),
-            None => config,
-        };
+        let config =
+            Config::new(dir(name)).durability(durability).shards(shards.unwrap_or(HelioStorage::SHARDS));
         HelioStorage::with_config(config).expect("helio")
     };
     let mut results = Vec::new();
