@@ -42,8 +42,7 @@ use crate::Collector;
 /// `MaxPageLSSSegments`, 4 there): a read that brings a swapped-out page back reads at most
 /// this many records. Twice Plasma's: a point read skips, by their key filters, the records
 /// that cannot hold its key (see `crate::log::block_index`), so a longer chain costs it little,
-/// while every image not written saves rewriting the whole page (under a quota, write
-/// amplification 7.0 -> 5.5 and swap-ins halved at 3M keys; reads per get unchanged).
+/// while every image not written saves rewriting the whole page (measured in `docs/pages.md`).
 pub const MAX_SEGMENTS: usize = 8;
 
 /// Bytes of a page record a point read asks for first: its front (fields and block index) and,
