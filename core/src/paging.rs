@@ -417,7 +417,7 @@ impl Tree {
         key: &[u8],
         sn: u64,
         bytes: &mut Vec<u8>,
-    ) -> Option<Option<Option<Vec<u8>>>> {
+    ) -> Option<Visible> {
         let source = self.source.as_ref().expect("a tree with stubs has a page source");
         source.read_range(addr, block.start..block.end, bytes).ok()?;
         self.count_page_read(0, bytes.len());
@@ -822,13 +822,17 @@ fn next_in_chain(kind: Kind, prev: Option<u64>, addr: u64) -> Result<Option<u64>
     }
 }
 
-/// What one page record says of a key: its version visible at the snapshot, if the record has
-/// one (`Some(None)`: a tombstone), and the record before it in its page's chain.
-type Found = (Option<Option<Vec<u8>>>, Option<u64>);
+/// A key's version visible at a snapshot among some entries, if they hold one: its value, or
+/// `None` for a tombstone.
+type Visible = Option<Option<Vec<u8>>>;
+
+/// What one page record says of a key (see [`Visible`]), and the record before it in its
+/// page's chain.
+type Found = (Visible, Option<u64>);
 
 /// The value of `key` visible at `sn` among `entries` (a record's, or a block's: sorted by
 /// key, a key's versions newest first), if they hold a version of it visible there.
-fn visible<'a>(entries: impl Iterator<Item = PageEntry<'a>>, key: &[u8], sn: u64) -> Option<Option<Vec<u8>>> {
+fn visible<'a>(entries: impl Iterator<Item = PageEntry<'a>>, key: &[u8], sn: u64) -> Visible {
     let mut versions = entries.skip_while(|e| e.key < key).take_while(|e| e.key == key);
     versions.find(|e| e.sn <= sn).map(|e| e.value.map(<[u8]>::to_vec))
 }

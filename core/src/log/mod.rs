@@ -6,7 +6,7 @@
 //! The byte layouts are documented in `docs/log-format.md`.
 
 pub mod batch;
-pub mod block_index;
+pub(crate) mod block_index;
 pub mod buffer;
 pub mod chains;
 pub mod clean;
