@@ -34,6 +34,9 @@ pub enum StorageError {
     },
     /// `BEGIN` inside a transaction: transactions do not nest.
     NestedTransaction,
+    /// `CREATE INDEX` with a name starting with NUL, which this crate reserves for the
+    /// planner's primary-key ranges: nothing was written.
+    ReservedIndexName(String),
     /// A stored counter or index entry is not in the format this crate writes.
     Corrupt(String),
 }
@@ -56,6 +59,10 @@ impl fmt::Display for StorageError {
             StorageError::NestedTransaction => {
                 f.write_str("[helio-gluesql] nested transactions are not supported")
             }
+            StorageError::ReservedIndexName(name) => write!(
+                f,
+                "[helio-gluesql] index name {name:?} starts with NUL, which is reserved for primary-key ranges"
+            ),
             StorageError::Corrupt(what) => write!(f, "[helio-gluesql] corrupt data: {what}"),
         }
     }

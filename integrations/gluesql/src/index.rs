@@ -13,6 +13,7 @@ use gluesql_core::error::{IndexError, Result};
 use gluesql_core::executor::{evaluate_stateless, RowContext};
 use gluesql_core::plan::{plan_scalar_expr, ExprPlan};
 
+use crate::error::StorageError;
 use crate::keys::{self, prefix_end};
 use crate::rows::{decode, decode_row, fetch_schema, StoredRow, Writer};
 use crate::view::{KeyRange, View};
@@ -111,6 +112,9 @@ fn bounds(table: &str, index: &str, cmp: Option<(&IndexOperator, Value)>) -> Res
 pub(crate) fn create(writer: &mut Writer<'_>, table: &str, name: &str, column: &OrderByExpr) -> Result<()> {
     let mut schema =
         fetch_schema(&writer.view(), table)?.ok_or_else(|| IndexError::TableNotFound(table.to_owned()))?;
+    if name.starts_with('\0') {
+        return Err(StorageError::ReservedIndexName(name.to_owned()).into());
+    }
     if schema.indexes.iter().any(|index| index.name == name) {
         return Err(IndexError::IndexNameAlreadyExists(name.to_owned()).into());
     }

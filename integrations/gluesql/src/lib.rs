@@ -19,7 +19,8 @@
 //! index entries; renaming a table uses GlueSQL's default), `Index`, `IndexMut`, `Metadata`
 //! (`GLUE_OBJECTS`: each table's `CREATED` time), `CustomFunction`, `CustomFunctionMut`
 //! (functions persist in the store and are cached in memory) and `Planner` (GlueSQL's default
-//! planning plus `plan_index`, so that indexes are used).
+//! planning plus `plan_index`, so that indexes are used, and primary-key ranges: a `WHERE` that
+//! bounds the primary key by constants reads one key range of the rows, see below).
 //!
 //! # Key layout
 //!
@@ -43,6 +44,13 @@
 //! batch as the rows, so rows come back in insertion order and an id is never reused after a
 //! crash. An index entry's `value` is the indexed expression's value in the same
 //! order-preserving encoding, so an index scan for `<`, `<=`, `=`, `>=`, `>` is one key range.
+//!
+//! The same order serves ranges of the primary key: when a query's `WHERE` bounds the primary
+//! key with constants of the key's type (`id >= 10 AND id < 20`), the planner makes the table
+//! access one key range of the rows, with both bounds, and GlueSQL's filter still checks every
+//! condition on the rows it yields. The range access is an index access in GlueSQL's plan,
+//! named with both bounds after a reserved prefix (a plan carries one comparison per index
+//! access, too few for two bounds); index names starting with NUL are therefore refused.
 //!
 //! # Atomicity and isolation
 //!
@@ -83,13 +91,16 @@
 //! `gluesql-test-suite`: the store, alter-table, transaction, index, alter-table-index,
 //! transaction-alter-table, transaction-index, metadata-table, metadata-index and
 //! custom-function groups, every test of each, each in its own temporary store. Also
-//! `tests/crash.rs` (SIGKILL cycles of a child writing multi-row statements and transactions)
-//! and `tests/errors.rs` (limits and a locked store as GlueSQL errors).
+//! `tests/crash.rs` (SIGKILL cycles of a child writing multi-row statements and transactions),
+//! `tests/errors.rs` (limits and a locked store as GlueSQL errors) and `tests/primary_key.rs`
+//! (primary-key ranges against a model, and against GlueSQL's own filter for bounds of another
+//! type than the key's).
 
 mod alter;
 mod error;
 mod index;
 mod keys;
+mod primary;
 mod rows;
 mod view;
 
@@ -309,7 +320,11 @@ impl Index for HelioStorage {
         asc: Option<bool>,
         cmp_value: Option<(&IndexOperator, Value)>,
     ) -> Result<RowIter<'a>> {
-        let rows = index::scan(&self.view(), table_name, index_name, asc, cmp_value)?;
+        let view = self.view();
+        if let Some(rows) = primary::scan(&view, table_name, index_name)? {
+            return Ok(Box::new(rows.map(rows::decode_row)));
+        }
+        let rows = index::scan(&view, table_name, index_name, asc, cmp_value)?;
         Ok(Box::new(rows.into_iter().map(Ok)))
     }
 }
@@ -368,6 +383,7 @@ impl Planner for HelioStorage {
         let statement = plan_schemaless(&schema_map, statement)?;
         let statement = plan_primary_key(&schema_map, statement);
         let statement = plan_index(&schema_map, statement);
+        let statement = primary::plan(statement, |table| schema_map.get(table));
         let statement = plan_hash_join(&schema_map, statement);
         Ok(plan_aggregate(statement))
     }

@@ -83,6 +83,22 @@ fn a_transaction_over_the_limit_keeps_its_earlier_statements() {
 }
 
 #[test]
+fn an_index_name_starting_with_nul_is_refused_and_writes_nothing() {
+    use gluesql_core::ast::{Expr, OrderByExpr};
+    use gluesql_core::store::{IndexMut, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut glue = Glue::new(HelioStorage::open(dir.path()).unwrap());
+    glue.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)").unwrap();
+    let column = OrderByExpr { expr: Expr::Identifier("v".to_owned()), asc: None };
+    match glue.storage.create_index("t", "\0by v", &column) {
+        Err(Error::StorageMsg(msg)) => assert!(msg.contains("reserved"), "{msg}"),
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert!(glue.storage.fetch_schema("t").unwrap().unwrap().indexes.is_empty());
+}
+
+#[test]
 fn nested_begin_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut glue = Glue::new(HelioStorage::open(dir.path()).unwrap());
