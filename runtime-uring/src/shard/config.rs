@@ -24,9 +24,9 @@ pub struct ShardConfig {
     pub clean_ratio: f64,
     /// Log bytes past the place the last complete flush round began after which the cleaner
     /// thread runs another round (default 64 MiB; limits 1 MiB ..= 1 TiB): what an open after
-    /// a crash reads and replays beyond the page records. A trigger, not a bound: writers are
-    /// not slowed for rounds, so writers faster than they leave a longer tail. Smaller: faster
-    /// opens after a crash, more page records written.
+    /// a crash reads and replays beyond the page records. Writers that find the tail twice as
+    /// long wait for the round a little (2 ms per write at most), so writers faster than the
+    /// rounds go at their pace. Smaller: faster opens after a crash, more page records written.
     pub unflushed_tail: u64,
     /// Bytes of memory this shard's pages may hold (default: no limit): records, bases and
     /// index nodes, as the tree counts them when it allocates and gives them up. Above 90% of

@@ -13,9 +13,12 @@
 //!
 //! **Swapping** runs between a high and a low watermark of the shard's share of the memory
 //! quota: the Clock names pages, they are flushed (a delta at most, usually) and replaced by
-//! stubs. Writers that find the shard over its whole share wait a little for the swapper.
+//! stubs. Writers that find the shard over its whole share wait a little for the swapper, and
+//! so do writers that find the log past the last round longer than `TAIL_BOUND` times
+//! `unflushed_tail`.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use helio_core::log::cut::Commit;
@@ -42,8 +45,13 @@ const BATCH_BYTES: usize = 4 << 20;
 const HIGH_WATERMARK: f64 = 0.90;
 const LOW_WATERMARK: f64 = 0.75;
 
-/// How long a writer over the quota waits for the swapper at most, per write.
+/// How long a writer over the quota, or past the tail's bound, waits for the cleaner at most,
+/// per write.
 const WRITER_WAIT: Duration = Duration::from_millis(2);
+
+/// Writers are slowed once the unflushed tail is this many times `unflushed_tail` long: the
+/// trigger starts a round, this bounds how far the writers may outrun it.
+pub(crate) const TAIL_BOUND: u64 = 2;
 
 /// What the flusher keeps between rounds. One flusher works at a time (it is behind a mutex).
 #[derive(Default)]
@@ -267,10 +275,7 @@ impl Inner {
             return Ok(());
         }
         let mut fruitless = 0;
-        while self.tree.resident_bytes() > low
-            && fruitless < 4
-            && !self.stop.load(std::sync::atomic::Ordering::Acquire)
-        {
+        while self.tree.resident_bytes() > low && fruitless < 4 && !self.stop.load(Ordering::Acquire) {
             let snapshot = self.tree.snapshot();
             let victims = {
                 let guard = self.tree.pin();
@@ -282,7 +287,7 @@ impl Inner {
             let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();
             drop(guard);
             fruitless = if swapped == 0 { fruitless + 1 } else { 0 };
-            self.under_quota.1.notify_all();
+            self.caught_up.1.notify_all();
         }
         Ok(())
     }
@@ -293,8 +298,9 @@ impl Inner {
     /// log before the place). The bytes of the records it names become the live data of the
     /// cleaning trigger.
     pub(super) fn write_table(&self, f: &mut Flusher) -> Result<(), ShardError> {
-        self.table_bytes.store(f.table.live_bytes(), std::sync::atomic::Ordering::Relaxed);
-        self.covered_to.store(f.covered_to, std::sync::atomic::Ordering::Relaxed);
+        self.table_bytes.store(f.table.live_bytes(), Ordering::Relaxed);
+        self.covered_to.store(f.covered_to, Ordering::Relaxed);
+        self.caught_up.1.notify_all();
         self.committer().commit_all(self.index, false)?;
         let completed = self.committer().completed();
         if completed.sn > f.commit.sn {
@@ -318,19 +324,37 @@ impl Inner {
             .is_none_or(|quota| (self.tree.resident_bytes() as f64) < quota as f64 * LOW_WATERMARK)
     }
 
-    /// Slows a writer while the shard is over its whole share of the quota: wakes the swapper
-    /// and waits for it a little (never for long: a swapper that cannot keep up slows writes,
-    /// it does not stop them).
+    /// Slows a reader that brought pages back while the shard is over its whole share of the
+    /// quota (see [`Self::wait_for_cleaner`]).
     pub(super) fn slow_down_if_over_quota(&self) {
-        let Some(quota) = self.memory_quota else { return };
-        if self.tree.resident_bytes() <= quota {
+        self.wait_for_cleaner(|| self.over_quota());
+    }
+
+    /// Slows a writer whose record ends at `end` while the shard is over its whole share of the
+    /// quota, or while the log past the last flush round is longer than [`TAIL_BOUND`] times
+    /// `unflushed_tail` (the rounds fall behind the writers, and an open after a crash would
+    /// read and replay all of it).
+    pub(super) fn slow_down_writer(&self, end: u64) {
+        let bound = self.unflushed_tail.saturating_mul(TAIL_BOUND);
+        let tail_long = || end.saturating_sub(self.covered_to.load(Ordering::Relaxed)) > bound;
+        self.wait_for_cleaner(|| self.over_quota() || tail_long());
+    }
+
+    fn over_quota(&self) -> bool {
+        self.memory_quota.is_some_and(|quota| self.tree.resident_bytes() > quota)
+    }
+
+    /// While `behind()`: wakes the cleaner and waits for it a little ([`WRITER_WAIT`] at most;
+    /// a cleaner that cannot keep up slows writes, it does not stop them).
+    fn wait_for_cleaner(&self, behind: impl Fn() -> bool) {
+        if !behind() {
             return;
         }
         self.request_clean();
         let started = Instant::now();
-        let mut waiting = self.under_quota.0.lock().unwrap();
-        while self.tree.resident_bytes() > quota && started.elapsed() < WRITER_WAIT {
-            waiting = self.under_quota.1.wait_timeout(waiting, Duration::from_millis(1)).unwrap().0;
+        let mut waiting = self.caught_up.0.lock().unwrap();
+        while behind() && started.elapsed() < WRITER_WAIT {
+            waiting = self.caught_up.1.wait_timeout(waiting, Duration::from_millis(1)).unwrap().0;
         }
         self.stats.lock().unwrap().writer_waits += 1;
     }

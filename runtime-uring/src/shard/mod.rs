@@ -73,8 +73,8 @@ struct Inner {
     pages: Arc<LogPages>,
     /// Page flushes and swapping: one at a time.
     flusher: Mutex<Flusher>,
-    /// Writers over the quota wait on this for the swapper.
-    under_quota: (Mutex<()>, Condvar),
+    /// Writers over the quota or past the tail's bound wait on this for the cleaner.
+    caught_up: (Mutex<()>, Condvar),
     /// The shard's place in its store.
     index: usize,
     /// Makes writes recoverable across the store's shards (set once the store's shards are
@@ -201,7 +201,7 @@ impl Shard {
             disk: config.log.disk.clone(),
             pages,
             flusher: Mutex::new(Flusher::new(table, mark)),
-            under_quota: (Mutex::new(()), Condvar::new()),
+            caught_up: (Mutex::new(()), Condvar::new()),
             index,
             committer: OnceLock::new(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -414,6 +414,14 @@ impl Shard {
         self.inner.settle(end, sn, durability)
     }
 
+    /// Waits a little for the cleaner if the shard is over its memory quota (see
+    /// [`ShardConfig::memory_quota`]) or its unflushed tail is past its bound (see
+    /// [`ShardConfig::unflushed_tail`]): what a writer whose record ended the log at `end` does,
+    /// holding no lock.
+    pub(crate) fn slow_down_writer(&self, end: u64) {
+        self.inner.slow_down_writer(end);
+    }
+
     /// Waits a little for the swapper if the shard is over its memory quota (see
     /// [`ShardConfig::memory_quota`]): what a reader that brought pages back does.
     pub(crate) fn slow_down_if_over_quota(&self) {
@@ -514,7 +522,7 @@ impl Inner {
         };
         self.count(key, value);
         self.settle(end, sn, durability)?;
-        self.slow_down_if_over_quota();
+        self.slow_down_writer(end);
         Ok(())
     }
 

@@ -130,6 +130,7 @@ pub struct CleanStats {
     pub page_bytes_written: u64,
     /// Complete flush rounds (every dirty page written as one snapshot saw it).
     pub flush_rounds: u64,
-    /// Writes that waited for the swapper (the shard was over its quota).
+    /// Writes that waited for the cleaner: the shard was over its quota, or its unflushed tail
+    /// past twice `unflushed_tail`.
     pub writer_waits: u64,
 }

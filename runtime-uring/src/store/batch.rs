@@ -126,11 +126,16 @@ pub(super) fn write(store: &Store, batch: &WriteBatch, durability: Durability) -
     };
     match durability {
         // One commit covers every part.
-        Durability::Sync => Ok(store.shards[first.shard].settle(ends[0], sn, durability)?),
-        _ => parts.iter().zip(ends).try_for_each(|(part, end)| {
-            store.shards[part.shard].settle(end, sn, durability).map_err(Error::from)
-        }),
+        Durability::Sync => store.shards[first.shard].settle(ends[0], sn, durability)?,
+        _ => parts
+            .iter()
+            .zip(&ends)
+            .try_for_each(|(part, &end)| store.shards[part.shard].settle(end, sn, durability))?,
     }
+    for (part, end) in parts.iter().zip(ends) {
+        store.shards[part.shard].slow_down_writer(end);
+    }
+    Ok(())
 }
 
 /// Appends every part, numbered by `ticket`; returns each part's log end. A part that fails

@@ -160,9 +160,10 @@ impl Config {
 
     /// Log bytes each shard may write past the place its last complete flush round began
     /// before its cleaner runs another (default 64 MiB; from 1 MiB to 1 TiB): about what an
-    /// open after a crash reads and replays of each log beyond its page records. A trigger, not
-    /// a bound: writers are not slowed for rounds, so writers faster than they leave a longer
-    /// tail. Smaller: faster opens after a crash, more page records written.
+    /// open after a crash reads and replays of each log beyond its page records. Writers that
+    /// find a tail twice as long wait for the round a little (2 ms per write at most): writers
+    /// faster than the rounds go at their pace rather than lengthen the tail. Smaller: faster
+    /// opens after a crash, more page records written.
     pub fn unflushed_tail(mut self, bytes: u64) -> Self {
         self.unflushed_tail = bytes;
         self
