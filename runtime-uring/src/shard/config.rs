@@ -24,7 +24,7 @@ pub struct ShardConfig {
     pub clean_ratio: f64,
     /// Log bytes past the place the last complete flush round began after which the cleaner
     /// thread runs another round (default 64 MiB; limits 1 MiB ..= 1 TiB): what an open after
-    /// a crash reads and replays beyond the page records. Writers that find the tail twice as
+    /// a crash reads and replays beyond the page records. Writers that find the tail four times as
     /// long wait for the round a little (2 ms per write at most), so writers faster than the
     /// rounds go at their pace. Smaller: faster opens after a crash, more page records written.
     pub unflushed_tail: u64,

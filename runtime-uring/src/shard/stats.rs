@@ -131,6 +131,6 @@ pub struct CleanStats {
     /// Complete flush rounds (every dirty page written as one snapshot saw it).
     pub flush_rounds: u64,
     /// Writes that waited for the cleaner: the shard was over its quota, or its unflushed tail
-    /// past twice `unflushed_tail`.
+    /// past four times `unflushed_tail`.
     pub writer_waits: u64,
 }

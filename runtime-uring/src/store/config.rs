@@ -161,7 +161,7 @@ impl Config {
     /// Log bytes each shard may write past the place its last complete flush round began
     /// before its cleaner runs another (default 64 MiB; from 1 MiB to 1 TiB): about what an
     /// open after a crash reads and replays of each log beyond its page records. Writers that
-    /// find a tail twice as long wait for the round a little (2 ms per write at most): writers
+    /// find a tail four times as long wait for the round a little (2 ms per write at most): writers
     /// faster than the rounds go at their pace rather than lengthen the tail. Smaller: faster
     /// opens after a crash, more page records written.
     pub fn unflushed_tail(mut self, bytes: u64) -> Self {
