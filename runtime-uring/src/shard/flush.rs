@@ -51,7 +51,7 @@ const WRITER_WAIT: Duration = Duration::from_millis(2);
 
 /// Writers are slowed once the unflushed tail is this many times `unflushed_tail` long: the
 /// trigger starts a round, this bounds how far the writers may outrun it.
-pub(crate) const TAIL_BOUND: u64 = 4;
+const TAIL_BOUND: u64 = 4;
 
 /// What the flusher keeps between rounds. One flusher works at a time (it is behind a mutex).
 #[derive(Default)]
