@@ -16,7 +16,7 @@ use gluesql_core::plan::{plan_scalar_expr, ExprPlan};
 use crate::error::StorageError;
 use crate::keys::{self, prefix_end};
 use crate::rows::{decode, decode_row, fetch_schema, StoredRow, Writer};
-use crate::view::{KeyRange, View};
+use crate::view::{prefix_range, KeyRange, View};
 
 /// One index of a table, its expression planned for evaluation.
 struct Planned {
@@ -96,7 +96,7 @@ pub(crate) fn scan(
 fn bounds(table: &str, index: &str, cmp: Option<(&IndexOperator, Value)>) -> Result<KeyRange> {
     let all = keys::index_prefix(table, index);
     let end = |prefix: &[u8]| prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-    let Some((op, value)) = cmp else { return Ok((Bound::Included(all.clone()), end(&all))) };
+    let Some((op, value)) = cmp else { return Ok(prefix_range(&all)) };
     let at = keys::index_value_prefix(table, index, &value)?;
     let past = || prefix_end(&at).map_or(Bound::Unbounded, Bound::Included);
     Ok(match op {

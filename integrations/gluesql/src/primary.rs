@@ -24,8 +24,8 @@ use gluesql_core::plan::{
     OffsetInputPlan, ProjectInputPlan, ProjectPlan, QueryPlan, SourcePlan, StatementPlan, TableAccessPlan,
 };
 
-use crate::keys::{self, prefix_end};
-use crate::view::{KeyRange, Merged, View};
+use crate::keys;
+use crate::view::{prefix_range, KeyRange, Merged, View};
 
 /// How the name of a primary-key range access starts. `CREATE INDEX` refuses names starting
 /// with NUL, so no real index is ever taken for a range.
@@ -51,16 +51,13 @@ pub(crate) fn plan<'s>(
 pub(crate) fn scan<'a>(view: &View<'a>, table: &str, index: &str) -> Result<Option<Merged<'a>>> {
     let Some((lo, hi)) = index.strip_prefix(RANGE_PREFIX).and_then(decode_range) else { return Ok(None) };
     let prefix = keys::row_prefix(table);
-    let within = |bound: Bound<Vec<u8>>| bound.map(|key| [prefix.as_slice(), &key].concat());
-    let lo = match within(lo) {
-        Bound::Unbounded => Bound::Included(prefix.clone()),
-        lo => lo,
+    let (all_lo, all_hi) = prefix_range(&prefix);
+    // A bound on the key is a bound on the row's key, within the table's rows.
+    let within = |bound: Bound<Vec<u8>>, all| match bound {
+        Bound::Unbounded => all,
+        bound => bound.map(|key| [prefix.as_slice(), &key].concat()),
     };
-    let hi = match within(hi) {
-        Bound::Unbounded => prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
-        hi => hi,
-    };
-    Ok(Some(view.range(lo, hi)))
+    Ok(Some(view.range(within(lo, all_lo), within(hi, all_hi))))
 }
 
 /// Calls `visit` on every projection of `query` that reads a source directly (not those of

@@ -122,8 +122,8 @@ impl<'a> View<'a> {
 
     /// Every entry whose key starts with `prefix`, in key order.
     pub(crate) fn prefix(&self, prefix: &[u8]) -> Merged<'a> {
-        let hi = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        self.range(Bound::Included(prefix.to_vec()), hi)
+        let (lo, hi) = prefix_range(prefix);
+        self.range(lo, hi)
     }
 
     /// Every entry with a key between `lo` and `hi`, in key order.
@@ -133,6 +133,11 @@ impl<'a> View<'a> {
         let writes = if empty { NO_WRITES.range::<Vec<u8>, _>(..) } else { self.writes.range((lo, hi)) };
         Merged { base: base.peekable(), writes: writes.peekable(), empty }
     }
+}
+
+/// The keys that start with `prefix`.
+pub(crate) fn prefix_range(prefix: &[u8]) -> KeyRange {
+    (Bound::Included(prefix.to_vec()), prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded))
 }
 
 /// Whether no key lies between `lo` and `hi` (`BTreeMap::range` panics on such bounds).
