@@ -69,3 +69,52 @@ fn writers_faster_than_the_rounds_wait_for_them_past_four_times_the_unflushed_ta
     // the whole log (about 175 MiB, no round completing) without it.
     assert!(longest <= 16 * TAIL, "the tail reached {longest} bytes ({waits} waits)");
 }
+
+/// While writes go on, the op records past the last round's place do not count for cleaning:
+/// no cleaning can drop them before a round, and counting them made the cleaner force a round
+/// and move every live page again each time the tail alone outgrew the ratio. So overwrites
+/// whose whole log is shorter than `unflushed_tail` make no round and move nothing while they
+/// write; once the log rests (a wake of the cleaner finds it as it was), the whole of it
+/// counts, and the files come down to the ratio. The writes fit in well under a second: a
+/// writer stalled for a whole cleaner wake (50 ms) would make the log look at rest.
+#[test]
+fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ShardConfig { clean_ratio: 0.5, unflushed_tail: helio::shard::UNFLUSHED_TAIL_DEFAULT, ..config() };
+    let (shard, _) = Shard::open(dir.path(), &config).unwrap();
+    let (keys, value_bytes) = (20_000u64, 300);
+    let mut rng = Rng(7);
+    let mut want = std::collections::BTreeMap::new();
+    for round in 0..3u8 {
+        for _ in 0..keys {
+            let key = (rng.next() % keys).to_be_bytes();
+            shard.put(&key, &[round; 300], Durability::None).unwrap();
+            want.insert(key, round);
+        }
+    }
+    let written = shard.log_stats().log_bytes;
+    assert!(written > 16 << 20 && written < helio::shard::UNFLUSHED_TAIL_DEFAULT / 2, "{written} log bytes");
+    let stats = shard.clean_stats();
+    assert_eq!((stats.flush_rounds, stats.relocated_bytes), (0, 0), "cleaned while written: {stats:?}");
+    let live = want.len() as u64 * (8 + value_bytes);
+    let started = Instant::now();
+    while files_bytes(dir.path()) > 2 * live {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} bytes of files at rest: {:?}",
+            files_bytes(dir.path()),
+            shard.clean_stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(shard.clean_stats().flush_rounds > 0);
+    for (key, round) in want {
+        assert_eq!(shard.get(&key).unwrap(), Some(vec![round; 300]));
+    }
+}
+
+/// Bytes of every file in `dir` (a file the cleaner deletes meanwhile counts as gone).
+fn files_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().filter_map(|e| e.unwrap().metadata().ok()).map(|m| m.len()).sum()
+}

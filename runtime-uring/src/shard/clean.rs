@@ -1,5 +1,6 @@
 //! Cleaning, on the shard's cleaner thread: when the log past its head has grown past
-//! `(1 + clean_ratio)` times the live data, the oldest stretch is cleaned: its op records are
+//! `(1 + clean_ratio)` times the live data (counting, while writes go on, only the log before
+//! the last flush round's place), the oldest stretch is cleaned: its op records are
 //! dead once a complete flush round began after them (see `flush.rs`), its page records are
 //! live while the page table names them and move by new images of their pages; the table is
 //! written, the head moves past the stretch, and the file space behind the head is given back
@@ -43,32 +44,60 @@ impl Inner {
         CleanPolicy { ratio: self.clean_ratio, floor }
     }
 
-    /// Whether a log ending at `end` has grown enough past its head to clean. Writers pass the
-    /// end of their own record rather than read the log's end off its busiest cache line.
+    /// Whether a log ending at `end` has grown enough past its head to clean while writes
+    /// go on. Only the log before the last round's place counts: the op records after it are
+    /// in no page record yet, so no cleaning can drop them without a round first, and
+    /// counting them made the cleaner force a round and relocate live pages whenever the tail
+    /// alone outgrew the ratio (the cleaner then wrote more than the writers did). Writers
+    /// pass the end of their own record rather than read the log's end off its busiest cache
+    /// line.
     pub(super) fn log_grown_to(&self, end: u64) -> bool {
+        let covered = end.min(self.covered_to.load(Ordering::Relaxed));
+        self.log_past_head_over_trigger(covered)
+    }
+
+    /// Whether the log from the head to `end` is longer than the trigger for the live data.
+    fn log_past_head_over_trigger(&self, end: u64) -> bool {
         let head = self.head.load(Ordering::Acquire);
         self.policy().should_clean(end.saturating_sub(head), self.table_bytes.load(Ordering::Relaxed))
     }
 
+    /// Whether to clean now. While the log grows, as [`Self::log_grown_to`] says; once it has
+    /// not grown since the last wake (`idle`), the whole log counts, tail and all: the round
+    /// cleaning starts with then costs no writer anything, and the files come down to the
+    /// ratio at rest.
+    fn cleaning_due(&self, idle: bool) -> bool {
+        let end = self.log.appended();
+        if idle {
+            self.log_past_head_over_trigger(end)
+        } else {
+            self.log_grown_to(end)
+        }
+    }
+
     /// One wake of the cleaner: swap pages out if over the quota, flush a round if the
-    /// unflushed tail is long, clean a round if due, give space back.
-    pub(super) fn clean_once(&self) -> Result<(), ShardError> {
+    /// unflushed tail is long, clean a round if due (`idle`: the log has not grown since the
+    /// last wake), give space back.
+    pub(super) fn clean_once(&self, idle: bool) -> Result<(), ShardError> {
         {
             let mut f = self.flusher.lock().unwrap();
             self.swap_pass(&mut f)?;
             self.flush_long_tail(&mut f)?;
         }
-        let cleaned = self.clean_round();
+        let cleaned = self.clean_round(idle);
         self.release_space();
         cleaned
     }
 
     pub(super) fn run_cleaner(&self) {
+        let mut last_end = u64::MAX;
         while !self.stop.load(Ordering::Acquire) {
             self.clean_requested.store(false, Ordering::Release);
+            let end = self.log.appended();
+            let idle = std::mem::replace(&mut last_end, end) == end;
             // A failed cleaning leaves the log as it was; a poisoned log also fails every later
             // write, which is where a user sees the error.
-            let failed = match self.clean_once() {
+            let failed = match self.clean_once(idle) {
                 Ok(()) => false,
                 Err(e) => {
                     ::log::warn!("{}: cleaning failed: {e}", self.log.dir().display());
@@ -87,12 +116,12 @@ impl Inner {
     /// log as it was when the round began. The live data the trigger counts is exact (the
     /// page records the table names, see `write_table`), so a round ends once the garbage
     /// is gone, and cannot keep rewriting the same records.
-    fn clean_round(&self) -> Result<(), ShardError> {
+    fn clean_round(&self, idle: bool) -> Result<(), ShardError> {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
         while !self.stop.load(Ordering::Acquire)
             && self.head.load(Ordering::Acquire) < end
-            && self.log_grown_to(self.log.appended())
+            && self.cleaning_due(idle)
         {
             if self.clean_stretch(end, false)?.read == 0 {
                 break;

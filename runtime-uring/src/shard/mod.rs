@@ -300,11 +300,11 @@ impl Shard {
     }
 
     /// One round of the background cleaner, in the caller's thread: what the cleaner thread
-    /// does on each wake. A test hook for shards on a simulated disk, which have no cleaner
-    /// thread.
+    /// does on a wake that finds the log as it was at the last (the whole log counts for the
+    /// trigger). A test hook for shards on a simulated disk, which have no cleaner thread.
     #[doc(hidden)]
     pub fn clean_now(&self) -> Result<(), ShardError> {
-        self.inner.clean_once()
+        self.inner.clean_once(true)
     }
 
     /// Cleaning counters.
