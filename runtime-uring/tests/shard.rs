@@ -11,7 +11,7 @@ use helio::shard::{Shard, ShardConfig};
 use helio_core::TreeConfig;
 
 mod common;
-use common::Rng;
+use common::{disk_bytes, Rng};
 
 fn config() -> ShardConfig {
     ShardConfig {
@@ -122,11 +122,6 @@ fn writers_racing_cleanings_match_their_models_after_reopen() {
         shard.close().unwrap();
     }
     assert!(relocated > 0, "the cleanings moved entries");
-}
-
-/// Bytes of every file in `dir` (a file the cleaner deletes meanwhile counts as gone).
-fn disk_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).unwrap().filter_map(|e| e.unwrap().metadata().ok()).map(|m| m.len()).sum()
 }
 
 #[test]

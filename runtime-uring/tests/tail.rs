@@ -10,7 +10,7 @@ use helio::shard::{Shard, ShardConfig};
 use helio_core::TreeConfig;
 
 mod common;
-use common::Rng;
+use common::{disk_bytes, Rng};
 
 fn config() -> ShardConfig {
     ShardConfig {
@@ -99,11 +99,11 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
     assert_eq!((stats.flush_rounds, stats.relocated_bytes), (0, 0), "cleaned while written: {stats:?}");
     let live = want.len() as u64 * (8 + value_bytes);
     let started = Instant::now();
-    while files_bytes(dir.path()) > 2 * live {
+    while disk_bytes(dir.path()) > 2 * live {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{} bytes of files at rest: {:?}",
-            files_bytes(dir.path()),
+            disk_bytes(dir.path()),
             shard.clean_stats()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -112,9 +112,4 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
     for (key, round) in want {
         assert_eq!(shard.get(&key).unwrap(), Some(vec![round; 300]));
     }
-}
-
-/// Bytes of every file in `dir` (a file the cleaner deletes meanwhile counts as gone).
-fn files_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).unwrap().filter_map(|e| e.unwrap().metadata().ok()).map(|m| m.len()).sum()
 }

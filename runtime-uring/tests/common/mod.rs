@@ -152,3 +152,8 @@ pub fn kill_child(test: &str, env: &[(&str, String)], at: KillAt) -> Result<Kill
     }
     Ok(Killed { acks, first_ack })
 }
+
+/// Bytes of every file in `dir` (a file the cleaner deletes meanwhile counts as gone).
+pub fn disk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().filter_map(|e| e.unwrap().metadata().ok()).map(|m| m.len()).sum()
+}
