@@ -83,13 +83,13 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
     let config =
         ShardConfig { clean_ratio: 0.5, unflushed_tail: helio::shard::UNFLUSHED_TAIL_DEFAULT, ..config() };
     let (shard, _) = Shard::open(dir.path(), &config).unwrap();
-    let (keys, value_bytes) = (20_000u64, 300);
+    let (keys, value_bytes) = (20_000u64, 300usize);
     let mut rng = Rng(7);
     let mut want = std::collections::BTreeMap::new();
     for round in 0..3u8 {
         for _ in 0..keys {
             let key = (rng.next() % keys).to_be_bytes();
-            shard.put(&key, &[round; 300], Durability::None).unwrap();
+            shard.put(&key, &vec![round; value_bytes], Durability::None).unwrap();
             want.insert(key, round);
         }
     }
@@ -97,7 +97,7 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
     assert!(written > 16 << 20 && written < helio::shard::UNFLUSHED_TAIL_DEFAULT / 2, "{written} log bytes");
     let stats = shard.clean_stats();
     assert_eq!((stats.flush_rounds, stats.relocated_bytes), (0, 0), "cleaned while written: {stats:?}");
-    let live = want.len() as u64 * (8 + value_bytes);
+    let live = want.len() as u64 * (8 + value_bytes as u64);
     let started = Instant::now();
     while disk_bytes(dir.path()) > 2 * live {
         assert!(
@@ -110,6 +110,6 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
     }
     assert!(shard.clean_stats().flush_rounds > 0);
     for (key, round) in want {
-        assert_eq!(shard.get(&key).unwrap(), Some(vec![round; 300]));
+        assert_eq!(shard.get(&key).unwrap(), Some(vec![round; value_bytes]));
     }
 }
