@@ -121,7 +121,8 @@ impl Config {
     }
 
     /// Cleaning threshold: a shard's log is cleaned once it exceeds `1 + ratio` times the live
-    /// data (default 0.5; 0.1 ..= 100).
+    /// data (default 0.5; 0.1 ..= 100). While writes go on, the unflushed tail (see
+    /// [`Config::unflushed_tail`]) does not count; once they rest, it does.
     pub fn clean_ratio(mut self, ratio: f64) -> Self {
         self.clean_ratio = ratio;
         self
