@@ -19,9 +19,10 @@ pub struct ShardConfig {
     /// While writes go on, only the log before the last flush round's place counts (the op
     /// records after it, at most about `unflushed_tail`, wait for a round); once the log
     /// rests, all of it does. Default 0.5: the log past its head stays near 1.5 × the live
-    /// data once cleaning has caught up. Cleaning moves the page records still named in the oldest stretch of the log
-    /// to its end as new page images, so it writes about `u / (1 - u)` bytes per byte freed,
-    /// where `u` is the live share of that stretch; the larger the ratio, the smaller `u`.
+    /// data once cleaning has caught up. Cleaning moves the page records still named in the
+    /// oldest stretch of the log to its end as new page images, so it writes about
+    /// `u / (1 - u)` bytes per byte freed, where `u` is the live share of that stretch; the
+    /// larger the ratio, the smaller `u`.
     /// Limits: 0.1 ..= 100.
     pub clean_ratio: f64,
     /// Log bytes past the place the last complete flush round began after which the cleaner
