@@ -91,6 +91,11 @@ fn four_times_the_quota_stays_within_it_and_reopens_without_loading() {
         }
         let st = store.stats().total;
         assert!(st.swap_outs > 0 && st.page_reads > 0, "{st:?}");
+        // Every page record's bytes come from a round, the swapper or a relocation.
+        let by_cause = st.round_page_bytes + st.swap_page_bytes + st.relocated_bytes;
+        assert_eq!(by_cause, st.page_bytes_written, "{st:?}");
+        assert!(st.swap_page_bytes > 0 && st.swap_flushes > 0 && st.image_bytes > 0, "{st:?}");
+        assert!(st.image_bytes <= st.page_bytes_written, "{st:?}");
         assert!(st.memory_bytes <= QUOTA + QUOTA / 10, "the pages hold {} bytes: {st:?}", st.memory_bytes);
         let peak = peak_rss();
         assert!(peak <= bound, "peak RSS {} MiB over the bound {} MiB: {st:?}", peak >> 20, bound >> 20);

@@ -208,7 +208,7 @@ impl Inner {
             return Ok(Stretch { read: 0, relocated: 0, entries: 0 });
         }
         to_move.truncate(moving_below_cut);
-        let before = self.stats.lock().unwrap().page_bytes_written;
+        let before = self.page_bytes_written();
         // A page may not take its new image at once (frozen by a merge, or written to all
         // the while): try again a few times, and if a record there is still named, leave the
         // head where it is for a later stretch.
@@ -234,7 +234,7 @@ impl Inner {
         drop(f);
         self.log.advance_head(cut)?;
         self.head.store(cut, Ordering::Release);
-        let relocated = self.stats.lock().unwrap().page_bytes_written - before;
+        let relocated = self.page_bytes_written() - before;
         let stretch = Stretch { read: cut - head, relocated, entries: to_move.len() as u64 };
         {
             let mut stats = self.stats.lock().unwrap();

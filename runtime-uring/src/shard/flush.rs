@@ -141,6 +141,9 @@ impl Inner {
                 let mut stats = self.stats.lock().unwrap();
                 stats.page_records += 1;
                 stats.page_bytes_written += payload.len() as u64;
+                if kind == Kind::PageImage {
+                    stats.image_bytes += payload.len() as u64;
+                }
             }
             out.push(capture);
         }
@@ -183,6 +186,20 @@ impl Inner {
     /// `images`: every record a full image (a checkpoint's round: then no record before the
     /// round stays live through a delta's chain).
     pub(super) fn flush_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
+        let written = self.page_bytes_written();
+        let round = self.write_round(f, images);
+        let mut stats = self.stats.lock().unwrap();
+        stats.round_page_bytes += stats.page_bytes_written - written;
+        round
+    }
+
+    /// Payload bytes of the page records written so far.
+    pub(super) fn page_bytes_written(&self) -> u64 {
+        self.stats.lock().unwrap().page_bytes_written
+    }
+
+    /// [`Self::flush_round`]'s work.
+    fn write_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
         let position = self.log.boundary();
         let snapshot = self.tree.snapshot();
         let mut done = HashSet::new();
@@ -281,8 +298,14 @@ impl Inner {
                 let guard = self.tree.pin();
                 self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard)
             };
+            let written = self.page_bytes_written();
             let captured = self.capture_pages(f, victims, &snapshot, false)?;
             let captures = self.write_pages(f, captured)?;
+            {
+                let mut stats = self.stats.lock().unwrap();
+                stats.swap_page_bytes += stats.page_bytes_written - written;
+                stats.swap_flushes += 1;
+            }
             let guard = self.tree.pin();
             let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();
             drop(guard);
@@ -356,7 +379,9 @@ impl Inner {
         while behind() && started.elapsed() < WRITER_WAIT {
             waiting = self.caught_up.1.wait_timeout(waiting, Duration::from_millis(1)).unwrap().0;
         }
-        self.stats.lock().unwrap().writer_waits += 1;
+        let mut stats = self.stats.lock().unwrap();
+        stats.writer_waits += 1;
+        stats.writer_wait_micros += started.elapsed().as_micros() as u64;
     }
 
     fn table_error(&self, reason: helio_core::log::page::TableError) -> ShardError {

@@ -50,6 +50,19 @@ pub struct ShardStats {
     pub page_read_bytes: u64,
     /// Payload bytes of page records written (flushes, swap-outs, relocations).
     pub page_bytes_written: u64,
+    /// Of those, the bytes flush rounds wrote.
+    pub round_page_bytes: u64,
+    /// Of those, the bytes the swapper wrote for the pages it swapped out.
+    pub swap_page_bytes: u64,
+    /// Of those, the bytes of full images (the rest are deltas).
+    pub image_bytes: u64,
+    /// Batches of pages the swapper flushed, each made durable and committed on its own.
+    pub swap_flushes: u64,
+    /// Writes (and reads that brought pages back) that waited for the cleaner: the shard was
+    /// over its quota, or its unflushed tail past its bound.
+    pub writer_waits: u64,
+    /// Microseconds they waited, summed.
+    pub writer_wait_micros: u64,
     /// The memory quota (0: none).
     pub memory_quota: u64,
     /// Log bytes past the place recovery would start reading from (the last complete flush
@@ -98,6 +111,12 @@ impl ShardStats {
             page_reads: self.page_reads + other.page_reads,
             page_read_bytes: self.page_read_bytes + other.page_read_bytes,
             page_bytes_written: self.page_bytes_written + other.page_bytes_written,
+            round_page_bytes: self.round_page_bytes + other.round_page_bytes,
+            swap_page_bytes: self.swap_page_bytes + other.swap_page_bytes,
+            image_bytes: self.image_bytes + other.image_bytes,
+            swap_flushes: self.swap_flushes + other.swap_flushes,
+            writer_waits: self.writer_waits + other.writer_waits,
+            writer_wait_micros: self.writer_wait_micros + other.writer_wait_micros,
             pages: self.pages + other.pages,
             memory_bytes: self.memory_bytes + other.memory_bytes,
             memory_quota: self.memory_quota + other.memory_quota,
@@ -128,9 +147,19 @@ pub struct CleanStats {
     pub page_records: u64,
     /// Payload bytes of the page records written.
     pub page_bytes_written: u64,
+    /// Of those, the bytes flush rounds wrote.
+    pub round_page_bytes: u64,
+    /// Of those, the bytes the swapper wrote for the pages it swapped out.
+    pub swap_page_bytes: u64,
+    /// Of those, the bytes of full images.
+    pub image_bytes: u64,
+    /// Batches of pages the swapper flushed (each made durable and committed on its own).
+    pub swap_flushes: u64,
     /// Complete flush rounds (every dirty page written as one snapshot saw it).
     pub flush_rounds: u64,
     /// Writes that waited for the cleaner: the shard was over its quota, or its unflushed tail
     /// past four times `unflushed_tail`.
     pub writer_waits: u64,
+    /// Microseconds they waited, summed.
+    pub writer_wait_micros: u64,
 }
