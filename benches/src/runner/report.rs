@@ -458,6 +458,7 @@ pub fn markdown(report: &Report, plots: &[String], plot_note: Option<&str>) -> S
             f.checked
         );
     }
+    engine_counters(&mut s, report);
     if !plots.is_empty() || plot_note.is_some() {
         let _ = writeln!(s, "\n## Plots\n");
         for p in plots {
@@ -486,4 +487,31 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
     fs::write(&md, markdown(report, &plots, note.as_deref()))?;
     written.push(md);
     Ok(written)
+}
+
+/// The section of the engines' own counters, each phase's increase (only engines that keep
+/// some: Helio's say where its page records' bytes came from and how long writers waited).
+fn engine_counters(s: &mut String, report: &Report) {
+    let with: Vec<&Figures> = report.results.iter().filter(|f| !f.engine_counters.is_empty()).collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Engine counters\n");
+    let _ = writeln!(s, "Each phase's increase; bytes in MB (10^6), waits in seconds.\n");
+    let _ = writeln!(s, "| engine | cores | workload | counters |\n| --- | ---: | --- | --- |");
+    for f in with {
+        let counters: Vec<String> = f.engine_counters.iter().map(|(name, v)| counter(name, *v)).collect();
+        let _ = writeln!(s, "| {} | {} | {} | {} |", f.engine, f.cores, f.workload, counters.join(", "));
+    }
+}
+
+/// `name value`, bytes in MB and microseconds in seconds.
+fn counter(name: &str, value: u64) -> String {
+    if let Some(stem) = name.strip_suffix("_micros") {
+        format!("{stem} {:.2} s", value as f64 / 1e6)
+    } else if name.ends_with("_bytes") {
+        format!("{name} {:.1} MB", value as f64 / 1e6)
+    } else {
+        format!("{name} {value}")
+    }
 }

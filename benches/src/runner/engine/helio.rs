@@ -110,6 +110,25 @@ impl Engine for Helio {
         Ok(self.store().checkpoint()?)
     }
 
+    /// Where the page records' bytes come from, and what the writers waited for them.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.store().stats().total;
+        vec![
+            ("page_bytes_written", s.page_bytes_written),
+            ("round_page_bytes", s.round_page_bytes),
+            ("swap_page_bytes", s.swap_page_bytes),
+            ("relocated_bytes", s.relocated_bytes),
+            ("image_bytes", s.image_bytes),
+            ("swap_flushes", s.swap_flushes),
+            ("swap_outs", s.swap_outs),
+            ("swap_ins", s.swap_ins),
+            ("page_reads", s.page_reads),
+            ("page_read_bytes", s.page_read_bytes),
+            ("writer_waits", s.writer_waits),
+            ("writer_wait_micros", s.writer_wait_micros),
+        ]
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         Ok(self.0.take().expect("closed once").close()?)
     }

@@ -118,6 +118,12 @@ pub trait Engine: Send + Sync {
         1
     }
 
+    /// The engine's own counters that only grow (bytes it wrote by cause, waits…), by name:
+    /// the report gives each phase's increase. None by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Releases background work that would otherwise run into the next engine's phases.
     fn close(self: Box<Self>) -> Result<()>;
 }

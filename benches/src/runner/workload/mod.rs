@@ -75,6 +75,9 @@ pub struct Figures {
     /// This phase's throughput in every round of the run, in round order (one entry without
     /// `--rounds`); the other figures are those of the median round (see `rounds`).
     pub round_ops_per_sec: Vec<f64>,
+    /// The increase of each of the engine's own counters over the phase (see
+    /// `Engine::counters`), by name.
+    pub engine_counters: Vec<(String, u64)>,
 }
 
 /// What a workload runs against.
@@ -272,6 +275,7 @@ impl Context<'_> {
         // SAFETY: plain syscall; earlier phases' dirty pages reach the disk before the clock.
         unsafe { libc::sync() };
         measure::reset_peak_rss();
+        let counters_before = self.engine.counters();
         let stop = AtomicBool::new(false);
         // Threads start, set up their own state (whose first allocations fault in fresh memory
         // for each thread's allocator heap), and wait; the clock starts when all are ready.
@@ -350,8 +354,15 @@ impl Context<'_> {
             cpu_seconds: delta.cpu.as_secs_f64(),
             checked: all.checked,
             round_ops_per_sec: vec![ops_per_sec],
+            engine_counters: counter_increases(&counters_before, &self.engine.counters()),
         })
     }
+}
+
+/// Each counter of `after` less its value in `before` (0 where `before` lacks it).
+fn counter_increases(before: &[(&str, u64)], after: &[(&'static str, u64)]) -> Vec<(String, u64)> {
+    let at_start = |name: &str| before.iter().find(|(n, _)| *n == name).map_or(0, |&(_, v)| v);
+    after.iter().map(|&(name, v)| (name.to_string(), v.saturating_sub(at_start(name)))).collect()
 }
 
 /// The `reopen` phase: closes `engine` cleanly, opens it again with `open` and reads one key
