@@ -30,6 +30,45 @@ pub struct Iter<'t, 'g> {
     done: bool,
     /// Why the iteration ended early: a swapped-out page could not be read back.
     error: Option<crate::Error>,
+    /// Stop before a swapped-out page instead of reading it back pinned (see
+    /// [`Iter::stopping_at_swapped_out`]); and the page it stopped before.
+    stop_at_swapped_out: bool,
+    swapped_out: Option<SwappedOut>,
+}
+
+/// A swapped-out page an iterator stopped before (see [`Iter::stopping_at_swapped_out`]):
+/// [`Tree::swap_in_unpinned`] brings it back into memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwappedOut {
+    target: OwnedTarget,
+}
+
+/// A [`Target`] that owns its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OwnedTarget {
+    Key(Vec<u8>),
+    Below(Vec<u8>),
+    Last,
+}
+
+impl SwappedOut {
+    fn new(target: Target<'_>) -> Self {
+        let target = match target {
+            Target::Key(k) => OwnedTarget::Key(k.to_vec()),
+            Target::Below(k) => OwnedTarget::Below(k.to_vec()),
+            Target::Last => OwnedTarget::Last,
+        };
+        Self { target }
+    }
+
+    /// Where the page is, as the index finds it.
+    pub(crate) fn target(&self) -> Target<'_> {
+        match &self.target {
+            OwnedTarget::Key(k) => Target::Key(k),
+            OwnedTarget::Below(k) => Target::Below(k),
+            OwnedTarget::Last => Target::Last,
+        }
+    }
 }
 
 impl<'t: 'g, 'g> Iter<'t, 'g> {
@@ -46,7 +85,35 @@ impl<'t: 'g, 'g> Iter<'t, 'g> {
             | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
             _ => false,
         };
-        Self { tree, guard, sn: snapshot.sn(), lo, hi, front: None, back: None, done: empty, error: None }
+        Self {
+            tree,
+            guard,
+            sn: snapshot.sn(),
+            lo,
+            hi,
+            front: None,
+            back: None,
+            done: empty,
+            error: None,
+            stop_at_swapped_out: false,
+            swapped_out: None,
+        }
+    }
+
+    /// Makes the iterator end before the first swapped-out page it meets rather than read the
+    /// page back with its guard pinned (which holds up memory reclamation for every thread
+    /// while the read waits for the disk). [`Iter::swapped_out`] then names the page: the
+    /// caller drops the iterator, brings the page back with [`Tree::swap_in_unpinned`] and
+    /// iterates again from past the last entry it took.
+    pub fn stopping_at_swapped_out(mut self) -> Self {
+        self.stop_at_swapped_out = true;
+        self
+    }
+
+    /// The swapped-out page the iteration stopped before, if it did (see
+    /// [`Iter::stopping_at_swapped_out`]).
+    pub fn swapped_out(&self) -> Option<&SwappedOut> {
+        self.swapped_out.as_ref()
     }
 
     fn below_hi(&self, key: &[u8]) -> bool {
@@ -75,8 +142,8 @@ impl<'t: 'g, 'g> Iter<'t, 'g> {
     }
 
     /// A cursor on the page for `target`; a swapped-out page is brought back into memory
-    /// first.
-    fn open(&self, target: Target<'_>) -> Result<PageCursor<'g>, crate::Error> {
+    /// first, or, when stopping at swapped-out pages, named and `None` returned.
+    fn open(&self, target: Target<'_>) -> Result<Option<PageCursor<'g>>, crate::Error> {
         loop {
             let (cell, head) = self.tree.locate(target, self.guard);
             // The tighter of our upper bound and the page's.
@@ -89,7 +156,10 @@ impl<'t: 'g, 'g> Iter<'t, 'g> {
                 PageCursor::new(head, self.lo.as_ref().map(|k| &**k), hi, self.sn, &cell.low)
             {
                 self.tree.after_read(cell, head, self.guard);
-                return Ok(cursor);
+                return Ok(Some(cursor));
+            }
+            if self.stop_at_swapped_out {
+                return Ok(None);
             }
             self.tree.swap_in(cell, head, self.guard)?;
         }
@@ -118,7 +188,11 @@ impl<'t: 'g, 'g> Iterator for Iter<'t, 'g> {
                     Bound::Unbounded => Target::Key(&[]),
                 };
                 match self.open(target) {
-                    Ok(cursor) => self.front = Some(cursor),
+                    Ok(Some(cursor)) => self.front = Some(cursor),
+                    Ok(None) => {
+                        self.swapped_out = Some(SwappedOut::new(target));
+                        break;
+                    }
                     Err(e) => {
                         self.fail(e);
                         break;
@@ -157,7 +231,11 @@ impl<'t: 'g, 'g> DoubleEndedIterator for Iter<'t, 'g> {
                     Bound::Unbounded => Target::Last,
                 };
                 match self.open(target) {
-                    Ok(cursor) => self.back = Some(cursor),
+                    Ok(Some(cursor)) => self.back = Some(cursor),
+                    Ok(None) => {
+                        self.swapped_out = Some(SwappedOut::new(target));
+                        break;
+                    }
                     Err(e) => {
                         self.fail(e);
                         break;

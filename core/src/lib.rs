@@ -53,7 +53,7 @@ mod tree;
 pub use config::{ConfigError, TreeConfig};
 pub use crossbeam_epoch::{Collector, Guard, LocalHandle};
 pub use error::Error;
-pub use iter::Iter;
+pub use iter::{Iter, SwappedOut};
 pub use mvcc::{Mvcc, Snapshot, WriteTicket, LATEST};
 pub use paging::{Capture, PageChain, PageReadError, PageSource, PageTile, MAX_SEGMENTS};
 pub use stats::TreeStats;

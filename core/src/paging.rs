@@ -8,7 +8,9 @@
 //! [`Tree::flushed`]; a captured page with nothing newer than the snapshot may then be
 //! [`Tree::swap_out`]ed. A page is read back through the [`PageSource`] the runtime gives the
 //! tree: point reads ([`Tree::get_owned`]) read it without bringing it back and without holding
-//! their epoch pin across the read; scans, consolidations and borrowed reads bring it back.
+//! their epoch pin across the read; scans, consolidations and borrowed reads bring it back
+//! (scans that stop before it, [`crate::Iter::stopping_at_swapped_out`], read its records with
+//! their pin let go first: [`Tree::swap_in_unpinned`]).
 //!
 //! What makes a record exact: the snapshot is registered before it is sealed, so no
 //! consolidation drops the version it sees of any key; a page's versions newer than its last
@@ -44,6 +46,9 @@ use crate::Collector;
 /// that cannot hold its key (see `crate::log::block_index`), so a longer chain costs it little,
 /// while every image not written saves rewriting the whole page (measured in `docs/pages.md`).
 pub const MAX_SEGMENTS: usize = 8;
+
+/// A page's low key and high key (`None`: the last page).
+type KeyRange = (Box<[u8]>, Option<Box<[u8]>>);
 
 /// Bytes of a page record a point read asks for first: its front (fields and block index) and,
 /// for a small record, all of it.
@@ -308,6 +313,37 @@ impl Tree {
         loaded.insert(stub, base);
         if self.consolidate_loaded(cell, head, &loaded, guard) {
             self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Brings the swapped-out page an iterator stopped before back into memory (see
+    /// [`crate::Iter::stopping_at_swapped_out`]). Its records are read first with `guard`
+    /// unpinned, so that the wait for the device holds up no memory reclamation; then the page
+    /// is brought back as a pinned scan would (the consolidation with its stubs read back that
+    /// brings every page back), reading the records again: the runtime reads through the page
+    /// cache, where the first read left them, so the pinned read waits for no device.
+    pub fn swap_in_unpinned(&self, page: &crate::iter::SwappedOut, guard: &mut Guard) -> Result<(), Error> {
+        let (_, head) = self.locate(page.target(), guard);
+        // The stubs may be gone once unpinned: copy what the reads need first.
+        let stubs: Vec<(u64, KeyRange)> = stubs_of(head)
+            .into_iter()
+            .map(|stub| {
+                let at = stub.swapped().expect("a stub");
+                (at.addr, (at.low.into(), at.high.map(Into::into)))
+            })
+            .collect();
+        if stubs.is_empty() {
+            return Ok(());
+        }
+        guard.repin_after(|| {
+            stubs.iter().try_for_each(|(addr, (low, high))| {
+                self.read_page(*addr, low, high.as_deref(), None).map(drop)
+            })
+        })?;
+        let (cell, head) = self.locate(page.target(), guard);
+        match chain_has_stub(head) {
+            true => self.swap_in(cell, head, guard),
+            false => Ok(()),
         }
     }
 

@@ -25,6 +25,31 @@ struct MemLog {
     failing: Mutex<Vec<u64>>,
     /// Reads of parts of records return damaged bytes (reads of whole records do not).
     damaged_parts: Mutex<bool>,
+    /// While set, every read waits for it to open (a disk read that takes its time).
+    gate: Mutex<Option<Arc<Gate>>>,
+}
+
+/// Holds reads until opened, and says whether one is waiting.
+#[derive(Default)]
+struct Gate {
+    waiting: std::sync::atomic::AtomicBool,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        self.waiting.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
 }
 
 impl MemLog {
@@ -37,6 +62,10 @@ impl MemLog {
 
 impl PageSource for MemLog {
     fn read(&self, addr: u64, out: &mut Vec<u8>) -> Result<Kind, PageReadError> {
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.pass();
+        }
         if self.failing.lock().unwrap().contains(&addr) {
             return Err(PageReadError { addr });
         }
@@ -255,6 +284,8 @@ fn config() -> impl Strategy<Value = TreeConfig> {
     })
 }
 
+/// The range, read twice: as a pinned iterator reads it (reading swapped-out pages back with
+/// its pin held), and as the runtime's scans do (see [`range_read`]); both must agree.
 fn tree_range(
     tree: &Tree,
     snap: &Snapshot,
@@ -262,12 +293,50 @@ fn tree_range(
     hi: &Bound<Vec<u8>>,
     rev: bool,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let guard = tree.pin();
-    let mut iter = tree.range::<Vec<u8>, _>(snap, (lo.clone(), hi.clone()), &guard);
-    let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
-    let out = if rev { iter.by_ref().rev().map(own).collect() } else { iter.by_ref().map(own).collect() };
-    assert!(iter.error().is_none(), "{:?}", iter.error());
+    let unpinned = range_read(tree, snap, (lo, hi), rev, true);
+    let out = range_read(tree, snap, (lo, hi), rev, false);
+    assert_eq!(unpinned, out, "read back unpinned, the range differs");
     out
+}
+
+/// The entries of `range`, in reverse if `rev`. With `stop`, as the runtime's scans read them:
+/// stopping before each swapped-out page, reading it back unpinned, and going on past the last
+/// entry taken.
+fn range_read(
+    tree: &Tree,
+    snap: &Snapshot,
+    (lo, hi): (&Bound<Vec<u8>>, &Bound<Vec<u8>>),
+    rev: bool,
+    stop: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let (mut lo, mut hi) = (lo.clone(), hi.clone());
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    loop {
+        let mut guard = tree.pin();
+        let mut iter = tree.range::<Vec<u8>, _>(snap, (lo.clone(), hi.clone()), &guard);
+        if stop {
+            iter = iter.stopping_at_swapped_out();
+        }
+        let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
+        let taken = out.len();
+        if rev {
+            out.extend(iter.by_ref().rev().map(own));
+        } else {
+            out.extend(iter.by_ref().map(own));
+        }
+        assert!(iter.error().is_none(), "{:?}", iter.error());
+        let Some(page) = iter.swapped_out().cloned() else { return out };
+        drop(iter);
+        if out.len() > taken {
+            let last = Bound::Excluded(out.last().expect("taken").0.clone());
+            if rev {
+                hi = last;
+            } else {
+                lo = last;
+            }
+        }
+        tree.swap_in_unpinned(&page, &mut guard).unwrap();
+    }
 }
 
 fn check_all(tree: &Tree, snap: Option<&Snapshot>, model: &Model) {
@@ -430,6 +499,59 @@ fn a_point_read_that_installs_brings_the_page_back() {
     drop(guard);
     let guard = paged.tree.pin();
     paged.tree.check_invariants(&guard).unwrap();
+}
+
+/// A scan that stops before swapped-out pages and reads them back unpinned (as the runtime's
+/// scans and ranges do) sees every entry, and while its read waits for the disk, memory that
+/// other threads retire is reclaimed: the epoch moves on.
+#[test]
+fn a_scan_reads_swapped_out_pages_back_unpinned() {
+    let mut paged = Paged::new(TreeConfig::default().split_items(16).merge_items(4));
+    let keys: Vec<[u8; 2]> = (0u16..200).map(u16::to_be_bytes).collect();
+    for k in &keys {
+        paged.write(k, Some(k));
+    }
+    paged.flush(true, false);
+    let gate = Arc::new(Gate::default());
+    *paged.log.gate.lock().unwrap() = Some(gate.clone());
+    let tree = &paged.tree;
+    let snapshot = tree.snapshot();
+    let seen = std::thread::scope(|s| {
+        let scanner = s.spawn(|| {
+            let mut seen: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut guard = tree.pin();
+                let from = seen.last().map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+                let mut iter = tree
+                    .range::<Vec<u8>, _>(&snapshot, (from, Bound::Unbounded), &guard)
+                    .stopping_at_swapped_out();
+                seen.extend(iter.by_ref().map(|(k, _)| k.to_vec()));
+                assert!(iter.error().is_none());
+                let Some(page) = iter.swapped_out().cloned() else { break };
+                drop(iter);
+                tree.swap_in_unpinned(&page, &mut guard).unwrap();
+            }
+            seen
+        });
+        while !gate.waiting.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // The scanner waits in a read. Memory retired now must still be freed.
+        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = freed.clone();
+        tree.pin().defer(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        let started = std::time::Instant::now();
+        while !freed.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed().as_secs() < 10 {
+            tree.pin().flush();
+        }
+        let reclaimed = freed.load(std::sync::atomic::Ordering::SeqCst);
+        gate.open();
+        let seen = scanner.join().unwrap();
+        assert!(reclaimed, "nothing retired was freed while a scan waited for a page read");
+        seen
+    });
+    assert_eq!(seen, keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
+    assert!(paged.tree.stats().swap_ins > 0);
 }
 
 /// A point read of a swapped-out page reads the front of each record it needs and the one

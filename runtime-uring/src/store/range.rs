@@ -5,7 +5,8 @@
 //! are copied out under a short epoch guard, so an open iterator holds no guard and delays no
 //! memory reclamation; the snapshot keeps what it reads from changing. A batch is copied into
 //! one buffer, and entries are [`Bytes`] slices of it: no allocation per entry, and no bound
-//! kept up to date per entry (the last key taken from each end bounds what is left).
+//! kept up to date per entry (the last key taken from each end bounds what is left). A batch
+//! ends before a swapped-out page, which is then read back with the guard unpinned.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -21,6 +22,10 @@ use crate::shard::Shard;
 const FIRST_FETCHES: usize = 128;
 const BATCH_MIN: usize = 16;
 const BATCH_MAX: usize = 1024;
+
+/// Times a batch that starts at a swapped-out page reads it back unpinned and starts again,
+/// before it reads it pinned.
+const UNPINNED_TRIES: usize = 3;
 
 /// One item of a range: a key and its value (cheap to clone; both share their batch's buffer).
 pub type Entry = (Bytes, Bytes);
@@ -158,21 +163,34 @@ impl<'s> Range<'s> {
         }
         let range = (part.front.bound(&part.lo), part.back.bound(&part.hi));
         let tree = self.shards[i].tree();
-        let guard = tree.pin();
         let end = part.end(forward);
         let batch = next_batch(&mut end.batch);
-        let mut entries = tree.range::<Bytes, _>(&self.snapshot, range, &guard);
-        let (buf, offsets) = if forward {
-            copy_batch(entries.by_ref().take(batch), batch)
-        } else {
-            copy_batch(entries.by_ref().rev().take(batch), batch)
-        };
-        if let Some(e) = entries.error() {
-            self.failed = Some(e.clone().into());
+        for attempt in 0.. {
+            let mut guard = tree.pin();
+            // The batch ends before a swapped-out page: it is read back unpinned, below. A page
+            // the swapper keeps taking back before the batch gets to it is read pinned at last.
+            let mut entries = tree.range::<Bytes, _>(&self.snapshot, range.clone(), &guard);
+            if attempt < UNPINNED_TRIES {
+                entries = entries.stopping_at_swapped_out();
+            }
+            let (buf, offsets) = if forward {
+                copy_batch(entries.by_ref().take(batch), batch)
+            } else {
+                copy_batch(entries.by_ref().rev().take(batch), batch)
+            };
+            let (error, stopped) = (entries.error().cloned(), entries.swapped_out().cloned());
+            drop(entries);
+            let read = stopped.as_ref().map(|page| tree.swap_in_unpinned(page, &mut guard));
+            if let Some(e) = error.or(read.and_then(Result::err)) {
+                self.failed = Some(e.into());
+            }
+            if stopped.is_some() && offsets.is_empty() && self.failed.is_none() {
+                continue; // the page is back: the batch starts in it
+            }
+            end.done = stopped.is_none() && offsets.len() < batch;
+            end.refill(buf, offsets);
+            break;
         }
-        end.done = offsets.len() < batch;
-        end.refill(buf, offsets);
-        drop(guard);
         // The batch may have brought swapped-out pages back: a scan over more than the quota
         // goes at the swapper's pace rather than past the quota.
         self.shards[i].slow_down_if_over_quota();
