@@ -11,6 +11,11 @@ mod manifest;
 mod range;
 mod scan;
 
+/// Times in a row a scan or a range batch that stopped before a swapped-out page, read it back
+/// unpinned and started again takes no entry (the swapper took the page back first) before it
+/// reads the page pinned, so that its progress never depends on winning that race.
+const UNPINNED_TRIES: usize = 3;
+
 use std::fs::File;
 use std::ops::{Bound, ControlFlow, RangeBounds};
 use std::path::{Path, PathBuf};

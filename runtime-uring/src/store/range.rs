@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use helio_core::Snapshot as CoreSnapshot;
 
 use super::error::Error;
+use super::UNPINNED_TRIES;
 use crate::shard::Shard;
 
 /// Entries the first fetches from all shards together aim at, the least one shard's first
@@ -22,10 +23,6 @@ use crate::shard::Shard;
 const FIRST_FETCHES: usize = 128;
 const BATCH_MIN: usize = 16;
 const BATCH_MAX: usize = 1024;
-
-/// Times a batch that starts at a swapped-out page reads it back unpinned and starts again,
-/// before it reads it pinned.
-const UNPINNED_TRIES: usize = 3;
 
 /// One item of a range: a key and its value (cheap to clone; both share their batch's buffer).
 pub type Entry = (Bytes, Bytes);

@@ -11,11 +11,8 @@ use std::ops::{Bound, ControlFlow};
 
 use helio_core::{Guard, Iter, Snapshot, SwappedOut};
 
+use super::UNPINNED_TRIES;
 use crate::shard::Shard;
-
-/// Times in a row a scan restarts at a swapped-out page it read back unpinned without taking
-/// an entry (the swapper took the page back first) before it reads the page pinned.
-const UNPINNED_TRIES: usize = 3;
 
 /// Visits the entries of `(lo, hi)` in `shards` as `snapshot` sees them, in key order, until
 /// `visit` breaks; returns how many entries it visited. The scan stops before a swapped-out
