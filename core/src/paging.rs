@@ -34,7 +34,7 @@ use crate::log::frame::Kind;
 use crate::log::page::{block_entries, BlockRef, FrontError, PageEntry, PageFront, PageRecord, PageWriter};
 use crate::mvcc::{Mvcc, Snapshot, LATEST};
 use crate::page::base::{Base, Version};
-use crate::page::record::{chain_bytes, Body, FlushState, PageCell, Record};
+use crate::page::record::{chain_bytes, Body, FlushState, PageCell, Record, StubRef};
 use crate::page::{self, garbage_collect, Gathered, GcScratch, Loaded};
 use crate::sync::Ordering;
 use crate::tree::{Target, Tree, NODE_BYTES};
@@ -46,9 +46,6 @@ use crate::Collector;
 /// that cannot hold its key (see `crate::log::block_index`), so a longer chain costs it little,
 /// while every image not written saves rewriting the whole page (measured in `docs/pages.md`).
 pub const MAX_SEGMENTS: usize = 8;
-
-/// A page's low key and high key (`None`: the last page).
-type KeyRange = (Box<[u8]>, Option<Box<[u8]>>);
 
 /// Bytes of a page record a point read asks for first: its front (fields and block index) and,
 /// for a small record, all of it.
@@ -248,7 +245,7 @@ impl Tree {
             s.sn()
         });
         self.check_write(key, None)?;
-        let mut loaded: Option<(u64, ReadBack)> = None;
+        let mut loaded: Option<(ReadFor, ReadBack)> = None;
         let mut learned = Vec::new();
         loop {
             let (cell, head) = self.locate(Target::Key(key), guard);
@@ -262,10 +259,12 @@ impl Tree {
                 }
                 Err(stub) => stub,
             };
-            let addr = stub.swapped().expect("lookup stops at stubs").addr;
-            // Read while unpinned: answer from it if the page still ends in the stub it was
-            // read for (writes of other keys may have landed above it meanwhile).
-            if let Some((_, read)) = loaded.take_if(|(at, _)| *at == addr) {
+            let at = stub.swapped().expect("lookup stops at stubs");
+            // Read while unpinned: answer from it if the page still ends in a stub like the
+            // one it was read for (writes of other keys may have landed above it meanwhile).
+            // The same record is not enough: a page split meanwhile can swap its left half out
+            // under the record the whole page had, with a lower high key.
+            if let Some((_, read)) = loaded.take_if(|(read_for, _)| read_for.is(&at)) {
                 return Ok(match read {
                     ReadBack::Key(found) => found,
                     ReadBack::Page(base) => {
@@ -276,14 +275,15 @@ impl Tree {
                 });
             }
             // The stub may be gone once unpinned: copy what the read needs first.
-            let stub = stub.swapped().expect("a stub");
-            let (low, high): (Box<[u8]>, Option<Box<[u8]>>) = (stub.low.into(), stub.high.map(Into::into));
-            let indexes = cell.flush.lock().indexes_from(addr);
+            let read_for = ReadFor::of(&at);
+            let indexes = cell.flush.lock().indexes_from(at.addr);
             let read = guard.repin_after(|| match install {
-                true => self.read_page(addr, &low, high.as_deref(), Some(&mut learned)).map(ReadBack::Page),
-                false => self.read_key(addr, key, sn, &indexes, &mut learned).map(ReadBack::Key),
+                true => self
+                    .read_page(read_for.addr, &read_for.low, read_for.high.as_deref(), Some(&mut learned))
+                    .map(ReadBack::Page),
+                false => self.read_key(read_for.addr, key, sn, &indexes, &mut learned).map(ReadBack::Key),
             })?;
-            loaded = Some((addr, read));
+            loaded = Some((read_for, read));
         }
     }
 
@@ -317,34 +317,43 @@ impl Tree {
     }
 
     /// Brings the swapped-out page an iterator stopped before back into memory (see
-    /// [`crate::Iter::stopping_at_swapped_out`]). Its records are read first with `guard`
-    /// unpinned, so that the wait for the device holds up no memory reclamation; then the page
-    /// is brought back as a pinned scan would (the consolidation with its stubs read back that
-    /// brings every page back), reading the records again: the runtime reads through the page
-    /// cache, where the first read left them, so the pinned read waits for no device.
+    /// [`crate::Iter::stopping_at_swapped_out`]). Its records are read with `guard` unpinned, so
+    /// that the wait for the device holds up no memory reclamation, and installed from that read
+    /// if the page still ends in the same stubs (each naming the same record over the same
+    /// keys); if it changed meanwhile, the page is brought back as a pinned scan would, reading
+    /// again what it needs (mostly from the page cache, where the first read left it).
     pub fn swap_in_unpinned(&self, page: &crate::iter::SwappedOut, guard: &mut Guard) -> Result<(), Error> {
         let (_, head) = self.locate(page.target(), guard);
         // The stubs may be gone once unpinned: copy what the reads need first.
-        let stubs: Vec<(u64, KeyRange)> = stubs_of(head)
-            .into_iter()
-            .map(|stub| {
-                let at = stub.swapped().expect("a stub");
-                (at.addr, (at.low.into(), at.high.map(Into::into)))
-            })
-            .collect();
-        if stubs.is_empty() {
+        let wanted: Vec<ReadFor> =
+            stubs_of(head).into_iter().map(|stub| ReadFor::of(&stub.swapped().expect("a stub"))).collect();
+        if wanted.is_empty() {
             return Ok(());
         }
-        guard.repin_after(|| {
-            stubs.iter().try_for_each(|(addr, (low, high))| {
-                self.read_page(*addr, low, high.as_deref(), None).map(drop)
-            })
+        let mut bases = guard.repin_after(|| {
+            wanted
+                .iter()
+                .map(|w| self.read_page(w.addr, &w.low, w.high.as_deref(), None))
+                .collect::<Result<Vec<Base>, Error>>()
         })?;
         let (cell, head) = self.locate(page.target(), guard);
-        match chain_has_stub(head) {
-            true => self.swap_in(cell, head, guard),
-            false => Ok(()),
+        let stubs = stubs_of(head);
+        let same = stubs.len() == wanted.len()
+            && stubs.iter().zip(&wanted).all(|(stub, w)| w.is(&stub.swapped().expect("a stub")));
+        if !same {
+            return match stubs.is_empty() {
+                true => Ok(()),
+                false => self.swap_in(cell, head, guard),
+            };
         }
+        let mut loaded = Loaded::default();
+        for stub in stubs.into_iter().rev() {
+            loaded.insert(stub, bases.pop().expect("a base per stub"));
+        }
+        if self.consolidate_loaded(cell, head, &loaded, guard) {
+            self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Brings the page back into memory: consolidates it with its stubs' records read back.
@@ -846,6 +855,25 @@ fn shape(id: u64, changes: u64) -> u64 {
 enum ReadBack {
     Key(Option<Vec<u8>>),
     Page(Base),
+}
+
+/// The stub a point read read the log for, copied out before it unpinned: its record and the
+/// keys it covers (a read for a page holds what that record has within those keys).
+struct ReadFor {
+    addr: u64,
+    low: Box<[u8]>,
+    high: Option<Box<[u8]>>,
+}
+
+impl ReadFor {
+    fn of(stub: &StubRef<'_>) -> Self {
+        Self { addr: stub.addr, low: stub.low.into(), high: stub.high.map(Into::into) }
+    }
+
+    /// Whether `stub` names the same record over the same keys.
+    fn is(&self, stub: &StubRef<'_>) -> bool {
+        self.addr == stub.addr && *self.low == *stub.low && self.high.as_deref() == stub.high
+    }
 }
 
 /// The record before the one at `addr` (of `kind`, naming `prev`) in its page's chain: a
