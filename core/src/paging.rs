@@ -323,12 +323,57 @@ impl Tree {
     /// keys); if it changed meanwhile, the page is brought back as a pinned scan would, reading
     /// again what it needs (mostly from the page cache, where the first read left it).
     pub fn swap_in_unpinned(&self, page: &crate::iter::SwappedOut, guard: &mut Guard) -> Result<(), Error> {
-        let (_, head) = self.locate(page.target(), guard);
+        let done =
+            self.read_stubs_unpinned(page.target(), guard, |cell, head, loaded, guard| match loaded {
+                Some(loaded) => {
+                    if self.consolidate_loaded(cell, head, &loaded, guard) {
+                        self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                None if chain_has_stub(head) => self.swap_in(cell, head, guard),
+                None => Ok(()),
+            })?;
+        done.unwrap_or(Ok(()))
+    }
+
+    /// Consolidates the page holding `key` if it is due (what [`Tree::put_deferring_reads`]
+    /// left to its caller), reading the swapped-out records it needs with `guard` unpinned.
+    /// Does nothing if the page changed while they were read: the next write to it finds it
+    /// due again.
+    pub fn consolidate_unpinned(&self, key: &[u8], guard: &mut Guard) -> Result<(), Error> {
+        let (cell, head) = self.locate(Target::Key(key), guard);
+        if !self.consolidation_due(&head.hdr) {
+            return Ok(());
+        }
+        if !chain_has_stub(head) {
+            self.consolidate(cell, head, guard);
+            return Ok(());
+        }
+        self.read_stubs_unpinned(Target::Key(key), guard, |cell, head, loaded, guard| {
+            if let Some(loaded) = loaded {
+                self.consolidate_loaded(cell, head, &loaded, guard);
+            }
+        })
+        .map(drop)
+    }
+
+    /// Reads the records of the stubs the page for `target` ends in with `guard` unpinned;
+    /// then, pinned again, calls `then` with the page as it is now and, if it still ends in the
+    /// same stubs (each naming the same record over the same keys), what was read for them.
+    /// `None` if the page had no stub to read.
+    fn read_stubs_unpinned<R>(
+        &self,
+        target: Target<'_>,
+        guard: &mut Guard,
+        then: impl FnOnce(&PageCell, &Record, Option<Loaded>, &Guard) -> R,
+    ) -> Result<Option<R>, Error> {
+        let (_, head) = self.locate(target, guard);
         // The stubs may be gone once unpinned: copy what the reads need first.
         let wanted: Vec<ReadFor> =
             stubs_of(head).into_iter().map(|stub| ReadFor::of(&stub.swapped().expect("a stub"))).collect();
         if wanted.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut bases = guard.repin_after(|| {
             wanted
@@ -336,24 +381,18 @@ impl Tree {
                 .map(|w| self.read_page(w.addr, &w.low, w.high.as_deref(), None))
                 .collect::<Result<Vec<Base>, Error>>()
         })?;
-        let (cell, head) = self.locate(page.target(), guard);
+        let (cell, head) = self.locate(target, guard);
         let stubs = stubs_of(head);
         let same = stubs.len() == wanted.len()
             && stubs.iter().zip(&wanted).all(|(stub, w)| w.is(&stub.swapped().expect("a stub")));
-        if !same {
-            return match stubs.is_empty() {
-                true => Ok(()),
-                false => self.swap_in(cell, head, guard),
-            };
-        }
-        let mut loaded = Loaded::default();
-        for stub in stubs.into_iter().rev() {
-            loaded.insert(stub, bases.pop().expect("a base per stub"));
-        }
-        if self.consolidate_loaded(cell, head, &loaded, guard) {
-            self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        let loaded = same.then(|| {
+            let mut loaded = Loaded::default();
+            for stub in stubs.into_iter().rev() {
+                loaded.insert(stub, bases.pop().expect("a base per stub"));
+            }
+            loaded
+        });
+        Ok(Some(then(cell, head, loaded, guard)))
     }
 
     /// Brings the page back into memory: consolidates it with its stubs' records read back.
@@ -902,7 +941,7 @@ fn visible<'a>(entries: impl Iterator<Item = PageEntry<'a>>, key: &[u8], sn: u64
 }
 
 /// Whether any chain from `head` (absorbed ones included) ends in a stub.
-fn chain_has_stub(head: &Record) -> bool {
+pub(crate) fn chain_has_stub(head: &Record) -> bool {
     !stubs_of(head).is_empty()
 }
 

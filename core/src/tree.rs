@@ -234,7 +234,7 @@ impl Tree {
     /// Sets `key` to `value`.
     pub fn put(&self, key: &[u8], value: &[u8], guard: &Guard) -> Result<(), Error> {
         self.check_write(key, Some(value))?;
-        self.write(key, Some(value), None, guard);
+        self.write(key, Some(value), None, false, guard);
         Ok(())
     }
 
@@ -254,14 +254,35 @@ impl Tree {
     ) -> Result<(), Error> {
         assert!(ticket.is_of(&self.mvcc), "a write ticket of another snapshot sequence");
         self.check_write(key, value)?;
-        self.write(key, value, Some(ticket), guard);
+        self.write(key, value, Some(ticket), false, guard);
         Ok(())
+    }
+
+    /// [`Tree::put_with`], except that a consolidation the write makes due on a page whose
+    /// chain ends in swapped-out records, which would read them from the log with `guard`
+    /// pinned, is left to the caller: true if so. Call [`Tree::consolidate_unpinned`] with
+    /// `key` then, once the ticket is dropped and no lock is held, so that neither waits for
+    /// the device. (A page twice past the point where it became due consolidates within the
+    /// write, pinned, so that a caller that never does cannot grow its chain without bound.)
+    ///
+    /// # Panics
+    /// If the ticket is of another sequence than the tree's.
+    pub fn put_deferring_reads(
+        &self,
+        ticket: &WriteTicket<'_>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        guard: &Guard,
+    ) -> Result<bool, Error> {
+        assert!(ticket.is_of(&self.mvcc), "a write ticket of another snapshot sequence");
+        self.check_write(key, value)?;
+        Ok(self.write(key, value, Some(ticket), true, guard))
     }
 
     /// Removes `key` (a no-op for a key that is absent, but still a recorded write).
     pub fn delete(&self, key: &[u8], guard: &Guard) -> Result<(), Error> {
         self.check_key(key)?;
-        self.write(key, None, None, guard);
+        self.write(key, None, None, false, guard);
         Ok(())
     }
 
@@ -441,7 +462,16 @@ impl Tree {
 
     // ---- Writes ---------------------------------------------------------------------------
 
-    fn write(&self, key: &[u8], value: Option<&[u8]>, given: Option<&WriteTicket<'_>>, guard: &Guard) {
+    /// Installs the write; true if it left a due consolidation to the caller (`defer`, see
+    /// [`Tree::put_deferring_reads`]).
+    fn write(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        given: Option<&WriteTicket<'_>>,
+        defer: bool,
+        guard: &Guard,
+    ) -> bool {
         self.check_guard(guard);
         let rec = Record::write(key, value);
         // SAFETY: `rec` is ours until installed.
@@ -469,26 +499,38 @@ impl Tree {
                 }
                 drop(ticket);
                 // SAFETY: installed records live as long as the guard.
-                self.after_write(cell, unsafe { &*rec }, guard);
-                return;
+                return self.after_write(cell, unsafe { &*rec }, defer, guard);
             }
         }
     }
 
-    fn after_write(&self, cell: &PageCell, head: &Record, guard: &Guard) {
-        let hdr = &head.hdr;
+    /// Consolidates the page if the write that made `head` made it due; with `defer`, leaves
+    /// it (true) if that would read swapped-out records, unless the page is far past due.
+    fn after_write(&self, cell: &PageCell, head: &Record, defer: bool, guard: &Guard) -> bool {
+        if !self.consolidation_due(&head.hdr) {
+            return false;
+        }
+        let cfg = &self.config;
+        let far_past = head.hdr.chain_len >= cfg.consolidate_chain.saturating_mul(2)
+            || head.hdr.bytes / 4 > cfg.page_bytes_max;
+        if defer && !far_past && crate::paging::chain_has_stub(head) {
+            return true;
+        }
+        self.consolidate(cell, head, guard);
+        false
+    }
+
+    /// Whether a page whose head has `hdr` is due a consolidation after a write.
+    pub(crate) fn consolidation_due(&self, hdr: &Header) -> bool {
         let cfg = &self.config;
         // Counts are estimates (an overwrite counts as a new entry), so a page that merely looks
         // misshapen waits for a quarter of a chain: that bounds consolidations per write. A page
         // over twice its byte limit consolidates at once, so big values cannot pile up on it.
         let misshapen =
             hdr.items > cfg.split_items || hdr.items < cfg.merge_items || hdr.bytes > cfg.page_bytes_max;
-        if hdr.chain_len >= cfg.consolidate_chain
+        hdr.chain_len >= cfg.consolidate_chain
             || (misshapen && hdr.chain_len >= (cfg.consolidate_chain / 4).max(1))
             || hdr.bytes / 2 > cfg.page_bytes_max
-        {
-            self.consolidate(cell, head, guard);
-        }
     }
 
     pub(crate) fn after_read(&self, cell: &PageCell, head: &Record, guard: &Guard) {
@@ -501,7 +543,7 @@ impl Tree {
 
     /// Replaces the chain under `head` with a new base, or with two pages if it is too big, or
     /// starts a merge if it is too small. False if another thread changed the page first.
-    fn consolidate(&self, cell: &PageCell, head: &Record, guard: &Guard) -> bool {
+    pub(crate) fn consolidate(&self, cell: &PageCell, head: &Record, guard: &Guard) -> bool {
         if head.remove_state().is_some() {
             return false;
         }
@@ -713,7 +755,7 @@ impl Tree {
                 }
                 state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
                 // SAFETY: installed; alive as long as the guard.
-                self.after_write(left, unsafe { &*merge }, guard);
+                self.after_write(left, unsafe { &*merge }, false, guard);
                 break;
             }
             // SAFETY: never published; frees the merge record only.

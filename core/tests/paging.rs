@@ -612,6 +612,59 @@ fn race_a_split_with_an_unpinned_read(read: impl Fn(&Tree) + Sync) {
     assert_eq!(keys, (0u8..16).chain(100..112).collect::<Vec<_>>());
 }
 
+/// A write into a swapped-out page that makes it due a consolidation leaves it to its caller
+/// (`put_deferring_reads`), who reads the page's records with the guard unpinned
+/// (`consolidate_unpinned`): while that read waits for the disk, memory other threads retire
+/// is reclaimed. Every entry is there after, and the page is back in memory.
+#[test]
+fn a_writer_consolidates_a_swapped_out_page_unpinned() {
+    let config = TreeConfig::default().consolidate_chain(8);
+    let mut paged = Paged::new(config);
+    for i in 0u8..100 {
+        paged.write(&[i], Some(&[i]));
+    }
+    paged.flush(true, false);
+    let tree = &paged.tree;
+    // Blind writes until one makes the page due.
+    let mut deferred_at = None;
+    for i in 0u8..8 {
+        let ticket = tree.mvcc().begin_write(0);
+        if tree.put_deferring_reads(&ticket, &[i], Some(&[i, i]), &tree.pin()).unwrap() {
+            deferred_at = Some(i);
+            break;
+        }
+    }
+    let key = [deferred_at.expect("a write made the page due")];
+    assert!(paged.tree.stats().page_reads == 0, "the blind writes read nothing");
+    let gate = Arc::new(Gate::default());
+    *paged.log.gate.lock().unwrap() = Some(gate.clone());
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| tree.consolidate_unpinned(&key, &mut tree.pin()).unwrap());
+        while !gate.waiting.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = freed.clone();
+        tree.pin().defer(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        let started = std::time::Instant::now();
+        while !freed.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed().as_secs() < 10 {
+            tree.pin().flush();
+        }
+        let reclaimed = freed.load(std::sync::atomic::Ordering::SeqCst);
+        gate.open();
+        writer.join().unwrap();
+        assert!(reclaimed, "nothing retired was freed while a writer's consolidation read a page");
+    });
+    let guard = tree.pin();
+    tree.check_invariants(&guard).unwrap();
+    let reads = tree.stats().page_reads;
+    for i in 0u8..100 {
+        let want: &[u8] = if i <= key[0] { &[i, i] } else { &[i] };
+        assert_eq!(tree.get(&[i], &guard).unwrap(), Some(want), "key {i}");
+    }
+    assert_eq!(tree.stats().page_reads, reads, "the page is back in memory");
+}
+
 /// A point read of a swapped-out page reads the front of each record it needs and the one
 /// block that can hold its key, not whole records; every version comes back right through
 /// deltas and at older snapshots; and parts that fail their checksums fall back to reading the
@@ -832,15 +885,25 @@ fn writers_readers_and_a_swapping_flusher_agree_with_models() {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                         let key = format!("w{:04}-{owner}", (x >> 33) % 800).into_bytes();
                         let value = (x % 10 < 7).then(|| format!("{owner}:{i}").into_bytes());
-                        let guard = tree.pin();
+                        let mut guard = tree.pin();
                         let ticket = tree.mvcc().begin_write(owner);
                         ops.lock().unwrap().push(LoggedOp {
                             sn: ticket.sn(),
                             key: key.clone(),
                             value: value.clone(),
                         });
-                        tree.put_with(&ticket, &key, value.as_deref(), &guard).unwrap();
-                        drop(ticket);
+                        // Writer 0 leaves the consolidations that read to after its ticket,
+                        // as the runtime's writers do.
+                        if owner == 0 {
+                            let deferred = tree.put_deferring_reads(&ticket, &key, value.as_deref(), &guard);
+                            drop(ticket);
+                            if deferred.unwrap() {
+                                tree.consolidate_unpinned(&key, &mut guard).unwrap();
+                            }
+                        } else {
+                            tree.put_with(&ticket, &key, value.as_deref(), &guard).unwrap();
+                            drop(ticket);
+                        }
                         match value {
                             Some(v) => model.insert(key, v),
                             None => model.remove(&key),

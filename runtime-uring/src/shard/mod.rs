@@ -408,10 +408,27 @@ impl Shard {
         Ok(self.inner.log.append(Kind::Batch, payload, Durability::None)?)
     }
 
-    /// Applies one entry of a batch to the tree, under the batch's ticket.
-    pub(crate) fn apply(&self, ticket: &WriteTicket<'_>, key: &[u8], value: Option<&[u8]>, guard: &Guard) {
-        self.inner.tree.put_with(ticket, key, value, guard).expect("checked before the batch was logged");
+    /// Applies one entry of a batch to the tree, under the batch's ticket. True if the page it
+    /// landed on is due a consolidation that reads the log: call [`Self::consolidate`] with the
+    /// key once the ticket is dropped and the stripes released.
+    pub(crate) fn apply(
+        &self,
+        ticket: &WriteTicket<'_>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        guard: &Guard,
+    ) -> bool {
+        let tree = &self.inner.tree;
+        let deferred =
+            tree.put_deferring_reads(ticket, key, value, guard).expect("checked before the batch was logged");
         self.inner.count(key, value);
+        deferred
+    }
+
+    /// Consolidates the page holding `key`, reading from the log with no epoch pin held: what
+    /// a write left to its caller (see `helio_core::Tree::put_deferring_reads`).
+    pub(crate) fn consolidate(&self, key: &[u8]) {
+        self.inner.consolidate(key);
     }
 
     /// What follows a write that ended the log at `end`, numbered `sn`: its durability, and
@@ -516,20 +533,29 @@ impl Drop for Shard {
 impl Inner {
     fn write(&self, key: &[u8], value: Option<&[u8]>, durability: Durability) -> Result<(), ShardError> {
         self.check_write(key, value)?;
-        let (end, sn) = {
+        let (end, sn, deferred) = {
             let _stripe = self.stripe(key).lock().unwrap();
             // Numbered before the append and held until the tree has it: a commit that seals
             // this number finds the record in the log.
             let ticket = self.tree.mvcc().begin_write(self.stripe_index(key));
             let end = self.log.append_op(&Op { sn: ticket.sn(), key, value }, Durability::None)?;
             let guard = self.tree.pin();
-            self.tree.put_with(&ticket, key, value, &guard).expect("checked above");
-            (end, ticket.sn())
+            let deferred = self.tree.put_deferring_reads(&ticket, key, value, &guard).expect("checked above");
+            (end, ticket.sn(), deferred)
         };
+        if deferred {
+            self.consolidate(key);
+        }
         self.count(key, value);
         self.settle(end, sn, durability)?;
         self.slow_down_writer(end);
         Ok(())
+    }
+
+    /// See [`Shard::consolidate`]. A read that fails leaves the page as it is: the write is
+    /// done, and the page's readers meet the error.
+    fn consolidate(&self, key: &[u8]) {
+        let _ = self.tree.consolidate_unpinned(key, &mut self.tree.pin());
     }
 
     fn check_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), ShardError> {

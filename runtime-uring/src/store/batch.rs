@@ -109,7 +109,7 @@ pub(super) fn write(store: &Store, batch: &WriteBatch, durability: Durability) -
         }
     }
     let Some(first) = parts.first() else { return Ok(()) };
-    let (ends, sn) = {
+    let (ends, sn, deferred) = {
         let _stripes: Vec<_> = parts
             .iter()
             .map(|part| store.shards[part.shard].lock_stripes(part.ops.iter().map(|&(key, _)| key)))
@@ -117,13 +117,19 @@ pub(super) fn write(store: &Store, batch: &WriteBatch, durability: Durability) -
         let ticket = store.mvcc.begin_write(0);
         let ends = log_parts(store, &parts, &ticket)?;
         let guard = store.shards[first.shard].tree().pin();
+        let mut deferred = Vec::new();
         for part in &parts {
             for &(key, value) in &part.ops {
-                store.shards[part.shard].apply(&ticket, key, value, &guard);
+                if store.shards[part.shard].apply(&ticket, key, value, &guard) {
+                    deferred.push((part.shard, key));
+                }
             }
         }
-        (ends, ticket.sn())
+        (ends, ticket.sn(), deferred)
     };
+    for (shard, key) in deferred {
+        store.shards[shard].consolidate(key);
+    }
     match durability {
         // One commit covers every part.
         Durability::Sync => store.shards[first.shard].settle(ends[0], sn, durability)?,
