@@ -55,6 +55,6 @@ pub use crossbeam_epoch::{Collector, Guard, LocalHandle};
 pub use error::Error;
 pub use iter::{Iter, SwappedOut};
 pub use mvcc::{Mvcc, Snapshot, WriteTicket, LATEST};
-pub use paging::{Capture, PageChain, PageReadError, PageSource, PageTile, MAX_SEGMENTS};
+pub use paging::{Capture, Captured, PageChain, PageReadError, PageSource, PageTile, MAX_SEGMENTS};
 pub use stats::TreeStats;
 pub use tree::Tree;

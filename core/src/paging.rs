@@ -153,6 +153,19 @@ pub struct Capture {
     index: Option<Arc<BlockIndex>>,
 }
 
+/// What [`Tree::capture`] made of a page.
+pub enum Captured {
+    /// The page's record, written into the caller's [`PageWriter`].
+    Page(Capture),
+    /// No page starts at the low key any more: its keys are in pages of other shapes, which
+    /// [`Tree::dirty_pages`] lists if they hold writes no record has.
+    Gone,
+    /// The page could not be captured now (it is being merged, or writers kept changing it
+    /// while it was read back): it stays dirty, and a flush round that has not captured it has
+    /// not written every write its snapshot sees.
+    Busy,
+}
+
 impl Capture {
     /// The kind of record to append, or `None` if the page held nothing new (nothing to append).
     pub fn kind(&self) -> Option<Kind> {
@@ -622,49 +635,68 @@ impl Tree {
     /// Writes into `out` the record of the page whose low key is `low` as `snapshot` sees it:
     /// an image if `image` is set or the page needs one (never written, restructured, or
     /// [`MAX_SEGMENTS`] records long), a delta of the versions since its last record otherwise.
-    /// `None` if no page starts at `low` any more. The caller appends the record (if
-    /// [`Capture::kind`] says there is one), makes it recoverable, then calls
-    /// [`Tree::flushed`]. One capture at a time per tree.
+    /// The caller appends the record (if [`Capture::kind`] says there is one), makes it
+    /// recoverable, then calls [`Tree::flushed`]. One capture at a time per tree.
+    ///
+    /// An image ends the page's chain in the log, so the records its stubs name will die: a
+    /// swapped-out page comes back into memory first (it is read for the image anyway), read
+    /// with `guard` unpinned.
     pub fn capture(
         &self,
         low: &[u8],
         snapshot: &Snapshot,
         image: bool,
         out: &mut PageWriter,
-        guard: &Guard,
-    ) -> Result<Option<Capture>, Error> {
+        guard: &mut Guard,
+    ) -> Result<Captured, Error> {
         self.check_snapshot(snapshot);
-        let s = snapshot.sn();
+        let mut tries = 0;
+        loop {
+            let (cell, head) = self.locate(Target::Key(low), guard);
+            if *cell.low != *low {
+                return Ok(Captured::Gone);
+            }
+            if !(image_due(image, &cell.flush.lock()) && chain_has_stub(head)) {
+                break;
+            }
+            tries += 1;
+            if tries > 8 {
+                return Ok(Captured::Busy); // lost every race to writers; the page is still dirty
+            }
+            self.read_stubs_unpinned(Target::Key(low), guard, |cell, head, loaded, guard| {
+                if loaded.is_some_and(|loaded| self.consolidate_loaded(cell, head, &loaded, guard)) {
+                    self.counters.swap_ins.fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
+        }
+        Ok(self.capture_resident(low, snapshot.sn(), image, out, guard))
+    }
+
+    /// [`Tree::capture`] of a page that needs no read from the log.
+    fn capture_resident(
+        &self,
+        low: &[u8],
+        s: u64,
+        image: bool,
+        out: &mut PageWriter,
+        guard: &Guard,
+    ) -> Captured {
         let (cell, _) = self.locate(Target::Key(low), guard);
         if *cell.low != *low {
-            return Ok(None);
+            return Captured::Gone;
         }
         // Cleared before the head is read: a write that lands after this read marks the page
         // again (see `PageCell::mark_dirty`).
         cell.dirty.store(false, Ordering::SeqCst);
         crate::sync::fence(Ordering::SeqCst);
-        let mut head = cell.load();
-        if head.remove_state().is_some() {
-            cell.mark_dirty();
-            return Ok(None);
-        }
+        let head = cell.load();
         let flush = cell.flush.lock().clone();
-        let image = image || flush.chain.is_empty() || flush.needs_image || flush.chain.len() >= MAX_SEGMENTS;
-        // An image ends the page's chain in the log: the records its stubs name will die, so
-        // the page comes back into memory first (it is read for the image anyway).
-        let mut tries = 0;
-        while image && chain_has_stub(head) {
-            tries += 1;
-            if tries > 8 {
-                cell.mark_dirty();
-                return Ok(None); // lost every race to writers: the next round tries again
-            }
-            self.swap_in(cell, head, guard)?;
-            head = cell.load();
-            if head.remove_state().is_some() {
-                cell.mark_dirty();
-                return Ok(None);
-            }
+        let image = image_due(image, &flush);
+        // Frozen for a merge (its keys are about to be its sibling's), or swapped out again
+        // since it was read back (a merge absorbed a swapped-out sibling).
+        if head.remove_state().is_some() || (image && chain_has_stub(head)) {
+            cell.mark_dirty();
+            return Captured::Busy;
         }
         let loaded = Loaded::skipping_stubs();
         let mut gathered = Gathered::default();
@@ -699,7 +731,7 @@ impl Tree {
             index = Some(Arc::new(BlockIndex::new(&front, Some(versions.iter().map(|v| v.key)))));
         }
         let items = if image { versions.len() as u32 } else { head.hdr.items };
-        Ok(Some(Capture {
+        Captured::Page(Capture {
             low: cell.low.clone(),
             id: cell.id,
             head: head as *const Record as usize,
@@ -711,7 +743,7 @@ impl Tree {
             settled,
             wrote,
             index,
-        }))
+        })
     }
 
     /// Records that the page `capture` captured is in the log at `addr` (ignored if the capture
@@ -878,6 +910,13 @@ impl Tree {
             }
         }
     }
+}
+
+/// Whether a capture of a page whose flush state is `flush` writes an image (`image`: asked
+/// for one): a page never written or restructured needs one, and so does one whose chain in
+/// the log is [`MAX_SEGMENTS`] records long.
+fn image_due(image: bool, flush: &FlushState) -> bool {
+    image || flush.chain.is_empty() || flush.needs_image || flush.chain.len() >= MAX_SEGMENTS
 }
 
 /// A page's identity in its current shape (see [`Capture::page_id`]).

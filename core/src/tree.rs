@@ -533,8 +533,11 @@ impl Tree {
             || hdr.bytes / 2 > cfg.page_bytes_max
     }
 
+    /// Consolidates a page a reader found with a long chain of deltas, unless that would read
+    /// swapped-out records from the log with the reader's guard pinned (the writers' due rule
+    /// consolidates those, unpinned: see [`Tree::put_deferring_reads`]).
     pub(crate) fn after_read(&self, cell: &PageCell, head: &Record, guard: &Guard) {
-        if head.hdr.chain_len >= self.config.read_consolidate_chain {
+        if head.hdr.chain_len >= self.config.read_consolidate_chain && !crate::paging::chain_has_stub(head) {
             self.consolidate(cell, head, guard);
         }
     }

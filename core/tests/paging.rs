@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use helio_core::log::frame::Kind;
 use helio_core::log::page::{PageRecord, PageTable, PageWriter};
-use helio_core::{Mvcc, PageReadError, PageSource, PageTile, Snapshot, Tree, TreeConfig};
+use helio_core::{Captured, Mvcc, PageReadError, PageSource, PageTile, Snapshot, Tree, TreeConfig};
 use proptest::prelude::*;
 
 mod common;
@@ -155,7 +155,7 @@ impl Paged {
     /// if `swap`. The ops every page record now covers leave the log.
     fn flush(&mut self, swap: bool, images: bool) {
         let snapshot = self.tree.snapshot();
-        let guard = self.tree.pin();
+        let mut guard = self.tree.pin();
         let mut writer = PageWriter::new();
         // Again until no page is left the round has not captured: an image may bring a page
         // back and split it, making new pages (dirty, and holding writes the snapshot sees).
@@ -171,9 +171,11 @@ impl Paged {
                 break;
             }
             for (low, _) in lows {
-                let Some(capture) = self.tree.capture(&low, &snapshot, images, &mut writer, &guard).unwrap()
-                else {
-                    continue;
+                let capture = match self.tree.capture(&low, &snapshot, images, &mut writer, &mut guard) {
+                    Ok(Captured::Page(capture)) => capture,
+                    Ok(Captured::Gone) => continue,
+                    Ok(Captured::Busy) => panic!("a page busy with no other thread at work"),
+                    Err(e) => panic!("{e}"),
                 };
                 done.insert(capture.page_id());
                 if let Some(kind) = capture.kind() {
@@ -785,22 +787,34 @@ fn swapping_out_gives_memory_back() {
 /// A flush round as a runtime's flusher does it, concurrently with writers: every dirty page
 /// captured at one snapshot, again until no dirty page is left that the round has not
 /// captured (pages split off meanwhile), each record "appended" and the page swapped out if it
-/// allows. Returns the snapshot number every write at or below is now in a page record.
-fn flush_round(tree: &Tree, log: &MemLog, swap: bool, held: &mut Option<Snapshot>) -> u64 {
+/// allows. Returns the snapshot number every write at or below is now in a page record, or
+/// `None` if a page stayed busy (the round then covers nothing new).
+fn flush_round(tree: &Tree, log: &MemLog, swap: bool, held: &mut Option<Snapshot>) -> Option<u64> {
     let snapshot = tree.snapshot();
-    let guard = tree.pin();
+    let mut guard = tree.pin();
     let mut writer = PageWriter::new();
     let mut done = std::collections::HashSet::new();
+    let mut busy = Vec::new();
+    let mut retries = 0;
     loop {
-        let todo: Vec<_> =
+        let mut todo: Vec<_> =
             tree.dirty_pages(&guard).into_iter().filter(|(_, id)| !done.contains(id)).collect();
         if todo.is_empty() {
-            break;
+            if busy.is_empty() || retries == 3 {
+                break;
+            }
+            retries += 1;
+            todo = std::mem::take(&mut busy);
         }
         for (low, id) in todo {
             done.insert(id);
-            let Some(capture) = tree.capture(&low, &snapshot, false, &mut writer, &guard).unwrap() else {
-                continue;
+            let capture = match tree.capture(&low, &snapshot, false, &mut writer, &mut guard).unwrap() {
+                Captured::Page(capture) => capture,
+                Captured::Gone => continue,
+                Captured::Busy => {
+                    busy.push((low, id));
+                    continue;
+                }
             };
             done.insert(capture.page_id());
             if let Some(kind) = capture.kind() {
@@ -814,7 +828,7 @@ fn flush_round(tree: &Tree, log: &MemLog, swap: bool, held: &mut Option<Snapshot
     }
     let sn = snapshot.sn();
     *held = Some(snapshot);
-    sn
+    busy.is_empty().then_some(sn)
 }
 
 /// Writers (each with its own keys and model, interleaved through shared pages), point readers
@@ -847,7 +861,7 @@ fn writers_readers_and_a_swapping_flusher_agree_with_models() {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     after += 1;
                 }
-                covered = flush_round(tree, log, true, &mut held);
+                covered = flush_round(tree, log, true, &mut held).unwrap_or(covered);
             }
             covered
         });

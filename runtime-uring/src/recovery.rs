@@ -143,16 +143,17 @@ pub fn replay(
 
 /// Reads the frames from `from` up to `until` (both frame boundaries of a durable stretch of the
 /// log), handing each to `visit` in log order until it returns `false`, window by window through
-/// `buffer` (kept for the next call). Any frame that does not decode there is corruption.
+/// `buffer` (kept for the next call), `chunk` bytes at a time (more for a larger frame). Any
+/// frame that does not decode there is corruption.
 pub fn read_durable(
     segments: &Segments,
     salt: u64,
-    from: u64,
-    until: u64,
+    (from, until): (u64, u64),
+    chunk: usize,
     buffer: &mut Vec<u8>,
     visit: impl FnMut(&Frame<'_>) -> bool,
 ) -> Result<(), RecoveryError> {
     let mut files = Files { segments, open: None };
-    recover::read_durable(&mut files, segments.segment_bytes(), salt, (from, until), buffer, visit)
+    recover::read_durable(&mut files, segments.segment_bytes(), salt, (from, until), chunk, buffer, visit)
         .map_err(|e| RecoveryError::from_core(segments, e))
 }

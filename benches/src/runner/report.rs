@@ -509,7 +509,7 @@ fn engine_counters(s: &mut String, report: &Report) {
 fn counter(name: &str, value: u64) -> String {
     if let Some(stem) = name.strip_suffix("_micros") {
         format!("{stem} {:.2} s", value as f64 / 1e6)
-    } else if name.ends_with("_bytes") {
+    } else if name.ends_with("_bytes") || name.contains("_bytes_") {
         format!("{name} {:.1} MB", value as f64 / 1e6)
     } else {
         format!("{name} {value}")

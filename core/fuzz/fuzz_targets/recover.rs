@@ -23,7 +23,7 @@
 use helio_core::log::cut::Commit;
 use helio_core::log::frame::{decode, frame_bytes, Decoded, Frame, Kind, HEADER_BYTES};
 use helio_core::log::recover::{
-    read_durable, replay, CorruptReason, MemorySource, RecoverError, Replayed, ScanLimits,
+    read_durable, replay, CorruptReason, CHUNK, MemorySource, RecoverError, Replayed, ScanLimits,
 };
 use helio_core::log::superblock::Superblock;
 use helio_core_fuzz::{op_payload, Input, LogBuilder, Written};
@@ -294,7 +294,7 @@ fn writer_mode(input: &mut Input<'_>) {
     // The cleaner's read of the durable stretch from the head.
     let mut buffer = Vec::new();
     let mut read = Vec::new();
-    read_durable(&mut source, seg, salt, (head, tail), &mut buffer, |f| {
+    read_durable(&mut source, seg, salt, (head, tail), CHUNK, &mut buffer, |f| {
         read.push(Seen::of(f));
         true
     })
@@ -379,7 +379,7 @@ fn writer_mode(input: &mut Input<'_>) {
     }
     // The durable stretch reads the same frames up to the damage, and fails on it.
     let mut read = Vec::new();
-    read_durable(&mut source, seg, salt, (head, tail.min(stopped)), &mut buffer, |f| {
+    read_durable(&mut source, seg, salt, (head, tail.min(stopped)), CHUNK, &mut buffer, |f| {
         read.push(Seen::of(f));
         true
     })
@@ -415,7 +415,7 @@ fn raw_mode(input: &mut Input<'_>) {
     let mut buffer = Vec::new();
     let mut read = Vec::new();
     let until = result.as_ref().map_or(sb.tail, |r| r.end_lsn);
-    let _ = read_durable(&mut source, sb.segment_bytes, sb.salt, (sb.head, until), &mut buffer, |f| {
+    let _ = read_durable(&mut source, sb.segment_bytes, sb.salt, (sb.head, until), CHUNK, &mut buffer, |f| {
         read.push(Seen::of(f));
         true
     });

@@ -105,6 +105,8 @@ impl Default for ScanLimits {
 /// A window onto one segment.
 struct Window {
     index: u64,
+    /// Bytes read at a time, at least (more for a frame that is larger).
+    chunk: usize,
     data: Vec<u8>,
     /// Segment offset of `data[0]`.
     at: u64,
@@ -124,7 +126,7 @@ impl Window {
         if offset >= self.at && end <= self.at + self.data.len() as u64 {
             return Ok(true);
         }
-        let want = ((end - offset) as usize).max(CHUNK).min((segment_bytes - offset) as usize);
+        let want = ((end - offset) as usize).max(self.chunk).min((segment_bytes - offset) as usize);
         self.data.clear();
         self.data.resize(want, 0);
         self.at = offset;
@@ -160,7 +162,7 @@ pub fn replay<S: Source>(
     let seg = sb.segment_bytes;
     let mut replayed = Replayed { end_lsn: sb.head, frames: 0, bytes: 0, torn_at: None };
     let mut min_epoch = 0;
-    let mut window = Window { index: u64::MAX, data: Vec::new(), at: 0 };
+    let mut window = Window { index: u64::MAX, chunk: CHUNK, data: Vec::new(), at: 0 };
     loop {
         let lsn = replayed.end_lsn;
         if sb.clean && lsn == sb.tail {
@@ -171,7 +173,7 @@ pub fn replay<S: Source>(
         let index = lsn / seg;
         let offset = lsn - index * seg;
         if window.index != index {
-            window = Window { index, data: Vec::new(), at: 0 };
+            window = Window { index, chunk: CHUNK, data: Vec::new(), at: 0 };
         }
         if !window.fill(source, seg, offset, HEADER_BYTES)? {
             if existing.iter().any(|&later| later > index) {
@@ -285,17 +287,20 @@ fn finish<E>(sb: &Superblock, replayed: Replayed) -> Result<Replayed, RecoverErr
 /// Reads the frames from `from` up to `until` (both frame boundaries of a durable stretch of
 /// the log, in segments of `segment_bytes`), handing each to `visit` in log order until it
 /// returns `false`, window by window through `buffer` (kept for the next call, so that its
-/// pages are not faulted in again). Any frame that does not decode there is corruption.
+/// pages are not faulted in again), reading `chunk` bytes at a time (more for a larger frame).
+/// Any frame that does not decode there is corruption.
 pub fn read_durable<S: Source>(
     source: &mut S,
     segment_bytes: u64,
     salt: u64,
     (from, until): (u64, u64),
+    chunk: usize,
     buffer: &mut Vec<u8>,
     mut visit: impl FnMut(&Frame<'_>) -> bool,
 ) -> Result<(), RecoverError<S::Error>> {
     let mut lsn = from;
-    let mut window = Window { index: u64::MAX, data: core::mem::take(buffer), at: 0 };
+    let mut window =
+        Window { index: u64::MAX, chunk: chunk.max(HEADER_BYTES), data: core::mem::take(buffer), at: 0 };
     let result = (|| {
         while lsn < until {
             let index = lsn / segment_bytes;

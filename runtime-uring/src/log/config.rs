@@ -102,6 +102,11 @@ impl fmt::Display for LogConfigError {
 impl std::error::Error for LogConfigError {}
 
 impl LogConfig {
+    /// Bytes of memory the log's write buffers take.
+    pub fn log_buffer_bytes(&self) -> u64 {
+        (self.buffers * self.buffer_bytes) as u64
+    }
+
     /// How far recovery scans past a damaged frame for proof of corruption, for a log written
     /// with this geometry: past every buffer that can be in flight, twice over.
     pub fn scan_limits(&self) -> ScanLimits {

@@ -183,7 +183,8 @@ impl Inner {
         let mut moving_below_cut = 0;
         let mut unreadable = None;
         let mut buffer = self.read_buffer.lock().unwrap();
-        let read = read_durable(segments, self.log.superblock().salt, head, until, &mut buffer, |frame| {
+        let salt = self.log.superblock().salt;
+        let read = read_durable(segments, salt, (head, until), self.budget.window, &mut buffer, |frame| {
             // Stop past the stretch, but never inside a fragmented record.
             if frame.lsn >= stop && scan.cut() == frame.lsn {
                 return false;

@@ -31,11 +31,13 @@ pub struct ShardConfig {
     /// long wait for the round a little (2 ms per write at most), so writers faster than the
     /// rounds go at their pace. Smaller: faster opens after a crash, more page records written.
     pub unflushed_tail: u64,
-    /// Bytes of memory this shard's pages may hold (default: no limit): records, bases and
-    /// index nodes, as the tree counts them when it allocates and gives them up. Above 90% of
-    /// it the cleaner thread swaps pages out (writing them to the log first) down to 75%;
-    /// writers that find the shard over the whole quota wait for it a little (2 ms at most
-    /// per write). Puts are never refused for it.
+    /// Bytes of memory this shard may hold (default: no limit): its buffers first (the log's
+    /// write buffers, the cleaner's read window and a flush's batch of page records; see
+    /// `budget.rs`), then its pages, the rest: records, bases and index nodes, as the tree
+    /// counts them when it allocates and gives them up. Above 90% of their part the cleaner
+    /// thread swaps pages out (writing them to the log first) down to 75%; writers that find
+    /// the pages over their whole part wait for it a little (2 ms at most per write). Puts are
+    /// never refused for it.
     pub memory_quota: Option<u64>,
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use helio_core::log::cut::Commit;
 use helio_core::log::frame::Kind;
 use helio_core::log::page::{PageRecord, PageTable, PageWriter, TableMark};
-use helio_core::Capture;
+use helio_core::{Capture, Captured};
 
 use super::{Inner, ShardError};
 use crate::disk::replace_file;
@@ -37,9 +37,9 @@ pub(crate) const TABLE_FILE: &str = "PAGES";
 /// sweeps shares one commit).
 const SWEEP_PAGES: usize = 64;
 
-/// Captured records held before they are appended: a round over many dirty pages writes them
-/// a batch at a time, so that it never holds a copy of every dirty page.
-const BATCH_BYTES: usize = 4 << 20;
+/// Times a flush round tries a busy page again (see [`Captured::Busy`]) before it gives up
+/// covering the log with that round.
+const BUSY_RETRIES: u32 = 3;
 
 /// Swapping starts above this share of the quota and stops below the low one.
 const HIGH_WATERMARK: f64 = 0.90;
@@ -79,7 +79,14 @@ impl Flusher {
 type KeyRange = (Box<[u8]>, Option<Box<[u8]>>);
 
 /// A page captured, with the record to append for it (if any).
-type Captured = (Capture, Option<(Kind, Vec<u8>)>);
+type Staged = (Capture, Option<(Kind, Vec<u8>)>);
+
+/// What capturing one page gave (see [`Captured`]).
+enum Took {
+    Page(Staged),
+    Gone,
+    Busy,
+}
 
 impl Inner {
     /// Captures the page at `low` into a record (an image if `image`).
@@ -89,33 +96,50 @@ impl Inner {
         low: &[u8],
         snapshot: &helio_core::Snapshot,
         image: bool,
-    ) -> Result<Option<Captured>, ShardError> {
-        let guard = self.tree.pin();
-        let capture =
-            self.tree.capture(low, snapshot, image, &mut f.writer, &guard).map_err(ShardError::Page)?;
-        Ok(capture.map(|c| {
-            let record = c.kind().map(|kind| (kind, f.writer.payload().to_vec()));
-            (c, record)
-        }))
+    ) -> Result<Took, ShardError> {
+        let mut guard = self.tree.pin();
+        let captured =
+            self.tree.capture(low, snapshot, image, &mut f.writer, &mut guard).map_err(ShardError::Page)?;
+        Ok(match captured {
+            Captured::Page(c) => {
+                let record = c.kind().map(|kind| (kind, f.writer.payload().to_vec()));
+                Took::Page((c, record))
+            }
+            Captured::Gone => Took::Gone,
+            Captured::Busy => Took::Busy,
+        })
     }
 
-    /// Captures the pages at `lows` (images if `image`); if one fails, the ones captured
-    /// before it are marked dirty again and the error returned.
-    fn capture_pages(
+    /// Captures the pages at `lows` (images if `image`) and writes their records, a batch of
+    /// at most the budget's batch at a time (so that what is held between capture and
+    /// append stays within the shard's budget); returns the captures and the batches written.
+    /// If a capture fails, the ones captured before it and not yet written are marked dirty
+    /// again and the error returned.
+    fn write_pages_of(
         &self,
         f: &mut Flusher,
         lows: Vec<Box<[u8]>>,
         snapshot: &helio_core::Snapshot,
         image: bool,
-    ) -> Result<Vec<Captured>, ShardError> {
-        let mut captured = Vec::new();
+    ) -> Result<(Vec<Capture>, u64), ShardError> {
+        let (mut captured, mut bytes) = (Vec::new(), 0);
+        let (mut out, mut batches) = (Vec::new(), 0);
         for low in lows {
             let capture = self.capture_page(f, &low, snapshot, image);
-            if let Some(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
+            if let Took::Page(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
+                bytes += c.1.as_ref().map_or(0, |(_, p)| p.len());
                 captured.push(c);
             }
+            if bytes >= self.budget.batch {
+                out.extend(self.write_pages(f, std::mem::take(&mut captured))?);
+                (bytes, batches) = (0, batches + 1);
+            }
         }
-        Ok(captured)
+        if !captured.is_empty() {
+            out.extend(self.write_pages(f, captured)?);
+            batches += 1;
+        }
+        Ok((out, batches))
     }
 
     /// Appends the captured records, makes them recoverable (durable, and a commit past their
@@ -123,7 +147,7 @@ impl Inner {
     /// tree where they are and folds them into the table. If that fails, the pages are marked
     /// dirty again (their capture cleared the mark), so that no later round takes them for
     /// written.
-    fn write_pages(&self, f: &mut Flusher, captured: Vec<Captured>) -> Result<Vec<Capture>, ShardError> {
+    fn write_pages(&self, f: &mut Flusher, captured: Vec<Staged>) -> Result<Vec<Capture>, ShardError> {
         let addrs = match self.append_pages(&captured) {
             Ok(addrs) => addrs,
             Err(e) => {
@@ -153,7 +177,7 @@ impl Inner {
     /// Appends the records of `captured` (returning each one's address), makes them durable,
     /// then commits past their snapshot (a commit covers write numbers, not these records: one
     /// whose round began before they were appended would not wait for them).
-    fn append_pages(&self, captured: &[Captured]) -> Result<Vec<Option<u64>>, ShardError> {
+    fn append_pages(&self, captured: &[Staged]) -> Result<Vec<Option<u64>>, ShardError> {
         let mut addrs = Vec::with_capacity(captured.len());
         let mut end = 0;
         for (_, record) in captured {
@@ -199,38 +223,61 @@ impl Inner {
     }
 
     /// [`Self::flush_round`]'s work.
+    ///
+    /// The round covers the log up to the place noted before its snapshot only if it captured
+    /// every dirty page: a page found busy is tried again once nothing else is left, up to
+    /// [`BUSY_RETRIES`] times; if it is still busy, the round writes what it captured but
+    /// leaves the place where it was (the op records of that page's writes stay live, and
+    /// recovery replays them).
     fn write_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
         let position = self.log.boundary();
         let snapshot = self.tree.snapshot();
         let mut done = HashSet::new();
+        let mut busy = Vec::new();
+        let mut retries = 0;
         loop {
-            let todo: Vec<(Box<[u8]>, u64)> = {
+            let mut todo: Vec<(Box<[u8]>, u64)> = {
                 let guard = self.tree.pin();
                 self.tree.dirty_pages(&guard).into_iter().filter(|(_, id)| !done.contains(id)).collect()
             };
             if todo.is_empty() {
-                break;
+                if busy.is_empty() || retries == BUSY_RETRIES {
+                    break;
+                }
+                retries += 1;
+                todo = std::mem::take(&mut busy);
             }
             let mut captured = Vec::new();
             let mut bytes = 0;
             for (low, id) in todo {
                 done.insert(id);
                 let capture = self.capture_page(f, &low, &snapshot, images);
-                let capture = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))?;
-                if let Some(c) = capture {
-                    done.insert(c.0.page_id());
-                    bytes += c.1.as_ref().map_or(0, |(_, p)| p.len());
-                    captured.push(c);
+                match capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
+                    Took::Page(c) => {
+                        done.insert(c.0.page_id());
+                        bytes += c.1.as_ref().map_or(0, |(_, p)| p.len());
+                        captured.push(c);
+                    }
+                    Took::Gone => {}
+                    Took::Busy => busy.push((low, id)),
                 }
-                if bytes >= BATCH_BYTES {
+                if bytes >= self.budget.batch {
                     self.write_pages(f, std::mem::take(&mut captured))?;
                     bytes = 0;
                 }
             }
             self.write_pages(f, captured)?;
         }
-        f.covered_to = position;
-        self.stats.lock().unwrap().flush_rounds += 1;
+        {
+            let mut stats = self.stats.lock().unwrap();
+            match busy.is_empty() {
+                true => {
+                    f.covered_to = position;
+                    stats.flush_rounds += 1;
+                }
+                false => stats.rounds_incomplete += 1,
+            }
+        }
         self.write_table(f)
     }
 
@@ -260,8 +307,7 @@ impl Inner {
                 }
             }
         }
-        let captured = self.capture_pages(f, lows, &snapshot, true)?;
-        let captures = self.write_pages(f, captured)?;
+        let (captures, _) = self.write_pages_of(f, lows, &snapshot, true)?;
         // A page written out again because its record was old is likely cold: under a quota,
         // out of memory again it goes (an image reads the page back in first).
         if self.memory_quota.is_some() {
@@ -299,12 +345,11 @@ impl Inner {
                 self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard)
             };
             let written = self.page_bytes_written();
-            let captured = self.capture_pages(f, victims, &snapshot, false)?;
-            let captures = self.write_pages(f, captured)?;
+            let (captures, batches) = self.write_pages_of(f, victims, &snapshot, false)?;
             {
                 let mut stats = self.stats.lock().unwrap();
                 stats.swap_page_bytes += stats.page_bytes_written - written;
-                stats.swap_flushes += 1;
+                stats.swap_flushes += batches;
             }
             let guard = self.tree.pin();
             let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();

@@ -26,6 +26,8 @@ use helio_core::log::page::{PageRecord, PageTable, TableMark};
 use helio_core::log::replay::{Replay, ReplayStats};
 use helio_core::{Guard, Mvcc, PageTile, Snapshot, Tree, WriteTicket};
 
+use budget::Budget;
+
 use crate::commit::Committer;
 use crate::cut::plan_recovery;
 use crate::disk::{read_file, DiskRef};
@@ -33,6 +35,7 @@ use crate::log::{Durability, Log, LogConfig, LogError, LogStats, Recovered};
 use crate::segments::Segments;
 use crate::striped::Striped;
 
+mod budget;
 mod check;
 mod clean;
 mod config;
@@ -104,6 +107,11 @@ struct Inner {
     user_bytes: Striped,
     /// Log bytes the open read: the plan's pass, the page records' fold, the replay.
     replayed_bytes: u64,
+    /// The share of the memory quota (see [`ShardConfig::memory_quota`]).
+    memory_share: Option<u64>,
+    /// Bytes the pages may hold, and the buffers' sizes, under that share.
+    budget: Budget,
+    /// `budget.pages`: what the swapper keeps the pages under.
     memory_quota: Option<u64>,
     /// See [`ShardConfig::unflushed_tail`].
     unflushed_tail: u64,
@@ -112,6 +120,12 @@ struct Inner {
     table_bytes: AtomicU64,
     /// Where the table file last written says recovery starts reading the log.
     covered_to: AtomicU64,
+}
+
+/// The smallest share of a memory quota a shard whose log is configured by `log` takes (see
+/// `budget.rs`).
+pub(crate) fn quota_share_min(log: &LogConfig) -> u64 {
+    Budget::share_min(log.log_buffer_bytes())
 }
 
 /// One shard, open. Dropping it closes it (errors ignored; call [`Shard::close`] to see them).
@@ -195,6 +209,7 @@ impl Shard {
         let applied = replay.stats();
         let stretches = table.len() as u64;
         let table_bytes = AtomicU64::new(table.live_bytes());
+        let budget = Budget::of(config.memory_quota, config.log.log_buffer_bytes());
         let inner = Arc::new(Inner {
             tree,
             log: Arc::new(log),
@@ -223,7 +238,9 @@ impl Shard {
             gets: Striped::new(),
             user_bytes: Striped::new(),
             replayed_bytes: scanned + pages_read + recovered.replayed.bytes,
-            memory_quota: config.memory_quota,
+            memory_share: config.memory_quota,
+            budget,
+            memory_quota: budget.pages,
             unflushed_tail: config.unflushed_tail,
             table_bytes,
             covered_to: AtomicU64::new(start),
@@ -350,9 +367,11 @@ impl Shard {
             swap_page_bytes: clean.swap_page_bytes,
             image_bytes: clean.image_bytes,
             swap_flushes: clean.swap_flushes,
+            rounds_incomplete: clean.rounds_incomplete,
             writer_waits: clean.writer_waits,
             writer_wait_micros: clean.writer_wait_micros,
-            memory_quota: inner.memory_quota.unwrap_or(0),
+            memory_quota: inner.memory_share.unwrap_or(0),
+            buffer_bytes: inner.budget.buffers,
             unflushed_bytes: inner.log.appended().saturating_sub(inner.covered_to.load(Ordering::Relaxed)),
             io_submitted: log.writes + log.syncs,
             io_completed: log.completions,

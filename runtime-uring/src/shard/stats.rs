@@ -58,6 +58,9 @@ pub struct ShardStats {
     pub image_bytes: u64,
     /// Batches of pages the swapper flushed, each made durable and committed on its own.
     pub swap_flushes: u64,
+    /// Flush rounds that could not capture a page (it stayed busy: being merged, or changed by
+    /// writers while it was read back) and so left the place recovery starts from where it was.
+    pub rounds_incomplete: u64,
     /// Writes (and reads that brought pages back) that waited for the cleaner: the shard was
     /// over its quota, or its unflushed tail past its bound.
     pub writer_waits: u64,
@@ -65,6 +68,10 @@ pub struct ShardStats {
     pub writer_wait_micros: u64,
     /// The memory quota (0: none).
     pub memory_quota: u64,
+    /// Bytes of it the buffers take: the log's write buffers, the cleaner's read window and
+    /// a flush's batch of page records (`memory_bytes` counts the pages, which get the rest;
+    /// without a quota, what the buffers take at most).
+    pub buffer_bytes: u64,
     /// Log bytes past the place recovery would start reading from (the last complete flush
     /// round's): what an open after a crash reads beyond the page table (see
     /// [`super::ShardConfig::unflushed_tail`]).
@@ -115,11 +122,13 @@ impl ShardStats {
             swap_page_bytes: self.swap_page_bytes + other.swap_page_bytes,
             image_bytes: self.image_bytes + other.image_bytes,
             swap_flushes: self.swap_flushes + other.swap_flushes,
+            rounds_incomplete: self.rounds_incomplete + other.rounds_incomplete,
             writer_waits: self.writer_waits + other.writer_waits,
             writer_wait_micros: self.writer_wait_micros + other.writer_wait_micros,
             pages: self.pages + other.pages,
             memory_bytes: self.memory_bytes + other.memory_bytes,
             memory_quota: self.memory_quota + other.memory_quota,
+            buffer_bytes: self.buffer_bytes + other.buffer_bytes,
             unflushed_bytes: self.unflushed_bytes + other.unflushed_bytes,
             io_submitted: self.io_submitted + other.io_submitted,
             io_completed: self.io_completed + other.io_completed,
@@ -157,6 +166,8 @@ pub struct CleanStats {
     pub swap_flushes: u64,
     /// Complete flush rounds (every dirty page written as one snapshot saw it).
     pub flush_rounds: u64,
+    /// Flush rounds that left a busy page uncaptured (see `ShardStats::rounds_incomplete`).
+    pub rounds_incomplete: u64,
     /// Writes that waited for the cleaner: the shard was over its quota, or its unflushed tail
     /// past four times `unflushed_tail`.
     pub writer_waits: u64,

@@ -147,13 +147,15 @@ impl Config {
         self
     }
 
-    /// Bytes the store's pages may hold in memory (their entries, deltas, stubs and index
-    /// nodes), split evenly between shards (default: no limit; at least 1 MiB per shard). Above
-    /// 90% of its share a shard swaps pages out to its log (a Clock picks cold ones; dirty ones
-    /// are written first) down to 75%; a writer that finds its shard over its whole share waits
-    /// for the swapper at most 2 ms, so writes slow down but are never refused. Log buffers,
-    /// the cleaner's read window and the allocator's own overhead are not counted (see
-    /// `docs/pages.md`).
+    /// Bytes of memory the store may hold, split evenly between shards (default: no limit).
+    /// Each shard's share pays for its buffers first (its log's write buffers, the window its
+    /// cleaner reads the log through and the batch of page records a flush holds, the last two
+    /// an eighth each of what the log's leave, from 256 KiB to 4 MiB) and its pages get the
+    /// rest (their entries, deltas, stubs and index nodes); a share must leave them 256 KiB.
+    /// Above 90% of theirs a shard swaps pages out to its log (a Clock picks cold ones; dirty
+    /// ones are written first) down to 75%; a writer that finds its shard's pages over their
+    /// whole part waits for the swapper at most 2 ms, so writes slow down but are never
+    /// refused. The allocator's own overhead is not counted (see `docs/pages.md`).
     pub fn memory_quota(mut self, bytes: u64) -> Self {
         self.memory_quota = Some(bytes);
         self
@@ -199,8 +201,13 @@ impl Config {
         }
         self.tree.validate().map_err(|e| Error::Config { knob: e.knob, rule: e.to_string() })?;
         self.log.validate().map_err(|e| Error::Config { knob: e.knob, rule: e.rule.to_string() })?;
-        if self.memory_quota.is_some_and(|q| q / (self.shards as u64) < 1 << 20) {
-            return Err(Error::Config { knob: "memory_quota", rule: "at least 1 MiB per shard".into() });
+        let share_min = crate::shard::quota_share_min(&self.log);
+        if self.memory_quota.is_some_and(|q| q / (self.shards as u64) < share_min) {
+            let rule = format!(
+                "at least {} KiB per shard with these write buffers: the log's buffers, the cleaner's and 256 KiB of pages",
+                share_min.div_ceil(1024)
+            );
+            return Err(Error::Config { knob: "memory_quota", rule });
         }
         if !(0.1..=100.0).contains(&self.clean_ratio) {
             return Err(Error::Config { knob: "clean_ratio", rule: "from 0.1 to 100".into() });

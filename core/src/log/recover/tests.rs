@@ -143,7 +143,7 @@ fn read_durable_reads_a_stretch_and_calls_damage_there_corruption() {
     let mut buffer = Vec::new();
     let mut seen = 0;
     let until = addresses[150];
-    read_durable(&mut source, SEG, STAMP.salt, (addresses[10], until), &mut buffer, |f| {
+    read_durable(&mut source, SEG, STAMP.salt, (addresses[10], until), CHUNK, &mut buffer, |f| {
         seen += usize::from(f.kind == Kind::Put);
         true
     })
@@ -151,8 +151,9 @@ fn read_durable_reads_a_stretch_and_calls_damage_there_corruption() {
     assert_eq!(seen, 140);
     let at = addresses[50];
     source.segments[(at / SEG) as usize].as_mut().unwrap()[(at % SEG) as usize + 40] ^= 4;
-    let err = read_durable(&mut source, SEG, STAMP.salt, (addresses[10], until), &mut buffer, |_| true)
-        .unwrap_err();
+    let err =
+        read_durable(&mut source, SEG, STAMP.salt, (addresses[10], until), CHUNK, &mut buffer, |_| true)
+            .unwrap_err();
     assert_eq!(
         err,
         RecoverError::Corrupt { lsn: at, reason: CorruptReason::BelowDurable { durable_lsn: until } }
