@@ -7,10 +7,13 @@
 //! [`crate::log::page`]), appends them, makes them recoverable, and tells the tree with
 //! [`Tree::flushed`]; a captured page with nothing newer than the snapshot may then be
 //! [`Tree::swap_out`]ed. A page is read back through the [`PageSource`] the runtime gives the
-//! tree: point reads ([`Tree::get_owned`]) read it without bringing it back and without holding
-//! their epoch pin across the read; scans, consolidations and borrowed reads bring it back
-//! (scans that stop before it, [`crate::Iter::stopping_at_swapped_out`], read its records with
-//! their pin let go first: [`Tree::swap_in_unpinned`]).
+//! tree: point reads ([`Tree::get_owned`]) read it without bringing it back; scans,
+//! consolidations, images and borrowed reads bring it back. Point reads, scans that stop before
+//! it ([`crate::Iter::stopping_at_swapped_out`], then [`Tree::swap_in_unpinned`]), writers'
+//! consolidations ([`Tree::put_deferring_reads`], then [`Tree::consolidate_unpinned`]) and
+//! images ([`Tree::capture`]) read with their epoch pin let go, and install what they read only
+//! if the page still ends in the same stubs; borrowed reads ([`Tree::get`]), the core's own
+//! iterators and writes through [`Tree::put_with`] read pinned.
 //!
 //! What makes a record exact: the snapshot is registered before it is sealed, so no
 //! consolidation drops the version it sees of any key; a page's versions newer than its last
@@ -138,7 +141,9 @@ pub struct PageChain {
 pub struct Capture {
     low: Box<[u8]>,
     id: u64,
-    head: usize,
+    /// The head captured, by its address and its `seq` (the address alone can come back on a
+    /// newer record once the captured one is freed, while the flusher waits unpinned).
+    head: (usize, u32),
     sn: u64,
     /// The snapshot number of the page's newest record when captured.
     flushed_sn: u64,
@@ -689,8 +694,14 @@ impl Tree {
         // again (see `PageCell::mark_dirty`).
         cell.dirty.store(false, Ordering::SeqCst);
         crate::sync::fence(Ordering::SeqCst);
-        let head = cell.load();
-        let flush = cell.flush.lock().clone();
+        // The head is loaded under the flush lock, which a merge into this page holds while
+        // it installs its merge record and makes the page inherit the absorbed page's
+        // records: so a head with the merge record comes with that flush state (an image is
+        // due), and one without it with the shape from before (see `Tree::complete_merge`).
+        let (head, flush) = {
+            let flush = cell.flush.lock();
+            (cell.load(), flush.clone())
+        };
         let image = image_due(image, &flush);
         // Frozen for a merge (its keys are about to be its sibling's), or swapped out again
         // since it was read back (a merge absorbed a swapped-out sibling).
@@ -734,7 +745,7 @@ impl Tree {
         Captured::Page(Capture {
             low: cell.low.clone(),
             id: cell.id,
-            head: head as *const Record as usize,
+            head: (head as *const Record as usize, head.hdr.seq),
             sn: s,
             flushed_sn: flush.sn,
             changes: flush.changes,
@@ -788,7 +799,7 @@ impl Tree {
             return false;
         }
         let (cell, head) = self.locate(Target::Key(&capture.low), guard);
-        if cell.id != capture.id || head as *const Record as usize != capture.head {
+        if cell.id != capture.id || (head as *const Record as usize, head.hdr.seq) != capture.head {
             return false;
         }
         let addr = {

@@ -262,8 +262,9 @@ impl Tree {
     /// chain ends in swapped-out records, which would read them from the log with `guard`
     /// pinned, is left to the caller: true if so. Call [`Tree::consolidate_unpinned`] with
     /// `key` then, once the ticket is dropped and no lock is held, so that neither waits for
-    /// the device. (A page twice past the point where it became due consolidates within the
-    /// write, pinned, so that a caller that never does cannot grow its chain without bound.)
+    /// the device. (A page whose chain is twice `consolidate_chain` long, or whose bytes are
+    /// four times `page_bytes_max`, consolidates within the write, pinned and with the ticket
+    /// held, so that a caller that never consolidates cannot grow its chain without bound.)
     ///
     /// # Panics
     /// If the ticket is of another sequence than the tree's.
@@ -749,18 +750,32 @@ impl Tree {
                 left_head as *const Record as *mut Record,
                 Body::Merge { sep: low.into(), right: remove as *const Record as *mut Record },
             );
+            // This page's keys are in its own records, not in the sibling's: the sibling
+            // inherits them, and is marked dirty, before the merge record is installed and
+            // under the sibling's flush lock, which a capture loads the head under. So
+            // whoever sees the merge record sees the sibling dirty, in a new shape, needing
+            // an image; and a capture that loaded the head before it has the old shape, which
+            // its round then finds changed (see `Tree::capture`).
+            let absorbed = self.source.is_some().then(|| cell.flush.lock().clone());
+            let mut left_flush = left.flush.lock();
+            let before = absorbed.as_ref().map(|absorbed| left_flush.inherit(absorbed));
+            if before.is_some() {
+                left.mark_dirty();
+            }
             if left.install(left_head, merge) {
+                drop(left_flush);
                 self.add_resident(bytes_of(merge));
-                if self.source.is_some() {
-                    // The sibling's keys are in its own records, not in this page's.
-                    let absorbed = cell.flush.lock().clone();
-                    left.inherit(&absorbed);
-                }
                 state.fetch_max(merge_state::MERGED, Ordering::AcqRel);
+                // Deferring: a merged page that needs its stubs read back is consolidated
+                // by its next write, unpinned, not by whoever finished the merge.
                 // SAFETY: installed; alive as long as the guard.
-                self.after_write(left, unsafe { &*merge }, false, guard);
+                self.after_write(left, unsafe { &*merge }, true, guard);
                 break;
             }
+            if let Some(before) = before {
+                left_flush.undo_inherit(before);
+            }
+            drop(left_flush);
             // SAFETY: never published; frees the merge record only.
             unsafe { Record::free(merge) };
         }

@@ -33,6 +33,10 @@ pub(crate) struct Header {
     pub items: u32,
     /// Encoded bytes of the page: exact after consolidation, an estimate in between.
     pub bytes: u32,
+    /// Records installed on the page's cell before this one (wrapping; set by
+    /// [`PageCell::install`]). With the record's address it names the head a capture saw: the
+    /// address alone may come back, on a newer record, once this one is freed.
+    pub seq: u32,
     /// Exclusive upper bound of the page's keys; `None` for the last page. Points at bytes owned by
     /// this record or by a record below it, which live exactly as long as this record.
     high: Option<NonNull<[u8]>>,
@@ -50,6 +54,7 @@ impl Header {
             chain_len: 0,
             items: saturate(items),
             bytes: saturate(bytes),
+            seq: 0,
             high: high.map(NonNull::from),
             high_prefix: high.map_or(0, prefix),
             right,
@@ -397,6 +402,12 @@ pub(crate) struct PageCell {
 }
 
 /// The page records that hold a page, newest first, and what its next record must be.
+/// What a [`FlushState`] was before an [`FlushState::inherit`].
+pub(crate) struct Inherited {
+    len: usize,
+    needs_image: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlushState {
     /// Log addresses of the page's records, newest first: an image at the end, deltas before
@@ -420,6 +431,24 @@ pub(crate) struct FlushState {
 }
 
 impl FlushState {
+    /// See [`PageCell::inherit`]. Returns what [`FlushState::undo_inherit`] needs to take it
+    /// back.
+    pub(crate) fn inherit(&mut self, other: &FlushState) -> Inherited {
+        let before = Inherited { len: self.inherited.len(), needs_image: self.needs_image };
+        self.inherited.extend_from_slice(&other.chain);
+        self.inherited.extend_from_slice(&other.inherited);
+        self.needs_image = true;
+        self.changes += 1;
+        before
+    }
+
+    /// Takes back the [`FlushState::inherit`] that returned `before`, the last change made.
+    pub(crate) fn undo_inherit(&mut self, before: Inherited) {
+        self.inherited.truncate(before.len);
+        self.needs_image = before.needs_image;
+        self.changes -= 1;
+    }
+
     /// A page held by the records `chain` (newest first), captured at `sn`.
     pub(crate) fn of_chain(chain: alloc::vec::Vec<u64>, sn: u64) -> Self {
         Self { chain, sn, ..Self::default() }
@@ -519,12 +548,7 @@ impl PageCell {
     /// Says that some of the page's keys are in `other`'s records (it split from or absorbed
     /// that page): those stay live, and the page's next record must be an image.
     pub(crate) fn inherit(&self, other: &FlushState) {
-        let mut flush = self.flush.lock();
-        flush.inherited.extend_from_slice(&other.chain);
-        flush.inherited.extend_from_slice(&other.inherited);
-        flush.needs_image = true;
-        flush.changes += 1;
-        drop(flush);
+        self.flush.lock().inherit(other);
         self.mark_dirty();
     }
 
@@ -544,12 +568,24 @@ impl PageCell {
     }
 
     /// Replaces the head `current` with `new`; true if no other record got there first.
+    /// `new` must be unpublished: its `seq` is set here.
     pub(crate) fn install(&self, current: &Record, new: *mut Record) -> bool {
+        // SAFETY: `new` is the caller's, unpublished.
+        unsafe { (*new).hdr.seq = current.hdr.seq.wrapping_add(1) };
         let current = current as *const Record as *mut Record;
         self.head.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     pub(crate) fn is_indexed(&self) -> bool {
         self.indexed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    /// `seq` takes the padding after `bytes`: every record's header stays 48 bytes.
+    #[test]
+    fn the_header_stays_48_bytes() {
+        assert_eq!(core::mem::size_of::<super::Header>(), 48);
     }
 }
