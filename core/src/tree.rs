@@ -252,10 +252,7 @@ impl Tree {
         value: Option<&[u8]>,
         guard: &Guard,
     ) -> Result<(), Error> {
-        assert!(ticket.is_of(&self.mvcc), "a write ticket of another snapshot sequence");
-        self.check_write(key, value)?;
-        self.write(key, value, Some(ticket), false, guard);
-        Ok(())
+        self.put_ticketed(ticket, key, value, false, guard).map(drop)
     }
 
     /// [`Tree::put_with`], except that a consolidation the write makes due on a page whose
@@ -275,9 +272,20 @@ impl Tree {
         value: Option<&[u8]>,
         guard: &Guard,
     ) -> Result<bool, Error> {
+        self.put_ticketed(ticket, key, value, true, guard)
+    }
+
+    fn put_ticketed(
+        &self,
+        ticket: &WriteTicket<'_>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        defer: bool,
+        guard: &Guard,
+    ) -> Result<bool, Error> {
         assert!(ticket.is_of(&self.mvcc), "a write ticket of another snapshot sequence");
         self.check_write(key, value)?;
-        Ok(self.write(key, value, Some(ticket), true, guard))
+        Ok(self.write(key, value, Some(ticket), defer, guard))
     }
 
     /// Removes `key` (a no-op for a key that is absent, but still a recorded write).

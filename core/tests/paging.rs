@@ -536,18 +536,8 @@ fn a_scan_reads_swapped_out_pages_back_unpinned() {
             }
             seen
         });
-        while !gate.waiting.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
         // The scanner waits in a read. Memory retired now must still be freed.
-        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = freed.clone();
-        tree.pin().defer(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
-        let started = std::time::Instant::now();
-        while !freed.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed().as_secs() < 10 {
-            tree.pin().flush();
-        }
-        let reclaimed = freed.load(std::sync::atomic::Ordering::SeqCst);
+        let reclaimed = reclaims_while_a_read_waits(tree, &gate);
         gate.open();
         let seen = scanner.join().unwrap();
         assert!(reclaimed, "nothing retired was freed while a scan waited for a page read");
@@ -555,6 +545,23 @@ fn a_scan_reads_swapped_out_pages_back_unpinned() {
     });
     assert_eq!(seen, keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
     assert!(paged.tree.stats().swap_ins > 0);
+}
+
+/// Once a read waits at `gate`: whether a closure deferred on the epoch now runs within 10 s
+/// (it cannot while any thread stays pinned).
+fn reclaims_while_a_read_waits(tree: &Tree, gate: &Gate) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    while !gate.waiting.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let freed = Arc::new(AtomicBool::new(false));
+    let flag = freed.clone();
+    tree.pin().defer(move || flag.store(true, Ordering::SeqCst));
+    let started = std::time::Instant::now();
+    while !freed.load(Ordering::SeqCst) && started.elapsed().as_secs() < 10 {
+        tree.pin().flush();
+    }
+    freed.load(Ordering::SeqCst)
 }
 
 /// A read that installs reads its page with the guard unpinned (a point read, or a scan's
@@ -642,17 +649,7 @@ fn a_writer_consolidates_a_swapped_out_page_unpinned() {
     *paged.log.gate.lock().unwrap() = Some(gate.clone());
     std::thread::scope(|s| {
         let writer = s.spawn(|| tree.consolidate_unpinned(&key, &mut tree.pin()).unwrap());
-        while !gate.waiting.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
-        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = freed.clone();
-        tree.pin().defer(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
-        let started = std::time::Instant::now();
-        while !freed.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed().as_secs() < 10 {
-            tree.pin().flush();
-        }
-        let reclaimed = freed.load(std::sync::atomic::Ordering::SeqCst);
+        let reclaimed = reclaims_while_a_read_waits(tree, &gate);
         gate.open();
         writer.join().unwrap();
         assert!(reclaimed, "nothing retired was freed while a writer's consolidation read a page");
