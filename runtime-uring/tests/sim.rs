@@ -170,14 +170,21 @@ struct Violation {
 /// The store of a seeded run: 1 to 4 shards on the simulated disk.
 fn store_config(disk: &SimDisk, seed: u64) -> Config {
     let shard = config(disk, seed);
-    Config::new(DIR)
+    let config = Config::new(DIR)
         .disk(shard.log.disk.clone())
         .shards(store_shards(seed))
         .segment_bytes(shard.log.segment_bytes)
         .write_buffer_bytes(shard.log.buffer_bytes)
         .write_buffers(shard.log.buffers)
         .clean_ratio(shard.clean_ratio)
-        .pin_threads(false)
+        .pin_threads(false);
+    // A third of the runs under the smallest memory quota (1 MiB a shard, of which the pages
+    // get 256-384 KiB): their cleanings swap pages out, so power goes while pages are
+    // flushed, swapped out, read back and relocated.
+    match seed % 3 {
+        1 => config.memory_quota(store_shards(seed) as u64 * (1 << 20)),
+        _ => config,
+    }
 }
 
 /// Shards of a seed's store: 1 to 4.
@@ -215,6 +222,10 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
         // A store that failed crashes next.
         let roll = if broken { rng.below(15) } else { rng.below(1000) };
         let live = store.as_ref().unwrap();
+        if roll < 15 || roll < 20 && !broken {
+            // The store's life may end here: keep what it swapped.
+            stats.swap_outs += live.stats().total.swap_outs;
+        }
         match roll {
             // A crash: the process is killed, or the power goes.
             0..=14 => {
@@ -289,6 +300,7 @@ fn run(seed: u64, steps: usize, faults: SimFaults) -> Result<RunStats, Violation
             _ => {}
         }
     }
+    stats.swap_outs += store.as_ref().map_or(0, |s| s.stats().total.swap_outs);
     drop(store);
     Ok(stats)
 }
@@ -368,6 +380,8 @@ struct RunStats {
     crashes: u64,
     power_losses: u64,
     closes: u64,
+    /// Pages swapped out (runs under a memory quota), summed over the store's lives.
+    swap_outs: u64,
 }
 
 fn seeds() -> Box<dyn Iterator<Item = u64>> {
@@ -400,6 +414,7 @@ fn sim_power_loss_never_loses_an_acknowledged_write_and_recovers_a_prefix() {
                 total.crashes += stats.crashes;
                 total.power_losses += stats.power_losses;
                 total.closes += stats.closes;
+                total.swap_outs += stats.swap_outs;
                 runs += 1;
             }
             Err(v) => panic!(
@@ -411,6 +426,7 @@ fn sim_power_loss_never_loses_an_acknowledged_write_and_recovers_a_prefix() {
     eprintln!("sim: {runs} runs, {total:?}");
     assert!(runs == 1 || total.power_losses > runs as u64, "too few power losses: {total:?}");
     assert!(runs < 10 || total.batches > runs as u64, "too few batches: {total:?}");
+    assert!(runs < 10 || total.swap_outs > runs as u64, "too few pages swapped out: {total:?}");
 }
 
 /// The simulation can fail: on a disk whose fdatasync does nothing, some seed must lose an
