@@ -5,6 +5,8 @@
 //! order, that point at or past every acknowledged `Sync` write and `sync()`. All cycles of a
 //! test run on one directory, so recovery also runs over logs torn by earlier kills, over the
 //! writes earlier recoveries dropped (which must stay dropped) and over cleanings cut short.
+//! The store runs under its smallest memory quota, so that as it grows its cleaners swap pages
+//! out and the kills land while pages are flushed, swapped, read back and relocated.
 //!
 //! - `sigkill_store_recovers_a_prefix_of_one_writers_keys`: one thread puts the keys 0, 1, 2,
 //!   ... (big-endian `u64`, spread over the shards by hash) with `Buffered` durability, in
@@ -59,6 +61,9 @@ const DEFAULT_CYCLES: u64 = 300;
 const JUDGED_CYCLES: u64 = 20;
 const SHARDS: usize = 4;
 
+/// Under the smallest memory quota (1 MiB a shard, of which the pages get 256 KiB): the
+/// children's cleaners swap pages out as the store grows, so kills land while pages are
+/// flushed, swapped out, read back and relocated.
 fn config(dir: &Path) -> Config {
     Config::new(dir)
         .shards(SHARDS)
@@ -66,6 +71,7 @@ fn config(dir: &Path) -> Config {
         .segment_bytes(1 << 20)
         .write_buffer_bytes(64 << 10)
         .clean_ratio(0.2)
+        .memory_quota(SHARDS as u64 * (1 << 20))
 }
 
 /// Word `at` (big-endian `u64`) of a value, if it has one there.
@@ -480,7 +486,7 @@ fn is_sync_batch(t: usize, i: u64) -> bool {
 
 /// The value operation `j` of batch `id` puts.
 fn batch_value(id: u64, j: u64) -> Vec<u8> {
-    value_of(&[id, j], id ^ j, (mix(id ^ j << 48) % 120) as usize)
+    value_of(&[id, j], id ^ j, (mix(id ^ j << 48) % 1200) as usize)
 }
 
 /// The data operations of batch `id` of thread `t`: 2 to 20 over the thread's keys, a quarter
@@ -644,6 +650,7 @@ fn sigkill_store_never_tears_a_batch() {
     let mut survived: HashMap<u64, [u64; BATCH_THREADS]> = HashMap::new();
     let (mut batches, mut synced, mut multi_shard, mut some_lost) = (0u64, 0u64, 0u64, 0u64);
     let mut in_reopens = Duration::ZERO;
+    let mut swap_outs = 0;
     let mut cycle = 0;
     while plan.more(cycle) {
         cycle += 1;
@@ -652,6 +659,7 @@ fn sigkill_store_never_tears_a_batch() {
         let reopen_start = Instant::now();
         let store = Store::open(config(dir.path())).unwrap_or_else(|e| panic!("{at}: recovery failed: {e}"));
         let (data, found) = read_batch_store(&store).unwrap_or_else(|why| panic!("{at}: {why}"));
+        swap_outs += store.stats().total.swap_outs;
         store.close().unwrap_or_else(|e| panic!("{at}: close failed: {e}"));
 
         // Each child's view of the markers when it opened the store, if it printed it.
@@ -798,7 +806,7 @@ fn sigkill_store_never_tears_a_batch() {
         &format!(
             "{}; {batches} batches survived ({multi_shard} of them over several shards), {synced} \
              Sync batches acknowledged; in {some_lost} cycles batches that had returned were dropped; \
-             {:.1} s reopening and checking",
+             {swap_outs} pages swapped out by the checks; {:.1} s reopening and checking",
             kills.describe(),
             in_reopens.as_secs_f64()
         ),
@@ -810,6 +818,7 @@ fn sigkill_store_never_tears_a_batch() {
             "no batch over several shards survived (seed {:#x})",
             plan.seed
         );
+        assert!(swap_outs > 0, "the store never outgrew its quota (seed {:#x})", plan.seed);
     }
 }
 
