@@ -946,7 +946,7 @@ enum ReadBack {
     Page(Base),
 }
 
-/// The stub a point read read the log for, copied out before it unpinned: its record and the
+/// The stub an unpinned read read the log for, copied out before it unpinned: its record and the
 /// keys it covers (a read for a page holds what that record has within those keys).
 struct ReadFor {
     addr: u64,
