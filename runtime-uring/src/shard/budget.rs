@@ -21,8 +21,8 @@ pub(crate) struct Budget {
     pub(crate) pages: Option<u64>,
     /// Bytes the cleaner reads the log through at a time.
     pub(crate) window: usize,
-    /// Bytes of captured page records at which a flush appends what it holds (so it holds up
-    /// to this plus its last record, and that record again in its writer).
+    /// Bytes of captured page records a flush holds at most before it appends them (a record
+    /// larger than this is held alone), besides its writer's copy of the last one.
     pub(crate) batch: usize,
     /// Bytes of the share the buffers take: the log's, the window and the batch.
     pub(crate) buffers: u64,

@@ -81,6 +81,15 @@ type KeyRange = (Box<[u8]>, Option<Box<[u8]>>);
 /// A page captured, with the record to append for it (if any).
 type Staged = (Capture, Option<(Kind, Vec<u8>)>);
 
+/// What [`Inner::write_pages_of`] did: the pages it captured and wrote, in how many batches,
+/// and the low keys of those it found busy (not captured: see [`Captured::Busy`]).
+#[derive(Default)]
+struct Written {
+    captures: Vec<Capture>,
+    batches: u64,
+    busy: Vec<Box<[u8]>>,
+}
+
 /// What capturing one page gave (see [`Captured`]).
 enum Took {
     Page(Staged),
@@ -110,36 +119,41 @@ impl Inner {
         })
     }
 
-    /// Captures the pages at `lows` (images if `image`) and writes their records, a batch of
-    /// at most the budget's batch at a time (so that what is held between capture and
-    /// append stays within the shard's budget); returns the captures and the batches written.
-    /// If a capture fails, the ones captured before it and not yet written are marked dirty
-    /// again and the error returned.
+    /// Captures the pages at `lows` (images if `image`) and writes their records a batch at a
+    /// time: a batch is appended before the next record would take it past the budget's batch
+    /// (so that what is held between capture and append stays within the shard's budget; a
+    /// record larger than that is held alone). If a capture fails, the ones captured before it
+    /// and not yet written are marked dirty again and the error returned.
     fn write_pages_of(
         &self,
         f: &mut Flusher,
-        lows: Vec<Box<[u8]>>,
+        lows: impl IntoIterator<Item = Box<[u8]>>,
         snapshot: &helio_core::Snapshot,
         image: bool,
-    ) -> Result<(Vec<Capture>, u64), ShardError> {
-        let (mut captured, mut bytes) = (Vec::new(), 0);
-        let (mut out, mut batches) = (Vec::new(), 0);
+    ) -> Result<Written, ShardError> {
+        let (mut held, mut bytes) = (Vec::new(), 0);
+        let mut written = Written::default();
         for low in lows {
             let capture = self.capture_page(f, &low, snapshot, image);
-            if let Took::Page(c) = capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
-                bytes += c.1.as_ref().map_or(0, |(_, p)| p.len());
-                captured.push(c);
-            }
-            if bytes >= self.budget.batch {
-                out.extend(self.write_pages(f, std::mem::take(&mut captured))?);
-                (bytes, batches) = (0, batches + 1);
+            match capture.inspect_err(|_| self.abandon(held.iter().map(|(c, _)| c)))? {
+                Took::Page(c) => {
+                    let len = c.1.as_ref().map_or(0, |(_, p)| p.len());
+                    if !held.is_empty() && bytes + len > self.budget.batch {
+                        written.captures.extend(self.write_pages(f, std::mem::take(&mut held))?);
+                        (bytes, written.batches) = (0, written.batches + 1);
+                    }
+                    bytes += len;
+                    held.push(c);
+                }
+                Took::Gone => {}
+                Took::Busy => written.busy.push(low),
             }
         }
-        if !captured.is_empty() {
-            out.extend(self.write_pages(f, captured)?);
-            batches += 1;
+        if !held.is_empty() {
+            written.captures.extend(self.write_pages(f, held)?);
+            written.batches += 1;
         }
-        Ok((out, batches))
+        Ok(written)
     }
 
     /// Appends the captured records, makes them recoverable (durable, and a commit past their
@@ -236,37 +250,23 @@ impl Inner {
         let mut busy = Vec::new();
         let mut retries = 0;
         loop {
-            let mut todo: Vec<(Box<[u8]>, u64)> = {
+            let fresh: Vec<(Box<[u8]>, u64)> = {
                 let guard = self.tree.pin();
                 self.tree.dirty_pages(&guard).into_iter().filter(|(_, id)| !done.contains(id)).collect()
             };
-            if todo.is_empty() {
+            let todo: Vec<Box<[u8]>> = if fresh.is_empty() {
                 if busy.is_empty() || retries == BUSY_RETRIES {
                     break;
                 }
                 retries += 1;
-                todo = std::mem::take(&mut busy);
-            }
-            let mut captured = Vec::new();
-            let mut bytes = 0;
-            for (low, id) in todo {
-                done.insert(id);
-                let capture = self.capture_page(f, &low, &snapshot, images);
-                match capture.inspect_err(|_| self.abandon(captured.iter().map(|(c, _)| c)))? {
-                    Took::Page(c) => {
-                        done.insert(c.0.page_id());
-                        bytes += c.1.as_ref().map_or(0, |(_, p)| p.len());
-                        captured.push(c);
-                    }
-                    Took::Gone => {}
-                    Took::Busy => busy.push((low, id)),
-                }
-                if bytes >= self.budget.batch {
-                    self.write_pages(f, std::mem::take(&mut captured))?;
-                    bytes = 0;
-                }
-            }
-            self.write_pages(f, captured)?;
+                std::mem::take(&mut busy)
+            } else {
+                done.extend(fresh.iter().map(|(_, id)| *id));
+                fresh.into_iter().map(|(low, _)| low).collect()
+            };
+            let written = self.write_pages_of(f, todo, &snapshot, images)?;
+            done.extend(written.captures.iter().map(Capture::page_id));
+            busy.extend(written.busy);
         }
         {
             let mut stats = self.stats.lock().unwrap();
@@ -307,7 +307,7 @@ impl Inner {
                 }
             }
         }
-        let (captures, _) = self.write_pages_of(f, lows, &snapshot, true)?;
+        let captures = self.write_pages_of(f, lows, &snapshot, true)?.captures;
         // A page written out again because its record was old is likely cold: under a quota,
         // out of memory again it goes (an image reads the page back in first).
         if self.memory_quota.is_some() {
@@ -345,7 +345,7 @@ impl Inner {
                 self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard)
             };
             let written = self.page_bytes_written();
-            let (captures, batches) = self.write_pages_of(f, victims, &snapshot, false)?;
+            let Written { captures, batches, .. } = self.write_pages_of(f, victims, &snapshot, false)?;
             {
                 let mut stats = self.stats.lock().unwrap();
                 stats.swap_page_bytes += stats.page_bytes_written - written;
