@@ -310,7 +310,7 @@ impl Inner {
         let captures = self.write_pages_of(f, lows, &snapshot, true)?.captures;
         // A page written out again because its record was old is likely cold: under a quota,
         // out of memory again it goes (an image reads the page back in first).
-        if self.memory_quota.is_some() {
+        if self.budget.pages.is_some() {
             let guard = self.tree.pin();
             for capture in &captures {
                 self.tree.swap_out(capture, &guard);
@@ -332,7 +332,7 @@ impl Inner {
     /// Swaps pages out while the shard is above its high watermark, down to the low one, or
     /// until the Clock finds nothing more to swap.
     pub(super) fn swap_pass(&self, f: &mut Flusher) -> Result<(), ShardError> {
-        let Some(quota) = self.memory_quota else { return Ok(()) };
+        let Some(quota) = self.budget.pages else { return Ok(()) };
         let (high, low) = ((quota as f64 * HIGH_WATERMARK) as u64, (quota as f64 * LOW_WATERMARK) as u64);
         if self.tree.resident_bytes() <= high {
             return Ok(());
@@ -388,7 +388,8 @@ impl Inner {
     /// quota (a store that fits in memory comes back into it as it is read after an open),
     /// below the low watermark with one (so that reads do not swap against the swapper).
     pub(super) fn room_to_swap_in(&self) -> bool {
-        self.memory_quota
+        self.budget
+            .pages
             .is_none_or(|quota| (self.tree.resident_bytes() as f64) < quota as f64 * LOW_WATERMARK)
     }
 
@@ -409,7 +410,7 @@ impl Inner {
     }
 
     fn over_quota(&self) -> bool {
-        self.memory_quota.is_some_and(|quota| self.tree.resident_bytes() > quota)
+        self.budget.pages.is_some_and(|quota| self.tree.resident_bytes() > quota)
     }
 
     /// While `behind()`: wakes the cleaner and waits for it a little ([`WRITER_WAIT`] at most;

@@ -109,10 +109,9 @@ struct Inner {
     replayed_bytes: u64,
     /// The share of the memory quota (see [`ShardConfig::memory_quota`]).
     memory_share: Option<u64>,
-    /// Bytes the pages may hold, and the buffers' sizes, under that share.
+    /// Bytes the pages may hold (what the swapper keeps them under), and the buffers' sizes,
+    /// under that share.
     budget: Budget,
-    /// `budget.pages`: what the swapper keeps the pages under.
-    memory_quota: Option<u64>,
     /// See [`ShardConfig::unflushed_tail`].
     unflushed_tail: u64,
     /// Payload bytes of the page records the table file last written names: the live data
@@ -240,7 +239,6 @@ impl Shard {
             replayed_bytes: scanned + pages_read + recovered.replayed.bytes,
             memory_share: config.memory_quota,
             budget,
-            memory_quota: budget.pages,
             unflushed_tail: config.unflushed_tail,
             table_bytes,
             covered_to: AtomicU64::new(start),
