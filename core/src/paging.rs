@@ -661,7 +661,8 @@ impl Tree {
             if *cell.low != *low {
                 return Ok(Captured::Gone);
             }
-            if !(image_due(image, &cell.flush.lock()) && chain_has_stub(head)) {
+            let dirty = cell.dirty.load(Ordering::SeqCst);
+            if !(image_due(image, &cell.flush.lock(), dirty) && chain_has_stub(head)) {
                 break;
             }
             tries += 1;
@@ -692,7 +693,7 @@ impl Tree {
         }
         // Cleared before the head is read: a write that lands after this read marks the page
         // again (see `PageCell::mark_dirty`).
-        cell.dirty.store(false, Ordering::SeqCst);
+        let dirty = cell.dirty.swap(false, Ordering::SeqCst);
         crate::sync::fence(Ordering::SeqCst);
         // The head is loaded under the flush lock, which a merge into this page holds while
         // it installs its merge record and makes the page inherit the absorbed page's
@@ -702,7 +703,7 @@ impl Tree {
             let flush = cell.flush.lock();
             (cell.load(), flush.clone())
         };
-        let image = image_due(image, &flush);
+        let image = image_due(image, &flush, dirty);
         // Frozen for a merge (its keys are about to be its sibling's), or swapped out again
         // since it was read back (a merge absorbed a swapped-out sibling).
         if head.remove_state().is_some() || (image && chain_has_stub(head)) {
@@ -727,6 +728,12 @@ impl Tree {
         garbage_collect(&mut versions, &live, floor, &mut GcScratch::default());
         if !image {
             versions.retain(|v| v.sn > flush.sn);
+            if !versions.is_empty() && flush.chain.len() >= MAX_SEGMENTS {
+                // A write landed after the page was found clean: its delta would make the
+                // chain too long, so it waits for an image.
+                cell.mark_dirty();
+                return Captured::Busy;
+            }
         }
         if !settled {
             cell.mark_dirty();
@@ -924,10 +931,11 @@ impl Tree {
 }
 
 /// Whether a capture of a page whose flush state is `flush` writes an image (`image`: asked
-/// for one): a page never written or restructured needs one, and so does one whose chain in
-/// the log is [`MAX_SEGMENTS`] records long.
-fn image_due(image: bool, flush: &FlushState) -> bool {
-    image || flush.chain.is_empty() || flush.needs_image || flush.chain.len() >= MAX_SEGMENTS
+/// for one): a page never written or restructured needs one, and so does a `dirty` one whose
+/// chain in the log is [`MAX_SEGMENTS`] records long. A clean one adds no record to its chain:
+/// it swaps out under the chain it has, and a swapped-out one is not read back for an image.
+fn image_due(image: bool, flush: &FlushState, dirty: bool) -> bool {
+    image || flush.chain.is_empty() || flush.needs_image || (dirty && flush.chain.len() >= MAX_SEGMENTS)
 }
 
 /// A page's identity in its current shape (see [`Capture::page_id`]).
