@@ -835,7 +835,11 @@ impl Tree {
 
     /// The Clock: passes over up to `n` pages from the one holding `hand` (wrapping around at
     /// the end), clearing reference bits; returns the low keys of those whose bit was already
-    /// clear and that hold entries in memory: the pages to swap out. `hand` moves on past them.
+    /// clear and that hold at least the mean bytes in memory of such pages: the pages to swap
+    /// out. `hand` moves on past them. The others keep their clear bit for the next pass: a
+    /// page holding a few blind writes above its stub frees little, and flushing it uses up
+    /// one of its chain's [`MAX_SEGMENTS`] records (the last of which costs reading the page
+    /// back for an image), so it waits until it holds more.
     pub fn sweep(&self, hand: &mut Vec<u8>, n: usize, guard: &Guard) -> Vec<Box<[u8]>> {
         let mut victims = Vec::new();
         let (mut cell, _) = self.locate(Target::Key(hand), guard);
@@ -844,7 +848,7 @@ impl Tree {
             let bare_stub = head.hdr.chain_len == 0 && head.swapped().is_some();
             if !bare_stub && head.remove_state().is_none() && !cell.referenced.swap(false, Ordering::Relaxed)
             {
-                victims.push(cell.low.clone());
+                victims.push((cell.low.clone(), head.hdr.bytes as u64));
             }
             match (head.hdr.high(), head.hdr.right()) {
                 (Some(high), Some(right)) => {
@@ -858,7 +862,9 @@ impl Tree {
                 }
             }
         }
-        victims
+        let total: u64 = victims.iter().map(|(_, bytes)| bytes).sum();
+        let count = victims.len() as u64;
+        victims.into_iter().filter(|(_, bytes)| bytes * count >= total).map(|(low, _)| low).collect()
     }
 
     /// Every page's place in the log, in key order: what the runtime writes to its page table.

@@ -963,6 +963,30 @@ fn a_clean_page_swaps_out_without_a_new_record() {
     assert!(paged.tree.stats().swap_outs >= 1, "{:?}", paged.tree.stats());
 }
 
+/// The Clock takes, of the pages whose reference bit it finds clear, those holding at least the
+/// mean bytes in memory of them: a page with one blind write above its stub waits, while one
+/// with many goes.
+#[test]
+fn the_clock_takes_the_pages_that_hold_the_most() {
+    let mut paged = Paged::new(TreeConfig::default().split_items(16).merge_items(4));
+    let key = |i: u16| i.to_be_bytes();
+    for i in 0..200 {
+        paged.write(&key(i), Some(b"v"));
+    }
+    paged.flush(true, false);
+    paged.write(&key(0), Some(b"one"));
+    for _ in 0..10 {
+        paged.write(&key(199), Some(b"many"));
+    }
+    let guard = paged.tree.pin();
+    let pages = paged.tree.pages(&guard);
+    assert!(pages.len() > 2 && pages.iter().all(|p| p.swapped), "every page swapped out");
+    let mut hand = Vec::new();
+    assert!(paged.tree.sweep(&mut hand, 1000, &guard).is_empty(), "the writes set both pages' bits");
+    let victims = paged.tree.sweep(&mut hand, 1000, &guard);
+    assert_eq!(victims, vec![pages.last().unwrap().low.clone()]);
+}
+
 /// A clean page whose chain in the log is full swaps out under that chain: no image is written
 /// for it, and, swapped out, it is not read back to write one; its next write's flush is one.
 #[test]
