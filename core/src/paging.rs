@@ -165,9 +165,10 @@ pub enum Captured {
     /// No page starts at the low key any more: its keys are in pages of other shapes, which
     /// [`Tree::dirty_pages`] lists if they hold writes no record has.
     Gone,
-    /// The page could not be captured now (it is being merged, or writers kept changing it
-    /// while it was read back): it stays dirty, and a flush round that has not captured it has
-    /// not written every write its snapshot sees.
+    /// The page could not be captured now (it is being merged, writers kept changing it while
+    /// it was read back, or a write landed on its full chain as the capture found it clean, so
+    /// that it needs an image the capture did not read for): it stays dirty, and a flush round
+    /// that has not captured it has not written every write its snapshot sees.
     Busy,
 }
 
