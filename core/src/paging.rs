@@ -165,10 +165,9 @@ pub enum Captured {
     /// No page starts at the low key any more: its keys are in pages of other shapes, which
     /// [`Tree::dirty_pages`] lists if they hold writes no record has.
     Gone,
-    /// The page could not be captured now (it is being merged, writers kept changing it while
-    /// it was read back, or a write landed on its full chain as the capture found it clean, so
-    /// that it needs an image the capture did not read for): it stays dirty, and a flush round
-    /// that has not captured it has not written every write its snapshot sees.
+    /// The page could not be captured now (it is being merged, or writers kept changing it
+    /// while it was read back): it stays dirty, and a flush round that has not captured it has
+    /// not written every write its snapshot sees.
     Busy,
 }
 
@@ -662,8 +661,7 @@ impl Tree {
             if *cell.low != *low {
                 return Ok(Captured::Gone);
             }
-            let dirty = cell.dirty.load(Ordering::SeqCst);
-            if !(image_due(image, &cell.flush.lock(), dirty) && chain_has_stub(head)) {
+            if !(image_due(image, &cell.flush.lock()) && chain_has_stub(head)) {
                 break;
             }
             tries += 1;
@@ -694,7 +692,7 @@ impl Tree {
         }
         // Cleared before the head is read: a write that lands after this read marks the page
         // again (see `PageCell::mark_dirty`).
-        let dirty = cell.dirty.swap(false, Ordering::SeqCst);
+        cell.dirty.store(false, Ordering::SeqCst);
         crate::sync::fence(Ordering::SeqCst);
         // The head is loaded under the flush lock, which a merge into this page holds while
         // it installs its merge record and makes the page inherit the absorbed page's
@@ -704,7 +702,7 @@ impl Tree {
             let flush = cell.flush.lock();
             (cell.load(), flush.clone())
         };
-        let image = image_due(image, &flush, dirty);
+        let image = image_due(image, &flush);
         // Frozen for a merge (its keys are about to be its sibling's), or swapped out again
         // since it was read back (a merge absorbed a swapped-out sibling).
         if head.remove_state().is_some() || (image && chain_has_stub(head)) {
@@ -729,12 +727,6 @@ impl Tree {
         garbage_collect(&mut versions, &live, floor, &mut GcScratch::default());
         if !image {
             versions.retain(|v| v.sn > flush.sn);
-            if !versions.is_empty() && flush.chain.len() >= MAX_SEGMENTS {
-                // A write landed after the page was found clean: its delta would make the
-                // chain too long, so it waits for an image.
-                cell.mark_dirty();
-                return Captured::Busy;
-            }
         }
         if !settled {
             cell.mark_dirty();
@@ -938,11 +930,10 @@ impl Tree {
 }
 
 /// Whether a capture of a page whose flush state is `flush` writes an image (`image`: asked
-/// for one): a page never written or restructured needs one, and so does a `dirty` one whose
-/// chain in the log is [`MAX_SEGMENTS`] records long. A clean one adds no record to its chain:
-/// it swaps out under the chain it has, and a swapped-out one is not read back for an image.
-fn image_due(image: bool, flush: &FlushState, dirty: bool) -> bool {
-    image || flush.chain.is_empty() || flush.needs_image || (dirty && flush.chain.len() >= MAX_SEGMENTS)
+/// for one): a page never written or restructured needs one, and so does one whose chain in
+/// the log is [`MAX_SEGMENTS`] records long.
+fn image_due(image: bool, flush: &FlushState) -> bool {
+    image || flush.chain.is_empty() || flush.needs_image || flush.chain.len() >= MAX_SEGMENTS
 }
 
 /// A page's identity in its current shape (see [`Capture::page_id`]).

@@ -986,39 +986,3 @@ fn the_clock_takes_the_pages_that_hold_the_most() {
     let victims = paged.tree.sweep(&mut hand, 1000, &guard);
     assert_eq!(victims, vec![pages.last().unwrap().low.clone()]);
 }
-
-/// A clean page whose chain in the log is full swaps out under that chain: no image is written
-/// for it, and, swapped out, it is not read back to write one; its next write's flush is one.
-#[test]
-fn a_clean_page_with_a_full_chain_swaps_out_without_an_image() {
-    let mut paged = Paged::new(TreeConfig::default());
-    for i in 0u8..10 {
-        paged.write(&[i], Some(&[i]));
-    }
-    paged.flush(false, false);
-    for i in 0..helio_core::MAX_SEGMENTS as u8 - 1 {
-        paged.write(&[100 + i], Some(b"d"));
-        paged.flush(false, false);
-    }
-    let records = paged.log.records.lock().unwrap().len();
-    assert_eq!(records, helio_core::MAX_SEGMENTS, "one page, its chain full");
-    paged.flush(true, false);
-    let swapped = paged.tree.stats();
-    assert_eq!(paged.log.records.lock().unwrap().len(), records, "a clean page was written again");
-    assert_eq!(swapped.swap_outs, 1);
-    // Swapped out and still clean: taken again, it is not read back for an image.
-    let snapshot = paged.tree.snapshot();
-    let mut guard = paged.tree.pin();
-    let mut writer = PageWriter::new();
-    match paged.tree.capture(&[], &snapshot, false, &mut writer, &mut guard).unwrap() {
-        Captured::Page(capture) => assert_eq!(capture.kind(), None),
-        _ => panic!("the page is there, and no other thread is at work"),
-    }
-    drop(guard);
-    assert_eq!(paged.tree.stats().page_reads, swapped.page_reads, "a clean page was read back for an image");
-    // Written to, it is dirty: its chain is full, so its next record is an image.
-    paged.write(&[3], Some(b"new"));
-    paged.flush(true, false);
-    let records = paged.log.records.lock().unwrap();
-    assert_eq!((records.len(), records.last().unwrap().0), (helio_core::MAX_SEGMENTS + 1, Kind::PageImage));
-}
