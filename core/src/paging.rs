@@ -37,7 +37,7 @@ use crate::log::frame::Kind;
 use crate::log::page::{block_entries, BlockRef, FrontError, PageEntry, PageFront, PageRecord, PageWriter};
 use crate::mvcc::{Mvcc, Snapshot, LATEST};
 use crate::page::base::{Base, Version};
-use crate::page::record::{chain_bytes, Body, FlushState, PageCell, Record, StubRef};
+use crate::page::record::{chain_bytes, Body, FlushState, Header, PageCell, Record, StubRef};
 use crate::page::{self, garbage_collect, Gathered, GcScratch, Loaded};
 use crate::sync::Ordering;
 use crate::tree::{Target, Tree, NODE_BYTES};
@@ -189,12 +189,6 @@ impl Capture {
     /// its current shape, has every write its snapshot sees in the log.
     pub fn page_id(&self) -> u64 {
         shape(self.id, self.changes)
-    }
-
-    /// Whether the page may be swapped out once its record (if any) is recoverable: it held no
-    /// version newer than the snapshot.
-    pub fn settled(&self) -> bool {
-        self.settled
     }
 }
 
@@ -677,6 +671,19 @@ impl Tree {
         Ok(self.capture_resident(low, snapshot.sn(), image, out, guard))
     }
 
+    /// The log addresses of the records [`Tree::capture`] of the page at `low` (an image if
+    /// `image`) would read back, newest first: the page's records, if an image is due and some
+    /// are swapped out; none otherwise. A runtime asks its device for them ahead of the
+    /// captures, so that the reads of a batch of pages overlap.
+    pub fn capture_reads(&self, low: &[u8], image: bool, guard: &Guard) -> Vec<u64> {
+        let (cell, head) = self.locate(Target::Key(low), guard);
+        let flush = cell.flush.lock();
+        if *cell.low != *low || !image_due(image, &flush) || !chain_has_stub(head) {
+            return Vec::new();
+        }
+        flush.chain.clone()
+    }
+
     /// [`Tree::capture`] of a page that needs no read from the log.
     fn capture_resident(
         &self,
@@ -791,17 +798,17 @@ impl Tree {
         }
     }
 
-    /// Replaces the page `capture` captured with a stub naming its records, if it is still
-    /// exactly as captured, held nothing newer than the snapshot, and its records are
-    /// recoverable ([`Tree::flushed`] was called). True if it was swapped out.
+    /// Replaces the page `capture` captured with a stub naming its records, if it has not been
+    /// split, merged or consolidated since, and its records are recoverable ([`Tree::flushed`]
+    /// was called). The versions newer than the capture's snapshot (written since, or before
+    /// the capture but after the snapshot) stay in memory, copied onto the stub as blind
+    /// writes, and the page stays dirty for them. True if it was swapped out.
     pub fn swap_out(&self, capture: &Capture, guard: &Guard) -> bool {
-        if !capture.settled {
-            return false;
-        }
         let (cell, head) = self.locate(Target::Key(&capture.low), guard);
-        if cell.id != capture.id || (head as *const Record as usize, head.hdr.seq) != capture.head {
+        if cell.id != capture.id {
             return false;
         }
+        let Some(kept) = writes_kept(head, capture) else { return false };
         let addr = {
             let flush = cell.flush.lock();
             // The newest record is the one captured (or, if it held nothing new, the one the
@@ -812,14 +819,17 @@ impl Tree {
                 _ => return false,
             }
         };
-        let stub = Record::stub(addr, capture.items, &cell.low, head.hdr.high(), head.hdr.right_ptr());
+        let mut top = Record::stub(addr, capture.items, &cell.low, head.hdr.high(), head.hdr.right_ptr());
+        for write in kept.iter().rev() {
+            top = copy_write_onto(write, top);
+        }
         self.finish_unlinks(head, guard);
-        if !cell.install(head, stub) {
+        if !cell.install(head, top) {
             // SAFETY: never published.
-            unsafe { crate::page::record::free_chain(stub) };
+            unsafe { crate::page::record::free_chain(top) };
             return false;
         }
-        self.add_resident(chain_bytes(stub));
+        self.add_resident(chain_bytes(top));
         self.retire(head, guard);
         cell.referenced.store(false, Ordering::Relaxed);
         self.counters.swap_outs.fetch_add(1, Ordering::Relaxed);
@@ -828,12 +838,13 @@ impl Tree {
 
     /// The Clock: passes over up to `n` pages from the one holding `hand` (wrapping around at
     /// the end), clearing reference bits; returns the low keys of those whose bit was already
-    /// clear and that hold at least the mean bytes in memory of such pages: the pages to swap
-    /// out. `hand` moves on past them. The others keep their clear bit for the next pass: a
+    /// clear and that hold at least the mean bytes in memory of such pages, each with those
+    /// bytes: the pages to swap out. `hand` moves on past them (and is left empty at the end of
+    /// the keys). The others keep their clear bit for the next pass: a
     /// page holding a few blind writes above its stub frees little, and flushing it uses up
     /// one of its chain's [`MAX_SEGMENTS`] records (the last of which costs reading the page
     /// back for an image), so it waits until it holds more.
-    pub fn sweep(&self, hand: &mut Vec<u8>, n: usize, guard: &Guard) -> Vec<Box<[u8]>> {
+    pub fn sweep(&self, hand: &mut Vec<u8>, n: usize, guard: &Guard) -> Vec<(Box<[u8]>, u64)> {
         let mut victims = Vec::new();
         let (mut cell, _) = self.locate(Target::Key(hand), guard);
         for _ in 0..n {
@@ -857,7 +868,8 @@ impl Tree {
         }
         let total: u64 = victims.iter().map(|(_, bytes)| bytes).sum();
         let count = victims.len() as u64;
-        victims.into_iter().filter(|(_, bytes)| bytes * count >= total).map(|(low, _)| low).collect()
+        victims.retain(|(_, bytes)| bytes * count >= total);
+        victims
     }
 
     /// Every page's place in the log, in key order: what the runtime writes to its page table.
@@ -927,6 +939,55 @@ impl Tree {
             }
         }
     }
+}
+
+/// The writes a swap-out keeps in memory above the stub, newest first: those installed on the
+/// page above the head `capture` saw, and, if the page held versions newer than its snapshot
+/// then, the writes below that head newer than it. `None` if `head` does not lead down to the
+/// captured head through writes alone (the page was split, merged or consolidated since), or
+/// a newer version is in a base or a record other than a write.
+fn writes_kept<'r>(head: &'r Record, capture: &Capture) -> Option<Vec<&'r Record>> {
+    let mut kept = Vec::new();
+    let mut rec = head;
+    while (rec as *const Record as usize, rec.hdr.seq) != capture.head {
+        rec.version()?;
+        kept.push(rec);
+        // SAFETY: a write always has a next record, alive as long as the chain above it.
+        rec = unsafe { &*rec.next };
+    }
+    if capture.settled {
+        return Some(kept);
+    }
+    loop {
+        match &rec.body {
+            Body::Insert { sn, .. } | Body::Delete { sn, .. } => {
+                if *sn > capture.sn {
+                    kept.push(rec);
+                }
+            }
+            Body::Base { base, .. } => {
+                return (0..base.len()).all(|i| base.get(i).sn <= capture.sn).then_some(kept)
+            }
+            Body::Swapped { .. } => return Some(kept),
+            _ => return None,
+        }
+        // SAFETY: as above: only a base or a stub ends a chain.
+        rec = unsafe { &*rec.next };
+    }
+}
+
+/// An unpublished copy of the write `write` placed above `next`.
+fn copy_write_onto(write: &Record, next: *mut Record) -> *mut Record {
+    let v = write.version().expect("only writes are copied");
+    let copy = Record::write(v.key, v.value);
+    // SAFETY: `copy` is fresh and unpublished; `next` is the caller's, alive.
+    unsafe {
+        let (items_delta, bytes) = (*copy).write_effect();
+        (*copy).set_sn(v.sn);
+        (*copy).hdr = Header::above(&(*next).hdr, items_delta, bytes);
+        (*copy).next = next;
+    }
+    copy
 }
 
 /// Whether a capture of a page whose flush state is `flush` writes an image (`image`: asked

@@ -116,6 +116,9 @@ impl MemLog {
     }
 }
 
+/// A put (`Some` value) or a delete.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
 /// A durable write: what an op record in the log holds.
 #[derive(Clone, Debug)]
 struct LoggedOp {
@@ -154,7 +157,21 @@ impl Paged {
     /// Flushes every dirty page as a new snapshot sees it; swaps out every page that allows it
     /// if `swap`. The ops every page record now covers leave the log.
     fn flush(&mut self, swap: bool, images: bool) {
+        self.flush_writing(swap, images, &[]);
+    }
+
+    /// [`Paged::flush`], with the writes of `during` made while it runs: the first half after
+    /// its snapshot (so pages hold versions newer than it as they are captured), the rest one
+    /// at a time between a page's capture and its swap-out.
+    fn flush_writing(&mut self, swap: bool, images: bool, during: &[Write]) {
         let snapshot = self.tree.snapshot();
+        let (before, mut between) = {
+            let (before, between) = during.split_at(during.len() / 2);
+            (before, between.iter())
+        };
+        for (key, value) in before {
+            self.write(key, value.as_deref());
+        }
         let mut guard = self.tree.pin();
         let mut writer = PageWriter::new();
         // Again until no page is left the round has not captured: an image may bring a page
@@ -182,10 +199,18 @@ impl Paged {
                     let addr = self.log.append(kind, writer.payload());
                     self.tree.flushed(&capture, addr, &guard);
                 }
+                if let Some((key, value)) = between.next() {
+                    drop(guard);
+                    self.write(key, value.as_deref());
+                    guard = self.tree.pin();
+                }
                 if swap {
                     self.tree.swap_out(&capture, &guard);
                 }
             }
+        }
+        for (key, value) in between {
+            self.write(key, value.as_deref());
         }
         // Every page is in the log as `snapshot` sees it, if the round saw every dirty page
         // (pages made after it started are dirty with writes above the snapshot).
@@ -249,7 +274,12 @@ enum Op {
     TakeSnapshot,
     CheckSnapshot(usize),
     DropSnapshot(usize),
-    Flush { swap: bool, images: bool },
+    /// A flush, with writes made while it runs (see [`Paged::flush_writing`]).
+    Flush {
+        swap: bool,
+        images: bool,
+        during: Vec<Write>,
+    },
     Reopen,
 }
 
@@ -271,9 +301,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::TakeSnapshot),
         2 => (0usize..4).prop_map(Op::CheckSnapshot),
         1 => (0usize..4).prop_map(Op::DropSnapshot),
-        4 => (any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(swap, images)| Op::Flush { swap, images }),
+        4 => (any::<bool>(), prop::bool::weighted(0.2), writes_during())
+            .prop_map(|(swap, images, during)| Op::Flush { swap, images, during }),
         1 => Just(Op::Reopen),
     ]
+}
+
+/// Writes made during a flush: none half the time.
+fn writes_during() -> impl Strategy<Value = Vec<Write>> {
+    let write = (key(), proptest::option::weighted(0.8, proptest::collection::vec(any::<u8>(), 0..16)));
+    prop_oneof![Just(Vec::new()), proptest::collection::vec(write, 1..8)]
 }
 
 fn config() -> impl Strategy<Value = TreeConfig> {
@@ -405,7 +442,15 @@ fn run(config: TreeConfig, ops: Vec<Op>) {
                     snapshots.swap_remove(i);
                 }
             }
-            Op::Flush { swap, images } => paged.flush(swap, images),
+            Op::Flush { swap, images, during } => {
+                paged.flush_writing(swap, images, &during);
+                for (key, value) in during {
+                    match value {
+                        Some(value) => model.insert(key, value),
+                        None => model.remove(&key),
+                    };
+                }
+            }
             Op::Reopen => {
                 // Snapshots do not outlive the process.
                 snapshots.clear();
@@ -983,6 +1028,46 @@ fn the_clock_takes_the_pages_that_hold_the_most() {
     assert!(pages.len() > 2 && pages.iter().all(|p| p.swapped), "every page swapped out");
     let mut hand = Vec::new();
     assert!(paged.tree.sweep(&mut hand, 1000, &guard).is_empty(), "the writes set both pages' bits");
-    let victims = paged.tree.sweep(&mut hand, 1000, &guard);
+    let victims: Vec<_> = paged.tree.sweep(&mut hand, 1000, &guard).into_iter().map(|(low, _)| low).collect();
     assert_eq!(victims, vec![pages.last().unwrap().low.clone()]);
+}
+
+/// Writes that land between a page's capture and its swap-out, or between the flush's
+/// snapshot and the capture, do not keep the page in memory: it swaps out with them copied
+/// onto its stub as blind writes, stays dirty for them, and the next flush writes them.
+#[test]
+fn a_page_written_while_it_is_flushed_swaps_out_keeping_the_writes() {
+    let mut paged = Paged::new(TreeConfig::default());
+    let key = |i: u32| i.to_be_bytes().to_vec();
+    for i in 0..100 {
+        paged.write(&key(i), Some(b"old"));
+    }
+    // Written out, and left in memory.
+    paged.flush(false, false);
+    paged.write(&key(7), Some(b"dirty"));
+    let newer = (key(8), Some(b"after the snapshot".to_vec()));
+    let since = (key(10), Some(b"after the capture".to_vec()));
+    paged.flush_writing(true, false, &[newer, since]);
+    paged.write(&key(9), None);
+    let guard = paged.tree.pin();
+    let pages = paged.tree.pages(&guard);
+    assert!(pages.iter().all(|p| p.swapped && p.dirty), "{pages:?}");
+    let reads = paged.tree.stats().page_reads;
+    assert_eq!(paged.tree.get(&key(8), &guard).unwrap(), Some(&b"after the snapshot"[..]));
+    assert_eq!(paged.tree.get(&key(10), &guard).unwrap(), Some(&b"after the capture"[..]));
+    assert_eq!(paged.tree.get(&key(9), &guard).unwrap(), None);
+    assert_eq!(paged.tree.stats().page_reads, reads, "blind writes are read without the log");
+    assert_eq!(paged.tree.get(&key(7), &guard).unwrap(), Some(&b"dirty"[..]));
+    drop(guard);
+    paged.flush(true, false);
+    paged.reopen();
+    let guard = paged.tree.pin();
+    for (k, v) in [
+        (7, Some(&b"dirty"[..])),
+        (8, Some(b"after the snapshot")),
+        (9, None),
+        (10, Some(b"after the capture")),
+    ] {
+        assert_eq!(paged.tree.get(&key(k), &guard).unwrap(), v, "key {k}");
+    }
 }

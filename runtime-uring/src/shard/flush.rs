@@ -22,10 +22,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use helio_core::log::cut::Commit;
-use helio_core::log::frame::Kind;
-use helio_core::log::page::{PageRecord, PageTable, PageWriter, TableMark};
-use helio_core::{Capture, Captured};
+use helio_core::log::page::{PageTable, PageWriter, TableMark};
+use helio_core::Capture;
 
+use super::pipeline::{Pipeline, Written};
 use super::{Inner, ShardError};
 use crate::disk::replace_file;
 use crate::log::LogError;
@@ -64,7 +64,7 @@ pub(crate) struct Flusher {
     commit: Commit,
     /// Where the Clock is.
     hand: Vec<u8>,
-    writer: PageWriter,
+    pub(super) writer: PageWriter,
 }
 
 impl Flusher {
@@ -78,147 +78,7 @@ impl Flusher {
 /// A stretch of keys: its low key and high key (`None`: unbounded).
 type KeyRange = (Box<[u8]>, Option<Box<[u8]>>);
 
-/// A page captured, with the record to append for it (if any).
-type Staged = (Capture, Option<(Kind, Vec<u8>)>);
-
-/// What [`Inner::write_pages_of`] did: the pages it captured and wrote, in how many batches,
-/// and the low keys of those it found busy (not captured: see [`Captured::Busy`]).
-#[derive(Default)]
-struct Written {
-    captures: Vec<Capture>,
-    batches: u64,
-    busy: Vec<Box<[u8]>>,
-}
-
-/// What capturing one page gave (see [`Captured`]).
-enum Took {
-    Page(Staged),
-    Gone,
-    Busy,
-}
-
 impl Inner {
-    /// Captures the page at `low` into a record (an image if `image`).
-    fn capture_page(
-        &self,
-        f: &mut Flusher,
-        low: &[u8],
-        snapshot: &helio_core::Snapshot,
-        image: bool,
-    ) -> Result<Took, ShardError> {
-        let mut guard = self.tree.pin();
-        let captured =
-            self.tree.capture(low, snapshot, image, &mut f.writer, &mut guard).map_err(ShardError::Page)?;
-        Ok(match captured {
-            Captured::Page(c) => {
-                let record = c.kind().map(|kind| (kind, f.writer.payload().to_vec()));
-                Took::Page((c, record))
-            }
-            Captured::Gone => Took::Gone,
-            Captured::Busy => Took::Busy,
-        })
-    }
-
-    /// Captures the pages at `lows` (images if `image`) and writes their records a batch at a
-    /// time: a batch is appended before the next record would take it past the budget's batch
-    /// (so that what is held between capture and append stays within the shard's budget; a
-    /// record larger than that is held alone). If a capture fails, the ones captured before it
-    /// and not yet written are marked dirty again and the error returned.
-    fn write_pages_of(
-        &self,
-        f: &mut Flusher,
-        lows: impl IntoIterator<Item = Box<[u8]>>,
-        snapshot: &helio_core::Snapshot,
-        image: bool,
-    ) -> Result<Written, ShardError> {
-        let (mut held, mut bytes) = (Vec::new(), 0);
-        let mut written = Written::default();
-        for low in lows {
-            let capture = self.capture_page(f, &low, snapshot, image);
-            match capture.inspect_err(|_| self.abandon(held.iter().map(|(c, _)| c)))? {
-                Took::Page(c) => {
-                    let len = c.1.as_ref().map_or(0, |(_, p)| p.len());
-                    if !held.is_empty() && bytes + len > self.budget.batch {
-                        written.captures.extend(self.write_pages(f, std::mem::take(&mut held))?);
-                        (bytes, written.batches) = (0, written.batches + 1);
-                    }
-                    bytes += len;
-                    held.push(c);
-                }
-                Took::Gone => {}
-                Took::Busy => written.busy.push(low),
-            }
-        }
-        if !held.is_empty() {
-            written.captures.extend(self.write_pages(f, held)?);
-            written.batches += 1;
-        }
-        Ok(written)
-    }
-
-    /// Appends the captured records, makes them recoverable (durable, and a commit past their
-    /// snapshot durable, so that no recovery's cut drops a write they hold), then tells the
-    /// tree where they are and folds them into the table. If that fails, the pages are marked
-    /// dirty again (their capture cleared the mark), so that no later round takes them for
-    /// written.
-    fn write_pages(&self, f: &mut Flusher, captured: Vec<Staged>) -> Result<Vec<Capture>, ShardError> {
-        let addrs = match self.append_pages(&captured) {
-            Ok(addrs) => addrs,
-            Err(e) => {
-                self.abandon(captured.iter().map(|(c, _)| c));
-                return Err(e);
-            }
-        };
-        let guard = self.tree.pin();
-        let mut out = Vec::with_capacity(captured.len());
-        for ((capture, record), addr) in captured.into_iter().zip(addrs) {
-            if let (Some((kind, payload)), Some(addr)) = (record, addr) {
-                self.tree.flushed(&capture, addr, &guard);
-                let decoded = PageRecord::decode(&payload).expect("the core encodes what it decodes");
-                f.table.fold(addr, kind, &decoded).map_err(|reason| self.table_error(reason))?;
-                let mut stats = self.stats.lock().unwrap();
-                stats.page_records += 1;
-                stats.page_bytes_written += payload.len() as u64;
-                if kind == Kind::PageImage {
-                    stats.image_bytes += payload.len() as u64;
-                }
-            }
-            out.push(capture);
-        }
-        Ok(out)
-    }
-
-    /// Appends the records of `captured` (returning each one's address), makes them durable,
-    /// then commits past their snapshot (a commit covers write numbers, not these records: one
-    /// whose round began before they were appended would not wait for them).
-    fn append_pages(&self, captured: &[Staged]) -> Result<Vec<Option<u64>>, ShardError> {
-        let mut addrs = Vec::with_capacity(captured.len());
-        let mut end = 0;
-        for (_, record) in captured {
-            addrs.push(match record {
-                Some((kind, payload)) => {
-                    let (addr, past) = self.log.append_located(*kind, payload)?;
-                    end = past;
-                    Some(addr)
-                }
-                None => None,
-            });
-        }
-        if end > 0 {
-            self.log.wait_durable_for_upkeep(end)?;
-        }
-        self.committer().commit_all(self.index, false)?;
-        Ok(addrs)
-    }
-
-    /// Marks the pages of `captures` dirty again: their records will not be flushed.
-    fn abandon<'c>(&self, captures: impl Iterator<Item = &'c Capture>) {
-        let guard = self.tree.pin();
-        for capture in captures {
-            self.tree.abandon(capture, &guard);
-        }
-    }
-
     /// A complete round: every dirty page as one snapshot sees it, again until no page is
     /// dirty that the round has not written (pages split off meanwhile); then the table file.
     /// `images`: every record a full image (a checkpoint's round: then no record before the
@@ -330,34 +190,52 @@ impl Inner {
     }
 
     /// Swaps pages out while the shard is above its high watermark, down to the low one, or
-    /// until the Clock finds nothing more to swap.
+    /// until the Clock finds nothing more to swap. Each sweep's pages are one batch, captured
+    /// while the device flushes the batch before (see `pipeline.rs`); a page swaps out once its
+    /// batch is recoverable.
     pub(super) fn swap_pass(&self, f: &mut Flusher) -> Result<(), ShardError> {
         let Some(quota) = self.budget.pages else { return Ok(()) };
         let (high, low) = ((quota as f64 * HIGH_WATERMARK) as u64, (quota as f64 * LOW_WATERMARK) as u64);
         if self.tree.resident_bytes() <= high {
             return Ok(());
         }
+        let written = self.page_bytes_written();
+        let mut p = Pipeline::default();
         let mut fruitless = 0;
+        let mut batches = 0;
         while self.tree.resident_bytes() > low && fruitless < 4 && !self.stop.load(Ordering::Acquire) {
             let snapshot = self.tree.snapshot();
-            let victims = {
+            let victims: Vec<Box<[u8]>> = {
                 let guard = self.tree.pin();
-                self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard)
+                let swept = self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard);
+                swept.into_iter().map(|(low, _)| low).filter(|low| !p.holds(low)).collect()
             };
-            let written = self.page_bytes_written();
-            let Written { captures, batches, .. } = self.write_pages_of(f, victims, &snapshot, false)?;
-            {
-                let mut stats = self.stats.lock().unwrap();
-                stats.swap_page_bytes += stats.page_bytes_written - written;
-                stats.swap_flushes += batches;
-            }
-            let guard = self.tree.pin();
-            let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();
-            drop(guard);
-            fruitless = if swapped == 0 { fruitless + 1 } else { 0 };
-            self.caught_up.1.notify_all();
+            let mut done = Written::default();
+            self.pipe_pages(f, &mut p, victims, &snapshot, false, &mut done)?;
+            self.seal(f, &mut p, &mut done)?;
+            batches += done.batches;
+            let swapped = self.swap_out_all(&done.captures);
+            fruitless = if swapped == 0 && !p.is_busy() { fruitless + 1 } else { 0 };
         }
+        let mut done = Written::default();
+        self.drain(f, &mut p, &mut done)?;
+        batches += done.batches;
+        self.swap_out_all(&done.captures);
+        let mut stats = self.stats.lock().unwrap();
+        stats.swap_page_bytes += stats.page_bytes_written - written;
+        stats.swap_flushes += batches;
         Ok(())
+    }
+
+    /// Swaps out the pages of `captures` (their records are recoverable and named); returns how
+    /// many it could, and wakes the writers waiting for memory.
+    fn swap_out_all(&self, captures: &[Capture]) -> usize {
+        let guard = self.tree.pin();
+        let swapped = captures.iter().filter(|c| self.tree.swap_out(c, &guard)).count();
+        drop(guard);
+        self.stats.lock().unwrap().swap_misses += (captures.len() - swapped) as u64;
+        self.caught_up.1.notify_all();
+        swapped
     }
 
     /// Writes the table file: the table, where recovery starts reading the log, and a complete
@@ -431,7 +309,7 @@ impl Inner {
         stats.writer_wait_micros += started.elapsed().as_micros() as u64;
     }
 
-    fn table_error(&self, reason: helio_core::log::page::TableError) -> ShardError {
+    pub(super) fn table_error(&self, reason: helio_core::log::page::TableError) -> ShardError {
         ShardError::Pages { path: self.log.dir().join(TABLE_FILE), reason }
     }
 }

@@ -42,6 +42,7 @@ mod config;
 mod error;
 mod flush;
 mod pages;
+mod pipeline;
 mod stats;
 
 use flush::{Flusher, TABLE_FILE};
@@ -365,6 +366,7 @@ impl Shard {
             swap_page_bytes: clean.swap_page_bytes,
             image_bytes: clean.image_bytes,
             swap_flushes: clean.swap_flushes,
+            swap_misses: clean.swap_misses,
             rounds_incomplete: clean.rounds_incomplete,
             writer_waits: clean.writer_waits,
             writer_wait_micros: clean.writer_wait_micros,

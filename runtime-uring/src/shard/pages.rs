@@ -97,6 +97,22 @@ impl LogPages {
         Ok(file)
     }
 
+    /// Asks the device for `records` (each a record's address and, where known, its payload's
+    /// bytes) ahead of their reads, without waiting, so that the reads of a batch of records
+    /// overlap instead of following one another. Advice only: a file without a descriptor (a
+    /// simulated disk) takes none, and a read that comes before the bytes do simply waits.
+    pub(crate) fn prefetch(&self, records: impl IntoIterator<Item = (u64, Option<u32>)>) {
+        let segment_bytes = self.segments.segment_bytes();
+        for (addr, bytes) in records {
+            let (index, offset) = (addr / segment_bytes, addr % segment_bytes);
+            let Some(fd) = self.file(index).ok().and_then(|file| file.raw_fd()) else { continue };
+            let len = bytes.map_or(FIRST_READ as u64, |b| (HEADER_BYTES as u64) + u64::from(b));
+            let len = len.min(segment_bytes - offset);
+            // SAFETY: plain syscall on a descriptor the file holds open; advice only.
+            unsafe { libc::posix_fadvise(fd, offset as i64, len as i64, libc::POSIX_FADV_WILLNEED) };
+        }
+    }
+
     /// Extends `buf` (the log's bytes from `lsn`) to `len` bytes, or to the end of the
     /// segment if that comes first.
     fn read_more(&self, lsn: u64, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {

@@ -58,6 +58,9 @@ pub struct ShardStats {
     pub image_bytes: u64,
     /// Batches of pages the swapper flushed, each made durable and committed on its own.
     pub swap_flushes: u64,
+    /// Pages the swapper wrote but could not swap out: written to (or split, merged) between
+    /// their capture and the records' commit, so they stay in memory, dirty.
+    pub swap_misses: u64,
     /// Flush rounds that could not capture a page (it stayed busy: being merged, or changed by
     /// writers while it was read back) and so left the place recovery starts from where it was.
     pub rounds_incomplete: u64,
@@ -122,6 +125,7 @@ impl ShardStats {
             swap_page_bytes: self.swap_page_bytes + other.swap_page_bytes,
             image_bytes: self.image_bytes + other.image_bytes,
             swap_flushes: self.swap_flushes + other.swap_flushes,
+            swap_misses: self.swap_misses + other.swap_misses,
             rounds_incomplete: self.rounds_incomplete + other.rounds_incomplete,
             writer_waits: self.writer_waits + other.writer_waits,
             writer_wait_micros: self.writer_wait_micros + other.writer_wait_micros,
@@ -164,6 +168,8 @@ pub struct CleanStats {
     pub image_bytes: u64,
     /// Batches of pages the swapper flushed (each made durable and committed on its own).
     pub swap_flushes: u64,
+    /// Pages the swapper wrote but could not swap out.
+    pub swap_misses: u64,
     /// Complete flush rounds (every dirty page written as one snapshot saw it).
     pub flush_rounds: u64,
     /// Flush rounds that left a busy page uncaptured (see `ShardStats::rounds_incomplete`).

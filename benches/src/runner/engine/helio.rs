@@ -120,6 +120,7 @@ impl Engine for Helio {
             ("relocated_bytes", s.relocated_bytes),
             ("image_bytes", s.image_bytes),
             ("swap_flushes", s.swap_flushes),
+            ("swap_misses", s.swap_misses),
             ("rounds_incomplete", s.rounds_incomplete),
             ("swap_outs", s.swap_outs),
             ("swap_ins", s.swap_ins),
