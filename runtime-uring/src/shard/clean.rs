@@ -123,6 +123,8 @@ impl Inner {
             && self.head.load(Ordering::Acquire) < end
             && self.cleaning_due(idle)
         {
+            // Writers over the quota wait for the swapper, not for the cleaning.
+            self.swap_pass(&mut self.flusher.lock().unwrap())?;
             if self.clean_stretch(end, false)?.read == 0 {
                 break;
             }

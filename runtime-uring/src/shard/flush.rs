@@ -285,6 +285,16 @@ impl Inner {
         let bound = self.unflushed_tail.saturating_mul(TAIL_BOUND);
         let tail_long = || end.saturating_sub(self.covered_to.load(Ordering::Relaxed)) > bound;
         self.wait_for_cleaner(|| self.over_quota() || tail_long());
+        self.wake_swapper_past_high();
+    }
+
+    /// Wakes the cleaner once the shard is past the high watermark (it would otherwise find
+    /// that at its next timed wake, by when the writers may be over the quota and waiting).
+    fn wake_swapper_past_high(&self) {
+        let past_high = |quota| self.tree.resident_bytes() as f64 > quota as f64 * HIGH_WATERMARK;
+        if self.budget.pages.is_some_and(past_high) && !self.clean_requested.load(Ordering::Relaxed) {
+            self.request_clean();
+        }
     }
 
     fn over_quota(&self) -> bool {
