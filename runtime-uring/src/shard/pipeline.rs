@@ -63,11 +63,6 @@ impl Pipeline {
         staged.into_iter().any(|(c, _)| c.low() == low)
     }
 
-    /// Whether a batch is appended and not yet named.
-    pub(super) fn is_busy(&self) -> bool {
-        self.appended.is_some()
-    }
-
     fn unfinished(&self) -> impl Iterator<Item = &Capture> {
         self.held.iter().chain(self.appended.iter().flat_map(|a| &a.staged)).map(|(c, _)| c)
     }
