@@ -838,13 +838,12 @@ impl Tree {
 
     /// The Clock: passes over up to `n` pages from the one holding `hand` (wrapping around at
     /// the end), clearing reference bits; returns the low keys of those whose bit was already
-    /// clear and that hold at least the mean bytes in memory of such pages, each with those
-    /// bytes: the pages to swap out. `hand` moves on past them (and is left empty at the end of
-    /// the keys). The others keep their clear bit for the next pass: a
+    /// clear and that hold at least the mean bytes in memory of such pages: the pages to swap
+    /// out. `hand` moves on past them. The others keep their clear bit for the next pass: a
     /// page holding a few blind writes above its stub frees little, and flushing it uses up
     /// one of its chain's [`MAX_SEGMENTS`] records (the last of which costs reading the page
     /// back for an image), so it waits until it holds more.
-    pub fn sweep(&self, hand: &mut Vec<u8>, n: usize, guard: &Guard) -> Vec<(Box<[u8]>, u64)> {
+    pub fn sweep(&self, hand: &mut Vec<u8>, n: usize, guard: &Guard) -> Vec<Box<[u8]>> {
         let mut victims = Vec::new();
         let (mut cell, _) = self.locate(Target::Key(hand), guard);
         for _ in 0..n {
@@ -868,8 +867,7 @@ impl Tree {
         }
         let total: u64 = victims.iter().map(|(_, bytes)| bytes).sum();
         let count = victims.len() as u64;
-        victims.retain(|(_, bytes)| bytes * count >= total);
-        victims
+        victims.into_iter().filter(|(_, bytes)| bytes * count >= total).map(|(low, _)| low).collect()
     }
 
     /// Every page's place in the log, in key order: what the runtime writes to its page table.

@@ -208,7 +208,7 @@ impl Inner {
             let victims: Vec<Box<[u8]>> = {
                 let guard = self.tree.pin();
                 let swept = self.tree.sweep(&mut f.hand, SWEEP_PAGES, &guard);
-                swept.into_iter().map(|(low, _)| low).filter(|low| !p.holds(low)).collect()
+                swept.into_iter().filter(|low| !p.holds(low)).collect()
             };
             let mut done = Written::default();
             self.pipe_pages(f, &mut p, victims, &snapshot, false, &mut done)?;
