@@ -113,3 +113,49 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
         assert_eq!(shard.get(&key).unwrap(), Some(vec![round; value_bytes]));
     }
 }
+
+/// Cleaning yields to reads: once writes stop, a log that readers keep reading is not cleaned
+/// at rest (its head scans, page reads and images would take the device and the cores from
+/// them; without writes the log does not grow, so waiting costs no disk). Once the reads stop
+/// too, the whole log counts and the files come down to the ratio. A reader runs from before
+/// the last write, so that no wake of the cleaner finds the shard at rest before it stops.
+#[test]
+fn a_log_that_is_only_read_is_not_cleaned_at_rest_until_the_reads_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ShardConfig { clean_ratio: 0.5, unflushed_tail: helio::shard::UNFLUSHED_TAIL_DEFAULT, ..config() };
+    let (shard, _) = Shard::open(dir.path(), &config).unwrap();
+    let (keys, value_bytes) = (20_000u64, 300usize);
+    let live = keys * (8 + value_bytes as u64);
+    let reading = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(9);
+            while reading.load(Ordering::Relaxed) {
+                shard.get(&(rng.next() % keys).to_be_bytes()).unwrap();
+            }
+        });
+        let mut rng = Rng(7);
+        for round in 0..3u8 {
+            for _ in 0..keys {
+                let key = (rng.next() % keys).to_be_bytes();
+                shard.put(&key, &vec![round; value_bytes], Durability::None).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let stats = shard.clean_stats();
+        let files = disk_bytes(dir.path());
+        reading.store(false, Ordering::Relaxed);
+        assert_eq!((stats.flush_rounds, stats.stretches), (0, 0), "cleaned while read: {stats:?}");
+        assert!(files > 2 * live, "{files} bytes of files for {live} live");
+    });
+    let started = Instant::now();
+    while disk_bytes(dir.path()) > 2 * live {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not cleaned at rest: {:?}",
+            shard.clean_stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

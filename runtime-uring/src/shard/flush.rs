@@ -25,7 +25,7 @@ use helio_core::log::cut::Commit;
 use helio_core::log::page::{PageTable, PageWriter, TableMark};
 use helio_core::Capture;
 
-use super::pipeline::{Pipeline, Written};
+use super::pipeline::{Cause, Pipeline, Written};
 use super::{Inner, ShardError};
 use crate::disk::replace_file;
 use crate::log::LogError;
@@ -65,6 +65,8 @@ pub(crate) struct Flusher {
     /// Where the Clock is.
     hand: Vec<u8>,
     pub(super) writer: PageWriter,
+    /// The low key of a page whose captures report it busy (see [`super::Shard::hold_busy`]).
+    pub(super) held_busy: Option<Box<[u8]>>,
 }
 
 impl Flusher {
@@ -83,27 +85,13 @@ impl Inner {
     /// dirty that the round has not written (pages split off meanwhile); then the table file.
     /// `images`: every record a full image (a checkpoint's round: then no record before the
     /// round stays live through a delta's chain).
-    pub(super) fn flush_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
-        let written = self.page_bytes_written();
-        let round = self.write_round(f, images);
-        let mut stats = self.stats.lock().unwrap();
-        stats.round_page_bytes += stats.page_bytes_written - written;
-        round
-    }
-
-    /// Payload bytes of the page records written so far.
-    pub(super) fn page_bytes_written(&self) -> u64 {
-        self.stats.lock().unwrap().page_bytes_written
-    }
-
-    /// [`Self::flush_round`]'s work.
     ///
     /// The round covers the log up to the place noted before its snapshot only if it captured
     /// every dirty page: a page found busy is tried again once nothing else is left, up to
     /// [`BUSY_RETRIES`] times; if it is still busy, the round writes what it captured but
     /// leaves the place where it was (the op records of that page's writes stay live, and
     /// recovery replays them).
-    fn write_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
+    pub(super) fn flush_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
         let position = self.log.boundary();
         let snapshot = self.tree.snapshot();
         let mut done = HashSet::new();
@@ -124,7 +112,7 @@ impl Inner {
                 done.extend(fresh.iter().map(|(_, id)| *id));
                 fresh.into_iter().map(|(low, _)| low).collect()
             };
-            let written = self.write_pages_of(f, todo, &snapshot, images)?;
+            let written = self.write_pages_of(f, todo, &snapshot, images, Cause::Round)?;
             done.extend(written.captures.iter().map(Capture::page_id));
             busy.extend(written.busy);
         }
@@ -167,7 +155,7 @@ impl Inner {
                 }
             }
         }
-        let captures = self.write_pages_of(f, lows, &snapshot, true)?.captures;
+        let captures = self.write_pages_of(f, lows, &snapshot, true, Cause::Relocation)?.captures;
         // A page written out again because its record was old is likely cold: under a quota,
         // out of memory again it goes (an image reads the page back in first).
         if self.budget.pages.is_some() {
@@ -199,8 +187,7 @@ impl Inner {
         if self.tree.resident_bytes() <= high {
             return Ok(());
         }
-        let written = self.page_bytes_written();
-        let mut p = Pipeline::default();
+        let mut p = Pipeline::new(Cause::Swap);
         let mut fruitless = 0;
         let mut batches = 0;
         while self.tree.resident_bytes() > low && fruitless < 4 && !self.stop.load(Ordering::Acquire) {
@@ -222,9 +209,7 @@ impl Inner {
         self.drain(f, &mut p, &mut done)?;
         batches += done.batches;
         self.swap_out_all(&done.captures);
-        let mut stats = self.stats.lock().unwrap();
-        stats.swap_page_bytes += stats.page_bytes_written - written;
-        stats.swap_flushes += batches;
+        self.stats.lock().unwrap().swap_flushes += batches;
         Ok(())
     }
 

@@ -38,6 +38,7 @@ use crate::striped::Striped;
 mod budget;
 mod check;
 mod clean;
+use clean::{Activity, Seen};
 mod config;
 mod error;
 mod flush;
@@ -105,6 +106,9 @@ struct Inner {
     puts: Striped,
     deletes: Striped,
     gets: Striped,
+    /// Batches the store's scans and ranges took from this shard (with `gets`, what tells the
+    /// cleaner that users read).
+    scan_batches: Striped,
     user_bytes: Striped,
     /// Log bytes the open read: the plan's pass, the page records' fold, the replay.
     replayed_bytes: u64,
@@ -236,6 +240,7 @@ impl Shard {
             puts: Striped::new(),
             deletes: Striped::new(),
             gets: Striped::new(),
+            scan_batches: Striped::new(),
             user_bytes: Striped::new(),
             replayed_bytes: scanned + pages_read + recovered.replayed.bytes,
             memory_share: config.memory_quota,
@@ -320,7 +325,18 @@ impl Shard {
     /// trigger). A test hook for shards on a simulated disk, which have no cleaner thread.
     #[doc(hidden)]
     pub fn clean_now(&self) -> Result<(), ShardError> {
-        self.inner.clean_once(true)
+        let mut seen = Seen::default();
+        self.inner.activity_since(&mut seen);
+        self.inner.clean_once(Some(Activity::Resting), &mut seen)
+    }
+
+    /// Until called again with `None`, every capture of the page whose low key is `low`
+    /// reports it busy, as one of a page frozen by a merge or written to all the while does
+    /// (see `helio_core::Captured::Busy`): flush rounds stay incomplete and relocations leave
+    /// its records named. A test hook: no test can make a real page stay busy on cue.
+    #[doc(hidden)]
+    pub fn hold_busy(&self, low: Option<&[u8]>) {
+        self.inner.flusher.lock().unwrap().held_busy = low.map(Box::from);
     }
 
     /// Cleaning counters.
@@ -368,6 +384,7 @@ impl Shard {
             swap_flushes: clean.swap_flushes,
             swap_misses: clean.swap_misses,
             rounds_incomplete: clean.rounds_incomplete,
+            stretches_held: clean.stretches_held,
             writer_waits: clean.writer_waits,
             writer_wait_micros: clean.writer_wait_micros,
             memory_quota: inner.memory_share.unwrap_or(0),
@@ -468,6 +485,11 @@ impl Shard {
     /// [`ShardConfig::memory_quota`]): what a reader that brought pages back does.
     pub(crate) fn slow_down_if_over_quota(&self) {
         self.inner.slow_down_if_over_quota();
+    }
+
+    /// Counts a batch (or a pass) a scan took from the shard: the cleaner yields to reads.
+    pub(crate) fn count_scan_batch(&self) {
+        self.inner.scan_batches.add(1);
     }
 
     /// The shard's log.

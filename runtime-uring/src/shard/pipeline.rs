@@ -34,11 +34,26 @@ pub(super) struct Written {
     pub(super) busy: Vec<Box<[u8]>>,
 }
 
+/// Why pages are written: the counter of [`super::CleanStats`] their record bytes go to, as
+/// each batch is named (so that a long swap pass or round is counted as it goes, not at its
+/// end).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// A flush round (`round_page_bytes`).
+    #[default]
+    Round,
+    /// The swapper (`swap_page_bytes`).
+    Swap,
+    /// The cleaner moving live records off the head (`relocated_bytes`).
+    Relocation,
+}
+
 /// The batch being captured and the one appended before it, whose device flush runs
 /// meanwhile. Both hold their records' payloads (the table folds them once they are
 /// recoverable), so each batch is held to half the budget's batch.
 #[derive(Default)]
 pub(super) struct Pipeline {
+    cause: Cause,
     held: Vec<Staged>,
     bytes: usize,
     held_sn: u64,
@@ -56,6 +71,11 @@ struct Appended {
 }
 
 impl Pipeline {
+    /// An empty pipeline whose records are written for `cause`.
+    pub(super) fn new(cause: Cause) -> Self {
+        Self { cause, ..Self::default() }
+    }
+
     /// Whether the page whose low key is `low` is in a batch not yet named to the tree (a page
     /// must not be captured again before its last record is named).
     pub(super) fn holds(&self, low: &[u8]) -> bool {
@@ -70,15 +90,17 @@ impl Pipeline {
 
 impl Inner {
     /// Captures the pages at `lows` (images if `image`) as `snapshot` sees them and makes
-    /// every record recoverable before returning (see the module doc).
+    /// every record recoverable before returning (see the module doc), counting their bytes
+    /// for `cause`.
     pub(super) fn write_pages_of(
         &self,
         f: &mut Flusher,
         lows: impl IntoIterator<Item = Box<[u8]>>,
         snapshot: &Snapshot,
         image: bool,
+        cause: Cause,
     ) -> Result<Written, ShardError> {
-        let mut p = Pipeline::default();
+        let mut p = Pipeline::new(cause);
         let mut written = Written::default();
         self.pipe_pages(f, &mut p, lows, snapshot, image, &mut written)?;
         self.drain(f, &mut p, &mut written)?;
@@ -144,7 +166,8 @@ impl Inner {
         let previous = std::mem::replace(&mut p.appended, next);
         match previous {
             Some(batch) => {
-                let finished = self.finish_batch(f, batch).inspect_err(|_| self.abandon(p.unfinished()))?;
+                let finished =
+                    self.finish_batch(f, batch, p.cause).inspect_err(|_| self.abandon(p.unfinished()))?;
                 written.captures.extend(finished);
                 Ok(())
             }
@@ -192,6 +215,9 @@ impl Inner {
         snapshot: &Snapshot,
         image: bool,
     ) -> Result<Took, ShardError> {
+        if f.held_busy.as_deref() == Some(low) {
+            return Ok(Took::Busy);
+        }
         let mut guard = self.tree.pin();
         let captured =
             self.tree.capture(low, snapshot, image, &mut f.writer, &mut guard).map_err(ShardError::Page)?;
@@ -231,7 +257,12 @@ impl Inner {
     /// appended, the batch before's usually, does not wait for them, hence the first wait). Then
     /// tells the tree where they are and folds them into the table. If the waits fail, the
     /// pages are marked dirty again, so that no later round takes them for written.
-    fn finish_batch(&self, f: &mut Flusher, batch: Appended) -> Result<Vec<Capture>, ShardError> {
+    fn finish_batch(
+        &self,
+        f: &mut Flusher,
+        batch: Appended,
+        cause: Cause,
+    ) -> Result<Vec<Capture>, ShardError> {
         let recoverable = (|| {
             if batch.end > 0 {
                 self.log.wait_durable_for_upkeep(batch.end)?;
@@ -252,6 +283,11 @@ impl Inner {
                 let mut stats = self.stats.lock().unwrap();
                 stats.page_records += 1;
                 stats.page_bytes_written += payload.len() as u64;
+                *match cause {
+                    Cause::Round => &mut stats.round_page_bytes,
+                    Cause::Swap => &mut stats.swap_page_bytes,
+                    Cause::Relocation => &mut stats.relocated_bytes,
+                } += payload.len() as u64;
                 if kind == Kind::PageImage {
                     stats.image_bytes += payload.len() as u64;
                 }

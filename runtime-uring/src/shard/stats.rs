@@ -64,6 +64,9 @@ pub struct ShardStats {
     /// Flush rounds that could not capture a page (it stayed busy: being merged, or changed by
     /// writers while it was read back) and so left the place recovery starts from where it was.
     pub rounds_incomplete: u64,
+    /// Stretches of the log the cleaner read but could not move the head past: a page holding
+    /// a record there stayed busy, so the page table still names the record.
+    pub stretches_held: u64,
     /// Writes (and reads that brought pages back) that waited for the cleaner: the shard was
     /// over its quota, or its unflushed tail past its bound.
     pub writer_waits: u64,
@@ -127,6 +130,7 @@ impl ShardStats {
             swap_flushes: self.swap_flushes + other.swap_flushes,
             swap_misses: self.swap_misses + other.swap_misses,
             rounds_incomplete: self.rounds_incomplete + other.rounds_incomplete,
+            stretches_held: self.stretches_held + other.stretches_held,
             writer_waits: self.writer_waits + other.writer_waits,
             writer_wait_micros: self.writer_wait_micros + other.writer_wait_micros,
             pages: self.pages + other.pages,
@@ -174,6 +178,8 @@ pub struct CleanStats {
     pub flush_rounds: u64,
     /// Flush rounds that left a busy page uncaptured (see `ShardStats::rounds_incomplete`).
     pub rounds_incomplete: u64,
+    /// Stretches the head could not pass (see `ShardStats::stretches_held`).
+    pub stretches_held: u64,
     /// Writes that waited for the cleaner: the shard was over its quota, or its unflushed tail
     /// past four times `unflushed_tail`.
     pub writer_waits: u64,

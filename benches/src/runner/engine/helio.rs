@@ -122,6 +122,7 @@ impl Engine for Helio {
             ("swap_flushes", s.swap_flushes),
             ("swap_misses", s.swap_misses),
             ("rounds_incomplete", s.rounds_incomplete),
+            ("stretches_held", s.stretches_held),
             ("swap_outs", s.swap_outs),
             ("swap_ins", s.swap_ins),
             ("page_reads", s.page_reads),
