@@ -1055,29 +1055,37 @@ fn visible<'a>(entries: impl Iterator<Item = PageEntry<'a>>, key: &[u8], sn: u64
     versions.find(|e| e.sn <= sn).map(|e| e.value.map(<[u8]>::to_vec))
 }
 
-/// Whether any chain from `head` (absorbed ones included) ends in a stub.
+/// Whether any chain from `head` (absorbed ones included) ends in a stub. Allocates nothing:
+/// writes ask it whenever a page is due a consolidation.
 pub(crate) fn chain_has_stub(head: &Record) -> bool {
-    !stubs_of(head).is_empty()
+    let mut found = false;
+    each_stub(head, &mut |_| found = true);
+    found
 }
 
 /// The stubs of the chain from `head` and of the chains its merge records absorbed.
 fn stubs_of(head: &Record) -> Vec<&Record> {
     let mut stubs = Vec::new();
-    let mut pending = alloc::vec![head as *const Record];
-    while let Some(mut rec) = pending.pop() {
-        while !rec.is_null() {
-            // SAFETY: the caller is pinned with `head` loaded; chains below it are alive as
-            // long as it is.
-            let r = unsafe { &*rec };
-            match &r.body {
-                Body::Merge { right, .. } => pending.push(*right),
-                Body::Swapped { .. } => stubs.push(r),
-                _ => {}
-            }
-            rec = r.next;
-        }
-    }
+    each_stub(head, &mut |stub| stubs.push(stub));
     stubs
+}
+
+/// Calls `visit` with each stub of the chain from `head`, an absorbed chain's where its merge
+/// record is (merges nest as deep as a page absorbed siblings since its last consolidation).
+fn each_stub<'r>(head: &'r Record, visit: &mut impl FnMut(&'r Record)) {
+    let mut rec: *const Record = head;
+    while !rec.is_null() {
+        // SAFETY: the caller is pinned with `head` loaded; chains below it are alive as long
+        // as it is.
+        let r = unsafe { &*rec };
+        match &r.body {
+            // SAFETY: as above.
+            Body::Merge { right, .. } if !right.is_null() => each_stub(unsafe { &**right }, visit),
+            Body::Swapped { .. } => visit(r),
+            _ => {}
+        }
+        rec = r.next;
+    }
 }
 
 /// Whether a page's entries are out of memory: its chain ends in a stub.
