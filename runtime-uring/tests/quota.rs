@@ -11,6 +11,7 @@
 //! with one, against the bound of 134 MiB (and 159-184 with the default before the quota
 //! counted the shards' buffers).
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use helio::log::LogConfig;
@@ -138,6 +139,15 @@ fn four_times_the_quota_stays_within_it_and_reopens_without_loading() {
         live += 1;
     }
     assert_eq!(live, model.iter().filter(|&&v| v != 0).count() as u64);
+    // A scan visiting the pages in place brings them back as well, at the swapper's pace.
+    let mut scanned = 0u64;
+    store
+        .scan::<[u8], _>(.., |_, _| {
+            scanned += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(scanned, live);
     let peak = peak_rss();
     assert!(peak <= bound, "peak RSS {} MiB over the bound {} MiB after reopen", peak >> 20, bound >> 20);
     store.close().unwrap();

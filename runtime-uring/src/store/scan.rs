@@ -44,6 +44,9 @@ pub(super) fn scan(
         }
         let tree = shards[shard].tree();
         tree.swap_in_unpinned(&page, &mut tree.pin())?;
+        // The page is back in memory: a scan over more than the quota goes at the swapper's
+        // pace rather than past the quota (no guard is held here).
+        shards[shard].slow_down_if_over_quota();
     }
 }
 
