@@ -113,3 +113,56 @@ fn a_short_tail_is_not_cleaned_while_it_is_written_and_is_once_the_log_rests() {
         assert_eq!(shard.get(&key).unwrap(), Some(vec![round; value_bytes]));
     }
 }
+
+/// Cleaning yields to reads: once writes stop, a log that readers keep reading gets the round
+/// its last writes need (an open would otherwise read them and replay them), but is cleaned
+/// one stretch a second at most (the head scans and the images of the pages it moves would
+/// take the cores and the device from the reads; without writes the log does not grow, so
+/// waiting costs no disk). Once the reads stop too, the whole log counts and the files come
+/// down to the ratio. A reader runs from before the last write, so that no wake of the cleaner
+/// finds the shard at rest before it stops.
+#[test]
+fn a_log_that_is_only_read_gets_its_round_and_is_cleaned_at_the_readers_pace_until_they_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ShardConfig { clean_ratio: 0.5, unflushed_tail: helio::shard::UNFLUSHED_TAIL_DEFAULT, ..config() };
+    let (shard, _) = Shard::open(dir.path(), &config).unwrap();
+    let (keys, value_bytes) = (20_000u64, 300usize);
+    let live = keys * (8 + value_bytes as u64);
+    let reading = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(9);
+            while reading.load(Ordering::Relaxed) {
+                shard.get(&(rng.next() % keys).to_be_bytes()).unwrap();
+            }
+        });
+        let mut rng = Rng(7);
+        for round in 0..6u8 {
+            for _ in 0..keys {
+                let key = (rng.next() % keys).to_be_bytes();
+                shard.put(&key, &vec![round; value_bytes], Durability::None).unwrap();
+            }
+        }
+        let written = shard.log_stats().log_bytes;
+        let before = shard.clean_stats();
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = shard.clean_stats();
+        let (files, unflushed) = (disk_bytes(dir.path()), shard.stats().unflushed_bytes);
+        reading.store(false, Ordering::Relaxed);
+        assert!(after.flush_rounds > before.flush_rounds, "no round after the writes: {after:?}");
+        assert!(unflushed < written / 4, "{unflushed} of {written} log bytes past the last round");
+        let stretches = after.stretches - before.stretches;
+        assert!(stretches <= 2, "{stretches} stretches cleaned in 1.5 s of reads: {after:?}");
+        assert!(files > 2 * live, "{files} bytes of files for {live} live: cleaned at rest while read");
+    });
+    let started = Instant::now();
+    while disk_bytes(dir.path()) > 2 * live {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not cleaned at rest: {:?}",
+            shard.clean_stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

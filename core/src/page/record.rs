@@ -401,13 +401,13 @@ pub(crate) struct PageCell {
     pub flush: SpinLock<FlushState>,
 }
 
-/// The page records that hold a page, newest first, and what its next record must be.
 /// What a [`FlushState`] was before an [`FlushState::inherit`].
 pub(crate) struct Inherited {
     len: usize,
     needs_image: bool,
 }
 
+/// The page records that hold a page, newest first, and what its next record must be.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlushState {
     /// Log addresses of the page's records, newest first: an image at the end, deltas before

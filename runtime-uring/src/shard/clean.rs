@@ -8,6 +8,12 @@
 //! once no reader pinned before can be inside it. Where the head may move (never inside a
 //! fragmented record) is decided in [`helio_core::log::clean`]; this module reads the bytes
 //! and holds the locks.
+//!
+//! How much the cleaner cleans follows what the shard's users did since it last looked (see
+//! [`Activity`]): while they write, the log as far as the last round counts; while they only
+//! read, their last writes get their flush round and cleaning yields to the reads, a stretch
+//! every [`READING_PACE`] (without writes the log does not grow, so waiting costs no disk); at
+//! rest, the whole log counts.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -24,6 +30,30 @@ const STRETCH_BYTES: u64 = 4 << 20;
 
 /// How long a full cleaning waits for the readers behind the head to leave before returning.
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// While users read and do not write, the cleaner cleans one stretch this often at most.
+const READING_PACE: Duration = Duration::from_secs(1);
+
+/// What the shard's users did since the cleaner last looked: it decides how much to clean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Activity {
+    /// They wrote (or the cleaner had not looked yet): the log counts as far as the last
+    /// round's place (see [`Inner::log_grown_to`]).
+    Writing,
+    /// They read and did not write: cleaning yields to the reads (its head scans and the
+    /// images of the pages it moves take the cores and the device from them), one stretch
+    /// per [`READING_PACE`].
+    Reading,
+    /// Neither: the whole log counts, tail and all.
+    Resting,
+}
+
+/// The users' writes and reads the cleaner last saw, to tell the [`Activity`] since.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen {
+    writes: u64,
+    reads: u64,
+}
 
 /// What one stretch did.
 #[derive(Debug)]
@@ -60,42 +90,74 @@ impl Inner {
         self.policy().should_clean(end.saturating_sub(head), self.table_bytes.load(Ordering::Relaxed))
     }
 
-    /// Whether to clean now. While the log grows, as [`Self::log_grown_to`] says; once it has
-    /// not grown since the last wake (`idle`), the whole log counts, tail and all: the round
-    /// cleaning starts with then costs no writer anything, and the files come down to the
-    /// ratio at rest.
-    fn cleaning_due(&self, idle: bool) -> bool {
+    /// Whether to clean now, after `activity`: while users write or read, as
+    /// [`Self::log_grown_to`] says; once they rest, the whole log counts, tail and all (the
+    /// round cleaning starts with then costs no user anything, and the files come down to the
+    /// ratio at rest).
+    fn cleaning_due(&self, activity: Activity) -> bool {
         let end = self.log.appended();
-        if idle {
-            self.log_past_head_over_trigger(end)
-        } else {
-            self.log_grown_to(end)
+        match activity {
+            Activity::Resting => self.log_past_head_over_trigger(end),
+            Activity::Writing | Activity::Reading => self.log_grown_to(end),
+        }
+    }
+
+    /// The writes users made so far (puts and deletes, batches' included).
+    pub(super) fn user_writes(&self) -> u64 {
+        self.puts.sum() + self.deletes.sum()
+    }
+
+    /// What the users did since `seen` (`None`: the cleaner's first look), which it then
+    /// records. The log's end does not tell: the cleaner's own records move it.
+    pub(super) fn activity_since(&self, seen: &mut Option<Seen>) -> Activity {
+        let now = Seen { writes: self.user_writes(), reads: self.gets.sum() + self.scan_batches.sum() };
+        match seen.replace(now) {
+            Some(before) if before.writes == now.writes && before.reads != now.reads => Activity::Reading,
+            Some(before) if before == now => Activity::Resting,
+            _ => Activity::Writing,
         }
     }
 
     /// One wake of the cleaner: swap pages out if over the quota, flush a round if the
-    /// unflushed tail is long, clean a round if due (`idle`: the log has not grown since the
-    /// last wake), give space back.
-    pub(super) fn clean_once(&self, idle: bool) -> Result<(), ShardError> {
+    /// unflushed tail is long (or, once users only read, if they wrote since the last round),
+    /// clean a round after `activity` (`None`: no cleaning this wake), give space back.
+    pub(super) fn clean_once(
+        &self,
+        activity: Option<Activity>,
+        seen: &mut Option<Seen>,
+    ) -> Result<(), ShardError> {
         {
             let mut f = self.flusher.lock().unwrap();
             self.swap_pass(&mut f)?;
             self.flush_long_tail(&mut f)?;
+            // Users' last writes get their round now rather than at the close (an open after
+            // it would read the round's records and the tail before them).
+            if activity == Some(Activity::Reading) && f.writes_at_round != self.user_writes() {
+                self.flush_round(&mut f, false)?;
+            }
         }
-        let cleaned = self.clean_round(idle);
+        let cleaned = match activity {
+            Some(activity) => self.clean_round(activity, seen),
+            None => Ok(()),
+        };
         self.release_space();
         cleaned
     }
 
     pub(super) fn run_cleaner(&self) {
-        let mut last_end = u64::MAX;
+        let mut seen = None;
+        let mut paced: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             self.clean_requested.store(false, Ordering::Release);
-            let end = self.log.appended();
-            let idle = std::mem::replace(&mut last_end, end) == end;
+            let activity = self.activity_since(&mut seen);
+            let yielding =
+                activity == Activity::Reading && paced.is_some_and(|at| at.elapsed() < READING_PACE);
+            if activity == Activity::Reading && !yielding {
+                paced = Some(Instant::now());
+            }
             // A failed cleaning leaves the log as it was; a poisoned log also fails every later
             // write, which is where a user sees the error.
-            let failed = match self.clean_once(idle) {
+            let failed = match self.clean_once((!yielding).then_some(activity), &mut seen) {
                 Ok(()) => false,
                 Err(e) => {
                     ::log::warn!("{}: cleaning failed: {e}", self.log.dir().display());
@@ -113,19 +175,26 @@ impl Inner {
     /// Cleans stretch after stretch while the log is past the trigger, at most once over the
     /// log as it was when the round began. The live data the trigger counts is exact (the
     /// page records the table names, see `write_table`), so a round ends once the garbage
-    /// is gone, and cannot keep rewriting the same records.
-    fn clean_round(&self, idle: bool) -> Result<(), ShardError> {
+    /// is gone, and cannot keep rewriting the same records. A round after reads (see
+    /// [`Activity::Reading`]) cleans one stretch, and any round stops once users read without
+    /// writing (`seen` tells).
+    fn clean_round(&self, mut activity: Activity, seen: &mut Option<Seen>) -> Result<(), ShardError> {
         let _one = self.cleaning.lock().unwrap();
         let end = self.log.appended();
         while !self.stop.load(Ordering::Acquire)
             && self.head.load(Ordering::Acquire) < end
-            && self.cleaning_due(idle)
+            && self.cleaning_due(activity)
         {
             // Writers over the quota wait for the swapper, not for the cleaning.
             self.swap_pass(&mut self.flusher.lock().unwrap())?;
-            if self.clean_stretch(end, false)?.read == 0 {
+            if self.clean_stretch(end, false)?.read == 0 || activity == Activity::Reading {
                 break;
             }
+            activity = match self.activity_since(seen) {
+                Activity::Reading => break,
+                Activity::Writing => Activity::Writing,
+                Activity::Resting => activity,
+            };
         }
         Ok(())
     }

@@ -67,6 +67,8 @@ pub(crate) struct Flusher {
     pub(super) writer: PageWriter,
     /// The low key of a page whose captures report it busy (see [`super::Shard::hold_busy`]).
     pub(super) held_busy: Option<Box<[u8]>>,
+    /// The users' writes counted when the last round began (see [`Inner::user_writes`]).
+    pub(super) writes_at_round: u64,
 }
 
 impl Flusher {
@@ -92,6 +94,7 @@ impl Inner {
     /// leaves the place where it was (the op records of that page's writes stay live, and
     /// recovery replays them).
     pub(super) fn flush_round(&self, f: &mut Flusher, images: bool) -> Result<(), ShardError> {
+        f.writes_at_round = self.user_writes();
         let position = self.log.boundary();
         let snapshot = self.tree.snapshot();
         let mut done = HashSet::new();

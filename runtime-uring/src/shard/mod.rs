@@ -105,6 +105,9 @@ struct Inner {
     puts: Striped,
     deletes: Striped,
     gets: Striped,
+    /// Batches the store's scans and ranges took from this shard (with `gets`, what tells the
+    /// cleaner that users read).
+    scan_batches: Striped,
     user_bytes: Striped,
     /// Log bytes the open read: the plan's pass, the page records' fold, the replay.
     replayed_bytes: u64,
@@ -236,6 +239,7 @@ impl Shard {
             puts: Striped::new(),
             deletes: Striped::new(),
             gets: Striped::new(),
+            scan_batches: Striped::new(),
             user_bytes: Striped::new(),
             replayed_bytes: scanned + pages_read + recovered.replayed.bytes,
             memory_share: config.memory_quota,
@@ -320,7 +324,7 @@ impl Shard {
     /// trigger). A test hook for shards on a simulated disk, which have no cleaner thread.
     #[doc(hidden)]
     pub fn clean_now(&self) -> Result<(), ShardError> {
-        self.inner.clean_once(true)
+        self.inner.clean_once(Some(clean::Activity::Resting), &mut None)
     }
 
     /// Until called again with `None`, every capture of the page whose low key is `low`
@@ -478,6 +482,12 @@ impl Shard {
     /// [`ShardConfig::memory_quota`]): what a reader that brought pages back does.
     pub(crate) fn slow_down_if_over_quota(&self) {
         self.inner.slow_down_if_over_quota();
+    }
+
+    /// Counts a batch (or a pass) a store's scan took from the shard: the cleaner yields to
+    /// reads.
+    pub(crate) fn count_scan_batch(&self) {
+        self.inner.scan_batches.add(1);
     }
 
     /// The shard's log.

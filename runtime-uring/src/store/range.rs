@@ -190,6 +190,7 @@ impl<'s> Range<'s> {
         }
         // The batch may have brought swapped-out pages back: a scan over more than the quota
         // goes at the swapper's pace rather than past the quota.
+        self.shards[i].count_scan_batch();
         self.shards[i].slow_down_if_over_quota();
     }
 

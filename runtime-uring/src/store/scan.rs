@@ -29,6 +29,7 @@ pub(super) fn scan(
     let mut from = lo.map(<[u8]>::to_vec);
     let mut fruitless = 0;
     loop {
+        shards.iter().for_each(Shard::count_scan_batch);
         let stop = fruitless < UNPINNED_TRIES;
         let Some(Stopped { shard, page, last }) =
             scan_pass(shards, snapshot, (from.as_ref().map(|k| &k[..]), hi), stop, &mut visit, &mut visited)?
