@@ -159,7 +159,8 @@ impl Inner {
             None
         } else {
             let (addrs, end) = self.append_records(&p.held).inspect_err(|_| self.abandon(p.unfinished()))?;
-            written.batches += 1;
+            // A batch of pages that held nothing new appends nothing and costs no flush.
+            written.batches += u64::from(end > 0);
             p.bytes = 0;
             Some(Appended { staged: std::mem::take(&mut p.held), addrs, end, sn: p.held_sn })
         };
@@ -263,10 +264,13 @@ impl Inner {
         batch: Appended,
         cause: Cause,
     ) -> Result<Vec<Capture>, ShardError> {
+        // Without records there is nothing to make recoverable: the pages' newest records were
+        // made so by the batches that appended them.
         let recoverable = (|| {
-            if batch.end > 0 {
-                self.log.wait_durable_for_upkeep(batch.end)?;
+            if batch.end == 0 {
+                return Ok(());
             }
+            self.log.wait_durable_for_upkeep(batch.end)?;
             self.committer().commit(self.index, batch.sn, false)
         })();
         if let Err(e) = recoverable {
